@@ -1,0 +1,362 @@
+/**
+ * NIfTI-1 reading and writing (`.nii`, `.nii.gz`) through nifti-reader-js.
+ *
+ * Reading: uint8, int16, int32, float32 and float64 voxels, either byte order; `scl_slope` /
+ * `scl_inter` applied (to float32) when the slope is set and not the identity; the affine taken
+ * from the sform when `sform_code > 0`, else the qform when `qform_code > 0`, else the pixdims
+ * (the precedence nibabel uses).
+ *
+ * Writing: a single-file NIfTI-1 with both sform and qform set to the volume's affine (codes 1,
+ * scanner), gzip-compressed when the name ends in `.gz`, written to a temporary file and renamed
+ * so that an interrupted write never leaves a half-written volume behind.
+ */
+import * as nifti from "nifti-reader-js";
+import { type Affine, affineSpacing, scaleAffine, type Vec3 } from "../volume/affine.ts";
+import { makeVolume, type Volume, type VoxelArray } from "../volume/volume.ts";
+import {
+  CorruptVolumeError,
+  DimensionError,
+  NotNiftiError,
+  UnsupportedDatatypeError,
+  VolumeNotFoundError,
+} from "./errors.ts";
+
+/** NIfTI datatype codes this project reads and writes. */
+export const NIFTI_DATATYPES = {
+  uint8: { code: 2, bytes: 1, array: Uint8Array },
+  int16: { code: 4, bytes: 2, array: Int16Array },
+  int32: { code: 8, bytes: 4, array: Int32Array },
+  float32: { code: 16, bytes: 4, array: Float32Array },
+  float64: { code: 64, bytes: 8, array: Float64Array },
+} as const;
+export type NiftiDatatype = keyof typeof NIFTI_DATATYPES;
+
+const DATATYPE_NAMES: Record<number, string> = {
+  1: "binary",
+  2: "uint8",
+  4: "int16",
+  8: "int32",
+  16: "float32",
+  32: "complex64",
+  64: "float64",
+  128: "rgb24",
+  256: "int8",
+  512: "uint16",
+  768: "uint32",
+  1024: "int64",
+  1280: "uint64",
+  1536: "float128",
+  1792: "complex128",
+  2048: "complex256",
+  2304: "rgba32",
+};
+
+export interface NiftiReadOptions {
+  /** Accept a 4D file and return its first volume instead of throwing `DimensionError`. */
+  firstVolumeOf4D?: boolean;
+}
+
+/** A volume plus what the header said about how it was stored. */
+export interface NiftiVolume extends Volume {
+  /** Datatype as stored in the file. */
+  datatype: NiftiDatatype;
+  /** Where the affine came from. */
+  affineSource: "sform" | "qform" | "pixdim";
+}
+
+async function readBytes(path: string): Promise<ArrayBuffer> {
+  try {
+    const bytes = await Deno.readFile(path);
+    return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new VolumeNotFoundError(path, "file not found");
+    }
+    if (err instanceof Deno.errors.IsADirectory) {
+      throw new VolumeNotFoundError(path, "is a directory, expected a .nii or .nii.gz file");
+    }
+    throw new VolumeNotFoundError(path, `cannot be read (${(err as Error).message})`);
+  }
+}
+
+/** Parses NIfTI-1 bytes (possibly gzipped). `name` is used in error messages. */
+export function parseNifti(
+  name: string,
+  raw: ArrayBuffer,
+  options: NiftiReadOptions = {},
+): NiftiVolume {
+  let buf = raw;
+  if (nifti.isCompressed(raw)) {
+    try {
+      buf = nifti.decompress(raw) as ArrayBuffer;
+    } catch (err) {
+      throw new CorruptVolumeError(
+        name,
+        `truncated or corrupt gzip stream (${(err as Error).message})`,
+      );
+    }
+  } else if (name.endsWith(".gz")) {
+    throw new CorruptVolumeError(name, "name ends in .gz but the file is not gzip-compressed");
+  }
+  if (buf.byteLength < 348) {
+    throw new CorruptVolumeError(
+      name,
+      `only ${buf.byteLength} bytes, a NIfTI-1 header needs 348`,
+    );
+  }
+  if (!nifti.isNIFTI1(buf)) {
+    const magic = new TextDecoder().decode(new Uint8Array(buf, 344, 4)).replace(/\0/g, "\\0");
+    throw new NotNiftiError(
+      name,
+      nifti.isNIFTI2(buf)
+        ? "NIfTI-2 files are not supported; convert to NIfTI-1"
+        : `not a NIfTI-1 file (magic "${magic}", expected "n+1\\0")`,
+    );
+  }
+  const header = nifti.readHeader(buf) as nifti.NIFTI1;
+  const dtypeEntry = Object.entries(NIFTI_DATATYPES).find(([, d]) => d.code === header.datatypeCode);
+  if (!dtypeEntry) {
+    const dtName = DATATYPE_NAMES[header.datatypeCode] ?? "unknown";
+    throw new UnsupportedDatatypeError(
+      name,
+      `datatype ${header.datatypeCode} (${dtName}) is not supported; use uint8, int16, int32, float32 or float64`,
+    );
+  }
+  const [datatype, dt] = dtypeEntry as [NiftiDatatype, (typeof NIFTI_DATATYPES)[NiftiDatatype]];
+
+  const ndim = header.dims[0];
+  const dims = header.dims.slice(1, 1 + ndim);
+  const extra = dims.slice(3).reduce((a, b) => a * b, 1);
+  if (ndim < 1 || ndim > 7 || dims.some((d) => d < 1)) {
+    throw new CorruptVolumeError(name, `invalid dimensions ${JSON.stringify(header.dims)}`);
+  }
+  if (extra > 1 && !options.firstVolumeOf4D) {
+    throw new DimensionError(
+      name,
+      `is ${ndim}D (${dims.join("x")}), expected a 3D volume`,
+    );
+  }
+  const shape = [dims[0] ?? 1, dims[1] ?? 1, dims[2] ?? 1] as Vec3;
+  const nvox = shape[0] * shape[1] * shape[2];
+
+  const offset = Math.max(352, Math.round(header.vox_offset));
+  const needed = offset + nvox * dt.bytes;
+  if (buf.byteLength < needed) {
+    throw new CorruptVolumeError(
+      name,
+      `truncated: ${buf.byteLength} bytes, header promises ${needed} (${shape.join("x")} ${datatype})`,
+    );
+  }
+  let data: VoxelArray = readTyped(buf, offset, nvox, datatype, header.littleEndian);
+
+  const slope = header.scl_slope;
+  const inter = header.scl_inter;
+  if (Number.isFinite(slope) && slope !== 0 && (slope !== 1 || (Number.isFinite(inter) && inter !== 0))) {
+    const scaled = new Float32Array(nvox);
+    const b = Number.isFinite(inter) ? inter : 0;
+    for (let n = 0; n < nvox; n++) scaled[n] = data[n] * slope + b;
+    data = scaled;
+  }
+
+  const { affine, source } = headerAffine(buf, header);
+  return { ...makeVolume(data, shape, affine), datatype, affineSource: source };
+}
+
+function readTyped(
+  buf: ArrayBuffer,
+  offset: number,
+  n: number,
+  datatype: NiftiDatatype,
+  littleEndian: boolean,
+): VoxelArray {
+  const dt = NIFTI_DATATYPES[datatype];
+  const out = new dt.array(n);
+  if (littleEndian && offset % dt.bytes === 0) {
+    out.set(new dt.array(buf, offset, n));
+    return out;
+  }
+  const view = new DataView(buf, offset, n * dt.bytes);
+  const le = littleEndian;
+  for (let i = 0; i < n; i++) {
+    const p = i * dt.bytes;
+    switch (datatype) {
+      case "uint8":
+        out[i] = view.getUint8(p);
+        break;
+      case "int16":
+        out[i] = view.getInt16(p, le);
+        break;
+      case "int32":
+        out[i] = view.getInt32(p, le);
+        break;
+      case "float32":
+        out[i] = view.getFloat32(p, le);
+        break;
+      case "float64":
+        out[i] = view.getFloat64(p, le);
+        break;
+    }
+  }
+  return out;
+}
+
+/** sform if coded, else qform if coded, else pixdim scaling (nibabel's precedence). */
+function headerAffine(
+  buf: ArrayBuffer,
+  header: nifti.NIFTI1,
+): { affine: Affine; source: NiftiVolume["affineSource"] } {
+  if (header.sform_code > 0) {
+    const view = new DataView(buf);
+    const affine: Affine = [0, 1, 2].map((r) =>
+      [0, 1, 2, 3].map((c) => view.getFloat32(280 + (r * 4 + c) * 4, header.littleEndian))
+    );
+    affine.push([0, 0, 0, 1]);
+    return { affine, source: "sform" };
+  }
+  if (header.qform_code > 0) {
+    const q = header.getQformMat();
+    return { affine: q.map((row) => [...row]), source: "qform" };
+  }
+  const p = header.pixDims;
+  const sp = [1, 2, 3].map((d) => (p[d] > 0 ? p[d] : 1)) as Vec3;
+  return { affine: scaleAffine(sp), source: "pixdim" };
+}
+
+/** Reads a 3D NIfTI-1 volume from `.nii` or `.nii.gz`. */
+export async function readNifti(path: string, options: NiftiReadOptions = {}): Promise<NiftiVolume> {
+  return parseNifti(path, await readBytes(path), options);
+}
+
+/** Quaternion parameters (b, c, d, qfac) of the rotation in an affine, as nifti1_io's mat44_to_quatern. */
+function affineToQuatern(a: Affine): { b: number; c: number; d: number; qfac: number } {
+  const sp = affineSpacing(a);
+  // Normalised columns.
+  const r = [0, 1, 2].map((i) => [0, 1, 2].map((j) => a[i][j] / (sp[j] || 1)));
+  const det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1]) -
+    r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0]) +
+    r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+  let qfac = 1;
+  if (det < 0) {
+    qfac = -1;
+    for (let i = 0; i < 3; i++) r[i][2] = -r[i][2];
+  }
+  const [[r11, r12, r13], [r21, r22, r23], [r31, r32, r33]] = r;
+  let qa = r11 + r22 + r33 + 1;
+  let b: number, c: number, d: number;
+  if (qa > 0.5) {
+    qa = 0.5 * Math.sqrt(qa);
+    b = 0.25 * (r32 - r23) / qa;
+    c = 0.25 * (r13 - r31) / qa;
+    d = 0.25 * (r21 - r12) / qa;
+  } else {
+    const xd = 1 + r11 - (r22 + r33), yd = 1 + r22 - (r11 + r33), zd = 1 + r33 - (r11 + r22);
+    if (xd > 1) {
+      b = 0.5 * Math.sqrt(xd);
+      c = 0.25 * (r12 + r21) / b;
+      d = 0.25 * (r13 + r31) / b;
+      qa = 0.25 * (r32 - r23) / b;
+    } else if (yd > 1) {
+      c = 0.5 * Math.sqrt(yd);
+      b = 0.25 * (r12 + r21) / c;
+      d = 0.25 * (r23 + r32) / c;
+      qa = 0.25 * (r13 - r31) / c;
+    } else {
+      d = 0.5 * Math.sqrt(zd);
+      b = 0.25 * (r13 + r31) / d;
+      c = 0.25 * (r23 + r32) / d;
+      qa = 0.25 * (r21 - r12) / d;
+    }
+    if (qa < 0) {
+      b = -b;
+      c = -c;
+      d = -d;
+    }
+  }
+  return { b, c, d, qfac };
+}
+
+function datatypeOf(data: VoxelArray): NiftiDatatype {
+  if (data instanceof Uint8Array) return "uint8";
+  if (data instanceof Int16Array) return "int16";
+  if (data instanceof Int32Array) return "int32";
+  if (data instanceof Float64Array) return "float64";
+  return "float32";
+}
+
+/** Serialises a volume to NIfTI-1 bytes (uncompressed), in the data's own datatype. */
+export function encodeNifti(vol: Volume, description = "uhf-guided-segmentation"): Uint8Array {
+  const datatype = datatypeOf(vol.data);
+  const dt = NIFTI_DATATYPES[datatype];
+  const nvox = vol.shape[0] * vol.shape[1] * vol.shape[2];
+  if (vol.data.length !== nvox) {
+    throw new RangeError(`cannot encode: ${vol.data.length} voxels do not fill a ${vol.shape.join("x")} grid`);
+  }
+  if (!vol.affine.flat().every(Number.isFinite)) {
+    throw new RangeError(`cannot encode: the affine has non-finite entries`);
+  }
+  const h = new nifti.NIFTI1();
+  h.littleEndian = true;
+  h.dims = [3, vol.shape[0], vol.shape[1], vol.shape[2], 1, 1, 1, 1];
+  h.datatypeCode = dt.code;
+  h.numBitsPerVoxel = dt.bytes * 8;
+  const q = affineToQuatern(vol.affine);
+  h.pixDims = [q.qfac, ...affineSpacing(vol.affine), 0, 0, 0, 0];
+  h.vox_offset = 352;
+  h.scl_slope = 1;
+  h.scl_inter = 0;
+  h.xyzt_units = 2 | 8; // millimetres, seconds
+  h.description = description.slice(0, 79);
+  h.aux_file = "";
+  h.intent_name = "";
+  h.qform_code = 1;
+  h.sform_code = 1;
+  h.quatern_b = q.b;
+  h.quatern_c = q.c;
+  h.quatern_d = q.d;
+  h.qoffset_x = vol.affine[0][3];
+  h.qoffset_y = vol.affine[1][3];
+  h.qoffset_z = vol.affine[2][3];
+  h.affine = vol.affine.map((row) => [...row]);
+  h.magic = "n+1";
+  const header = new Uint8Array(h.toArrayBuffer(false));
+  const out = new Uint8Array(352 + vol.data.length * dt.bytes);
+  out.set(header.subarray(0, 352), 0);
+  // Typed arrays are little-endian on every platform Deno runs on (x86-64, arm64).
+  out.set(new Uint8Array(vol.data.buffer, vol.data.byteOffset, vol.data.byteLength), 352);
+  return out;
+}
+
+async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([bytes as BlobPart]).stream().pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/**
+ * Writes bytes atomically: to `path.<random>.tmp` in the same folder, then renamed over `path`.
+ * A crash or error mid-write leaves any earlier file at `path` untouched.
+ */
+export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    if (typeof bytes === "string") await Deno.writeTextFile(tmp, bytes);
+    else await Deno.writeFile(tmp, bytes);
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+/** Writes a volume as `.nii` or `.nii.gz` (by the file name), keeping its affine and datatype. */
+export async function writeNifti(path: string, vol: Volume, description?: string): Promise<void> {
+  if (!/\.nii(\.gz)?$/.test(path)) {
+    throw new RangeError(`${path}: output name must end in .nii or .nii.gz`);
+  }
+  let raw: Uint8Array;
+  try {
+    raw = encodeNifti(vol, description);
+  } catch (err) {
+    throw new RangeError(`${path}: ${(err as Error).message}`);
+  }
+  await writeFileAtomic(path, path.endsWith(".gz") ? await gzip(raw) : raw);
+}

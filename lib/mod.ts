@@ -1,0 +1,25 @@
+/**
+ * Public entry point of the library: notebooks and scripts import from here.
+ *
+ * Glossary (paper symbol -> name in this library):
+ * - F^T  teacher features (7T), levels 1..L
+ * - F^K  7T-like features produced by the knowledge keeper network (KKN) from 3T
+ * - F^S  segmentation-network (low-field) features
+ * - G    general guidance, D feature-combined refinement, A channel-wise refined guidance (AFM)
+ *
+ * Tensor layout everywhere: channels-last, `[batch, depth, height, width, channels]` (3D) and
+ * `[batch, height, width, channels]` (2D). A volume's voxel order maps to depth=k, height=j,
+ * width=i (see `volumeToTensor`).
+ * @module
+ */
+
+export * from "./io/errors.ts";
+export * from "./io/nifti.ts";
+export * from "./volume/affine.ts";
+export * from "./volume/volume.ts";
+export * from "./volume/geometry.ts";
+export * from "./volume/tensor.ts";
+export * from "./backend.ts";
+export * from "./nn/ops.ts";
+export * from "./nn/gradcheck.ts";
+export * from "./cli.ts";

@@ -1,0 +1,112 @@
+/**
+ * Operations the networks need that TensorFlow.js lacks (or defines differently from PyTorch),
+ * built from differentiable tfjs ops so their gradients come from autodiff. Each is checked
+ * against finite differences in `tests/nn_ops_test.ts`.
+ *
+ * Tensors are channels-last: 5D `[batch, depth, height, width, channels]`, 4D `[batch, height,
+ * width, channels]`. The spatial axes are 1 .. rank-2.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+type Spatial = tf.Tensor4D | tf.Tensor5D;
+
+function spatialAxes(x: tf.Tensor): number[] {
+  if (x.rank !== 4 && x.rank !== 5) {
+    throw new RangeError(`expected a 4D or 5D channels-last tensor, got shape [${x.shape}]`);
+  }
+  return x.rank === 5 ? [1, 2, 3] : [1, 2];
+}
+
+/**
+ * Source indices and weights of linear interpolation from `inSize` to `outSize` samples with
+ * PyTorch's `align_corners=False`: `src = (dst + 0.5) * inSize / outSize - 0.5`, clamped at 0;
+ * `i0 = floor(src)`, `i1 = min(i0 + 1, inSize - 1)`, `w1 = src - i0`.
+ */
+export function linearWeights(inSize: number, outSize: number): { i0: Int32Array; i1: Int32Array; w1: Float32Array } {
+  const scale = inSize / outSize;
+  const i0 = new Int32Array(outSize), i1 = new Int32Array(outSize), w1 = new Float32Array(outSize);
+  for (let d = 0; d < outSize; d++) {
+    const src = Math.max(0, (d + 0.5) * scale - 0.5);
+    const lo = Math.min(Math.floor(src), inSize - 1);
+    i0[d] = lo;
+    i1[d] = Math.min(lo + 1, inSize - 1);
+    w1[d] = src - lo;
+  }
+  return { i0, i1, w1 };
+}
+
+function lerpAxis(x: tf.Tensor, axis: number, outSize: number): tf.Tensor {
+  const inSize = x.shape[axis];
+  if (inSize === outSize) return x;
+  const { i0, i1, w1 } = linearWeights(inSize, outSize);
+  const wShape = x.shape.map((_, a) => (a === axis ? outSize : 1));
+  return tf.tidy(() => {
+    const a = tf.gather(x, tf.tensor1d(i0, "int32"), axis);
+    const b = tf.gather(x, tf.tensor1d(i1, "int32"), axis);
+    const w = tf.tensor(w1, wShape);
+    return tf.add(a, tf.mul(tf.sub(b, a), w));
+  });
+}
+
+/**
+ * Linear resize over every spatial axis (trilinear for 5D, bilinear for 4D) to `size`, matching
+ * PyTorch `F.interpolate(mode="trilinear"|"bilinear", align_corners=False)`.
+ */
+export function resizeLinear<T extends Spatial>(x: T, size: number[]): T {
+  const axes = spatialAxes(x);
+  if (size.length !== axes.length || size.some((s) => !Number.isInteger(s) || s < 1)) {
+    throw new RangeError(`resizeLinear: size [${size}] must give ${axes.length} positive integers`);
+  }
+  return tf.tidy(() => {
+    let y: tf.Tensor = x;
+    axes.forEach((axis, n) => (y = lerpAxis(y, axis, size[n])));
+    return y as T;
+  });
+}
+
+/** Trilinear resize of a 5D tensor (PyTorch `align_corners=False`). */
+export function resizeTrilinear(x: tf.Tensor5D, size: [number, number, number]): tf.Tensor5D {
+  return resizeLinear(x, size);
+}
+
+/** x2 upsampling by linear interpolation (PyTorch `scale_factor=2, align_corners=False`). */
+export function upsampleLinear2x<T extends Spatial>(x: T): T {
+  return resizeLinear(x, spatialAxes(x).map((a) => x.shape[a] * 2));
+}
+
+/** x2 nearest-neighbour upsampling (each voxel repeated twice along every spatial axis). */
+export function upsampleNearest2x<T extends Spatial>(x: T): T {
+  const axes = spatialAxes(x);
+  return tf.tidy(() => {
+    // [b, d, h, w, c] -> [b, d, 1, h, 1, w, 1, c] -> broadcast the 1s to 2 -> merge pairs.
+    const expanded: number[] = [x.shape[0]];
+    const target: number[] = [x.shape[0]];
+    for (const a of axes) {
+      expanded.push(x.shape[a], 1);
+      target.push(x.shape[a], 2);
+    }
+    expanded.push(x.shape[x.rank - 1]);
+    target.push(x.shape[x.rank - 1]);
+    const out = [x.shape[0], ...axes.map((a) => x.shape[a] * 2), x.shape[x.rank - 1]];
+    const tiled: tf.Tensor = tf.broadcastTo(tf.reshape(x, expanded), target);
+    return tf.reshape<tf.Rank>(tiled, out) as unknown as T;
+  });
+}
+
+/**
+ * Instance normalisation without affine parameters (PyTorch `InstanceNorm2d/3d` defaults):
+ * each (sample, channel) is normalised over its spatial positions with the biased variance,
+ * `(x - mean) / sqrt(var + eps)`.
+ */
+export function instanceNorm<T extends Spatial>(x: T, eps = 1e-5): T {
+  const axes = spatialAxes(x);
+  return tf.tidy(() => {
+    const { mean, variance } = tf.moments(x, axes, true);
+    return tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))) as T;
+  });
+}
+
+/** LeakyReLU with PyTorch's default slope 0.01 (tfjs's own default is 0.2). */
+export function leakyRelu<T extends tf.Tensor>(x: T, slope = 0.01): T {
+  return tf.leakyRelu(x, slope);
+}
