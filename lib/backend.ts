@@ -16,6 +16,9 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
+// tfjs-core alone registers no gradients, and its ES build (which has register_all_gradients)
+// does not load under Deno; the union package registers every gradient in the shared registry.
+import "@tensorflow/tfjs";
 
 export const BACKENDS = ["auto", "tensorflow", "webgpu", "cpu"] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -105,6 +108,13 @@ export function webgpuBufferLimit(): number {
   return webgpuLimit;
 }
 
+async function useCpu(): Promise<void> {
+  await tf.setBackend("cpu");
+  // The cpu backend prints a banner recommending tfjs-node on its first upload under Node-like
+  // runtimes; this module already reports the backend choice in one line.
+  (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+}
+
 let current: BackendInfo | undefined;
 
 /** The backend chosen by the last `initBackend` call, if any. */
@@ -124,7 +134,7 @@ export async function initBackend(
   const name = parseBackendName(requested ?? fromEnv ?? "auto", requested === undefined && fromEnv ? "TFJS_BACKEND" : "--backend");
   let info: BackendInfo;
   if (name === "cpu") {
-    await tf.setBackend("cpu");
+    await useCpu();
     info = { name: "cpu", requested: name, reason: "requested explicitly (pure-JavaScript kernels)" };
   } else if (name === "webgpu") {
     const r = await startWebgpu();
@@ -144,7 +154,7 @@ export async function initBackend(
         `--backend tensorflow: the native binding does not load (${r.why}). See README, "Backends".`,
       );
     } else {
-      await tf.setBackend("cpu");
+      await useCpu();
       info = { name: "cpu", requested: name, reason: `tensorflow unavailable (${r.why})` };
     }
   }

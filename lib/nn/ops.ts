@@ -74,22 +74,21 @@ export function upsampleLinear2x<T extends Spatial>(x: T): T {
   return resizeLinear(x, spatialAxes(x).map((a) => x.shape[a] * 2));
 }
 
-/** x2 nearest-neighbour upsampling (each voxel repeated twice along every spatial axis). */
+/**
+ * x2 nearest-neighbour upsampling (each voxel repeated twice along every spatial axis), as
+ * PyTorch `F.interpolate(scale_factor=2, mode="nearest")`. Built from `gather` per axis: tfjs's
+ * `tile`/`broadcastTo` have no gradient above rank 5.
+ */
 export function upsampleNearest2x<T extends Spatial>(x: T): T {
   const axes = spatialAxes(x);
   return tf.tidy(() => {
-    // [b, d, h, w, c] -> [b, d, 1, h, 1, w, 1, c] -> broadcast the 1s to 2 -> merge pairs.
-    const expanded: number[] = [x.shape[0]];
-    const target: number[] = [x.shape[0]];
-    for (const a of axes) {
-      expanded.push(x.shape[a], 1);
-      target.push(x.shape[a], 2);
+    let y: tf.Tensor = x;
+    for (const axis of axes) {
+      const n = y.shape[axis];
+      const idx = Int32Array.from({ length: 2 * n }, (_, d) => d >> 1);
+      y = tf.gather(y, tf.tensor1d(idx, "int32"), axis);
     }
-    expanded.push(x.shape[x.rank - 1]);
-    target.push(x.shape[x.rank - 1]);
-    const out = [x.shape[0], ...axes.map((a) => x.shape[a] * 2), x.shape[x.rank - 1]];
-    const tiled: tf.Tensor = tf.broadcastTo(tf.reshape(x, expanded), target);
-    return tf.reshape<tf.Rank>(tiled, out) as unknown as T;
+    return y as T;
   });
 }
 
