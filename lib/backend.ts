@@ -86,13 +86,17 @@ async function startWebgpu(): Promise<{ ok: true; adapter: string } | { ok: fals
     return { ok: false, why: (err as Error).message };
   }
   const backend = tf.backend() as any;
-  webgpuLimit = Number(backend.device?.limits?.maxStorageBufferBindingSize ?? adapter.limits.maxStorageBufferBindingSize);
+  webgpuLimit = Number(
+    backend.device?.limits?.maxStorageBufferBindingSize ?? adapter.limits.maxStorageBufferBindingSize,
+  );
   const manager = backend.bufferManager;
   const acquire = manager.acquireBuffer.bind(manager);
   manager.acquireBuffer = (size: number, ...rest: unknown[]) => {
     if (size > webgpuLimit) {
       throw new WebGPUBufferLimitError(
-        `webgpu: a tensor of ${(size / 2 ** 20).toFixed(1)} MiB exceeds this adapter's maxStorageBufferBindingSize of ${
+        `webgpu: a tensor of ${
+          (size / 2 ** 20).toFixed(1)
+        } MiB exceeds this adapter's maxStorageBufferBindingSize of ${
           (webgpuLimit / 2 ** 20).toFixed(1)
         } MiB (WebGPU would silently compute zeros). Use a smaller input/batch or another backend.`,
       );
@@ -100,7 +104,11 @@ async function startWebgpu(): Promise<{ ok: true; adapter: string } | { ok: fals
     return acquire(size, ...rest);
   };
   const info = adapter.info ?? {};
-  return { ok: true, adapter: [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unknown adapter" };
+  return {
+    ok: true,
+    adapter: [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") ||
+      "unknown adapter",
+  };
 }
 
 /** The adapter's storage-buffer binding limit in bytes once `webgpu` runs (Infinity otherwise). */
@@ -131,7 +139,10 @@ export async function initBackend(
   { quiet = false }: { quiet?: boolean } = {},
 ): Promise<BackendInfo> {
   const fromEnv = requested === undefined ? Deno.env.get("TFJS_BACKEND") : undefined;
-  const name = parseBackendName(requested ?? fromEnv ?? "auto", requested === undefined && fromEnv ? "TFJS_BACKEND" : "--backend");
+  const name = parseBackendName(
+    requested ?? fromEnv ?? "auto",
+    requested === undefined && fromEnv ? "TFJS_BACKEND" : "--backend",
+  );
   let info: BackendInfo;
   if (name === "cpu") {
     await useCpu();
@@ -142,7 +153,9 @@ export async function initBackend(
     info = {
       name: "webgpu",
       requested: name,
-      reason: `requested explicitly; adapter: ${r.adapter}; maxStorageBufferBindingSize ${(webgpuLimit / 2 ** 20).toFixed(0)} MiB`,
+      reason: `requested explicitly; adapter: ${r.adapter}; maxStorageBufferBindingSize ${
+        (webgpuLimit / 2 ** 20).toFixed(0)
+      } MiB`,
     };
   } else {
     const r = await tryTensorflow();

@@ -30,13 +30,19 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-export type ParsedArgs = { options: Record<string, string | number | boolean | undefined>; positional: string[]; help: boolean };
+export type ParsedArgs = {
+  options: Record<string, string | number | boolean | undefined>;
+  positional: string[];
+  help: boolean;
+};
 
 export function formatHelp(spec: CommandSpec): string {
   const lines = [`${spec.name}: ${spec.summary}`, "", `Usage: ${spec.usage}`, "", "Options:"];
   const width = Math.max(...spec.options.map((o) => o.name.length + (o.type === "boolean" ? 0 : 8))) + 4;
   for (const o of spec.options) {
-    const left = `  --${o.name}${o.type === "boolean" ? "" : " <" + (o.choices ? "name" : o.type ?? "value") + ">"}`;
+    const left = `  --${o.name}${
+      o.type === "boolean" ? "" : " <" + (o.choices ? "name" : o.type ?? "value") + ">"
+    }`;
     const extra = [
       o.choices ? `one of: ${o.choices.join(", ")}` : "",
       o.default !== undefined ? `default: ${o.default}` : "",

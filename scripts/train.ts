@@ -11,15 +11,38 @@ export const TRAIN_COMMAND: CommandSpec = {
   summary: "train teacher (phase 1), knowledge keeper (phase 2) and adaptive fusion (phase 3)",
   usage: "deno task train [options]",
   options: [
-    { name: "phase", description: "which phase(s) to run", choices: ["teacher", "keeper", "fusion", "all"], default: "all" },
-    { name: "profile", description: "cohort and model size", choices: ["quick", "default", "paper"], default: "default" },
-    { name: "backend", description: "compute backend", choices: BACKENDS, default: "auto", env: "TFJS_BACKEND" },
+    {
+      name: "phase",
+      description: "which phase(s) to run",
+      choices: ["teacher", "keeper", "fusion", "all"],
+      default: "all",
+    },
+    {
+      name: "profile",
+      description: "cohort and model size",
+      choices: ["quick", "default", "paper"],
+      default: "default",
+    },
+    {
+      name: "backend",
+      description: "compute backend",
+      choices: BACKENDS,
+      default: "auto",
+      env: "TFJS_BACKEND",
+    },
     { name: "epochs", description: "epochs per phase (overrides the profile)", type: "integer" },
-    { name: "folds", description: "leave-one-out folds of the paired 3T/7T cohort to run (the paper profile runs all 15)", type: "integer" },
+    {
+      name: "folds",
+      description: "leave-one-out folds of the paired 3T/7T cohort to run (the paper profile runs all 15)",
+      type: "integer",
+    },
     { name: "data", description: "cohort folder with manifest.json (generated when absent)" },
     { name: "out", description: "runs folder", default: "runs" },
     { name: "name", description: "run name: results go to <out>/<name>/ (default: <profile>)" },
-    { name: "config", description: "JSON file with any further settings (learning rate, loss weights, widths...)" },
+    {
+      name: "config",
+      description: "JSON file with any further settings (learning rate, loss weights, widths...)",
+    },
     { name: "seed", description: "random seed", type: "integer", default: 0 },
   ],
   notes: [
@@ -34,7 +57,9 @@ if (import.meta.main) {
       console.log(formatHelp(TRAIN_COMMAND));
       Deno.exit(0);
     }
-    if (args.positional.length) throw new UsageError(`unexpected argument "${args.positional[0]}" (see --help)`);
+    if (args.positional.length) {
+      throw new UsageError(`unexpected argument "${args.positional[0]}" (see --help)`);
+    }
     await initBackend(String(args.options.backend));
     console.error(
       "deno task train: the three-phase training pipeline is not part of this version yet; " +

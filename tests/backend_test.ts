@@ -21,7 +21,11 @@ Deno.test("TFJS_BACKEND selects the backend when no option is given", async () =
   Deno.env.set("TFJS_BACKEND", "cpu");
   try {
     const info = await initBackend(undefined, { quiet: true });
-    assertEquals(info, { name: "cpu", requested: "cpu", reason: "requested explicitly (pure-JavaScript kernels)" });
+    assertEquals(info, {
+      name: "cpu",
+      requested: "cpu",
+      reason: "requested explicitly (pure-JavaScript kernels)",
+    });
   } finally {
     Deno.env.delete("TFJS_BACKEND");
   }

@@ -29,7 +29,9 @@ const LPI_PERMUTED: Affine = [
 Deno.test("invertAffine and matmul4 give the identity", () => {
   const a: Affine = [[0.9, 0.1, 0, 3], [-0.2, 1.1, 0.05, -4], [0, 0.3, 2, 7], [0, 0, 0, 1]];
   const id = matmul4(a, invertAffine(a));
-  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) assertAlmostEquals(id[i][j], i === j ? 1 : 0, 1e-12);
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 4; j++) assertAlmostEquals(id[i][j], i === j ? 1 : 0, 1e-12);
+  }
 });
 
 Deno.test("axis codes and canonical reorientation keep every voxel's world position", () => {
@@ -54,7 +56,9 @@ Deno.test("axis codes and canonical reorientation keep every voxel's world posit
   const back = fromCanonical(can, orientation);
   assertEquals(back.shape, shape);
   assertEquals(Array.from(back.data), Array.from(data));
-  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) assertAlmostEquals(back.affine[i][j], LPI_PERMUTED[i][j], 1e-12);
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 4; j++) assertAlmostEquals(back.affine[i][j], LPI_PERMUTED[i][j], 1e-12);
+  }
 });
 
 Deno.test("resampling onto the same grid is the identity (linear and nearest)", () => {

@@ -27,7 +27,8 @@ interface NibDump {
 }
 
 async function nib(script: string, path: string): Promise<NibDump> {
-  const out = await new Deno.Command(PYTHON, { args: ["-c", script, path], stderr: "piped", stdout: "piped" }).output();
+  const out = await new Deno.Command(PYTHON, { args: ["-c", script, path], stderr: "piped", stdout: "piped" })
+    .output();
   if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
@@ -47,7 +48,9 @@ print(json.dumps({
 `;
 
 function close(a: Affine, b: Affine, tol: number, what: string) {
-  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) assertAlmostEquals(a[i][j], b[i][j], tol, `${what}[${i}][${j}]`);
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 4; j++) assertAlmostEquals(a[i][j], b[i][j], tol, `${what}[${i}][${j}]`);
+  }
 }
 
 const tmp = await Deno.makeTempDir({ prefix: "uhf-nibabel-" });
@@ -63,18 +66,21 @@ const AFFINE: Affine = [
 ];
 const SHAPE: Vec3 = [6, 5, 4];
 
-Deno.test({ name: "nibabel reads what we write (.nii.gz): shape, affine, qform, values", ignore }, async () => {
-  for (const Ctor of [Float32Array, Int16Array, Uint8Array]) {
-    const data = new Ctor(120).map((_, i) => (i * 13) % 97);
-    const path = `${tmp}/ours-${Ctor.name}.nii.gz`;
-    await writeNifti(path, makeVolume(data, SHAPE, AFFINE));
-    const d = await nib(DUMP, path);
-    assertEquals(d.shape, SHAPE);
-    close(d.affine, AFFINE, 1e-5, "affine");
-    close(d.qform!, AFFINE, 1e-5, "qform");
-    assertEquals(d.data, Array.from(data));
-  }
-});
+Deno.test(
+  { name: "nibabel reads what we write (.nii.gz): shape, affine, qform, values", ignore },
+  async () => {
+    for (const Ctor of [Float32Array, Int16Array, Uint8Array]) {
+      const data = new Ctor(120).map((_, i) => (i * 13) % 97);
+      const path = `${tmp}/ours-${Ctor.name}.nii.gz`;
+      await writeNifti(path, makeVolume(data, SHAPE, AFFINE));
+      const d = await nib(DUMP, path);
+      assertEquals(d.shape, SHAPE);
+      close(d.affine, AFFINE, 1e-5, "affine");
+      close(d.qform!, AFFINE, 1e-5, "qform");
+      assertEquals(d.data, Array.from(data));
+    }
+  },
+);
 
 Deno.test({ name: "we read what nibabel writes: scaled int16, sform and qform", ignore }, async () => {
   const path = `${tmp}/theirs.nii.gz`;

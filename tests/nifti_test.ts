@@ -47,7 +47,9 @@ function ramp<T extends Float32Array | Int16Array | Int32Array | Uint8Array | Fl
 }
 
 function assertAffineClose(a: Affine, b: Affine, tol = 1e-4) {
-  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) assertAlmostEquals(a[i][j], b[i][j], tol, `affine[${i}][${j}]`);
+  for (let i = 0; i < 4; i++) {
+    for (let j = 0; j < 4; j++) assertAlmostEquals(a[i][j], b[i][j], tol, `affine[${i}][${j}]`);
+  }
 }
 
 const tmp = await Deno.makeTempDir({ prefix: "uhf-nifti-" });
@@ -100,10 +102,13 @@ Deno.test("affine precedence: sform, else qform, else pixdim", () => {
   assertEquals(sWins.affineSource, "sform");
   assertAffineClose(sWins.affine, OBLIQUE);
   // neither: pixdim scaling.
-  const none = parseNifti("p.nii", patched(vol, (v) => {
-    v.setInt16(252, 0, true);
-    v.setInt16(254, 0, true);
-  }));
+  const none = parseNifti(
+    "p.nii",
+    patched(vol, (v) => {
+      v.setInt16(252, 0, true);
+      v.setInt16(254, 0, true);
+    }),
+  );
   assertEquals(none.affineSource, "pixdim");
   assertAffineClose(none.affine, [[1.2, 0, 0, 0], [0, 0.9, 0, 0], [0, 0, 2.5, 0], [0, 0, 0, 1]]);
 });
@@ -208,7 +213,11 @@ Deno.test("bad input: an image/label pair whose shape or affine disagree", () =>
   const shifted = OBLIQUE.map((r) => [...r]);
   shifted[0][3] += 1;
   const e2 = assertThrows(
-    () => assertSameGrid(image, makeVolume(new Int32Array(60), SHAPE, shifted), { image: "a.nii", labels: "b.nii" }),
+    () =>
+      assertSameGrid(image, makeVolume(new Int32Array(60), SHAPE, shifted), {
+        image: "a.nii",
+        labels: "b.nii",
+      }),
     GridMismatchError,
   );
   assertStringIncludes(e2.message, "affines disagree");

@@ -80,9 +80,7 @@ function checkError<E extends Error>(
 ): E {
   if (ErrorType && !(err instanceof ErrorType)) {
     throw new AssertionError(
-      `expected error of type ${ErrorType.name}, got ${(err as Error)?.name}: ${
-        (err as Error)?.message
-      }`,
+      `expected error of type ${ErrorType.name}, got ${(err as Error)?.name}: ${(err as Error)?.message}`,
     );
   }
   if (msgIncludes !== undefined && !String((err as Error)?.message).includes(msgIncludes)) {

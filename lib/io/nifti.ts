@@ -289,7 +289,9 @@ export function encodeNifti(vol: Volume, description = "uhf-guided-segmentation"
   const dt = NIFTI_DATATYPES[datatype];
   const nvox = vol.shape[0] * vol.shape[1] * vol.shape[2];
   if (vol.data.length !== nvox) {
-    throw new RangeError(`cannot encode: ${vol.data.length} voxels do not fill a ${vol.shape.join("x")} grid`);
+    throw new RangeError(
+      `cannot encode: ${vol.data.length} voxels do not fill a ${vol.shape.join("x")} grid`,
+    );
   }
   if (!vol.affine.flat().every(Number.isFinite)) {
     throw new RangeError(`cannot encode: the affine has non-finite entries`);

@@ -52,7 +52,11 @@ export function gradCheck(
   const scalar = (...args: tf.Tensor[]) => tf.sum(tf.mul(f(...args), r)) as tf.Scalar;
 
   const grads = tf.tidy(() => tf.grads(scalar)(xs));
-  let result: GradCheckResult = { maxRelError: 0, checked: 0, worst: { input: -1, index: -1, analytic: 0, numeric: 0 } };
+  let result: GradCheckResult = {
+    maxRelError: 0,
+    checked: 0,
+    worst: { input: -1, index: -1, analytic: 0, numeric: 0 },
+  };
   xs.forEach((x, n) => {
     const g = grads[n].dataSync();
     const base = x.dataSync().slice() as Float32Array;

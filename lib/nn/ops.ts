@@ -22,7 +22,10 @@ function spatialAxes(x: tf.Tensor): number[] {
  * PyTorch's `align_corners=False`: `src = (dst + 0.5) * inSize / outSize - 0.5`, clamped at 0;
  * `i0 = floor(src)`, `i1 = min(i0 + 1, inSize - 1)`, `w1 = src - i0`.
  */
-export function linearWeights(inSize: number, outSize: number): { i0: Int32Array; i1: Int32Array; w1: Float32Array } {
+export function linearWeights(
+  inSize: number,
+  outSize: number,
+): { i0: Int32Array; i1: Int32Array; w1: Float32Array } {
   const scale = inSize / outSize;
   const i0 = new Int32Array(outSize), i1 = new Int32Array(outSize), w1 = new Float32Array(outSize);
   for (let d = 0; d < outSize; d++) {

@@ -3,7 +3,7 @@
  * a spacing or onto a reference grid, and cropping to the brain with restoration.
  */
 import { type Affine, applyAffine, invertAffine, matmul4, type Vec3 } from "./affine.ts";
-import { makeVolume, type Volume, voxelCount, type VoxelArray } from "./volume.ts";
+import { makeVolume, type Volume, type VoxelArray, voxelCount } from "./volume.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Orientation
@@ -101,7 +101,9 @@ export function inverseOrientation(o: Orientation): Orientation {
  * Returns the reoriented volume and the orientation that was applied (pass it to
  * `fromCanonical` to go back to the original voxel order).
  */
-export function toCanonical<T extends VoxelArray>(vol: Volume<T>): { volume: Volume<T>; orientation: Orientation } {
+export function toCanonical<T extends VoxelArray>(
+  vol: Volume<T>,
+): { volume: Volume<T>; orientation: Orientation } {
   const orientation = orientationOf(vol.affine);
   return { volume: permuteFlip(vol, orientation), orientation };
 }
@@ -177,7 +179,12 @@ export function resampleToGrid(
 }
 
 /** Resamples onto another volume's grid. */
-export function resampleLike(vol: Volume, reference: Volume, interpolation: Interpolation = "linear", fill = 0): Volume {
+export function resampleLike(
+  vol: Volume,
+  reference: Volume,
+  interpolation: Interpolation = "linear",
+  fill = 0,
+): Volume {
   return resampleToGrid(vol, reference.shape, reference.affine, interpolation, fill);
 }
 
@@ -200,7 +207,12 @@ export function gridForSpacing(vol: Volume, spacing: Vec3): { shape: Vec3; affin
 }
 
 /** Resamples to an isotropic or anisotropic voxel spacing (mm), keeping the field of view. */
-export function resampleToSpacing(vol: Volume, spacing: Vec3, interpolation: Interpolation = "linear", fill = 0): Volume {
+export function resampleToSpacing(
+  vol: Volume,
+  spacing: Vec3,
+  interpolation: Interpolation = "linear",
+  fill = 0,
+): Volume {
   const g = gridForSpacing(vol, spacing);
   return resampleToGrid(vol, g.shape, g.affine, interpolation, fill);
 }
@@ -259,7 +271,12 @@ export function cropToBox<T extends VoxelArray>(vol: Volume<T>, box: Box): Volum
       o += shape[0];
     }
   }
-  const shift: Affine = [[1, 0, 0, box.start[0]], [0, 1, 0, box.start[1]], [0, 0, 1, box.start[2]], [0, 0, 0, 1]];
+  const shift: Affine = [[1, 0, 0, box.start[0]], [0, 1, 0, box.start[1]], [0, 0, 1, box.start[2]], [
+    0,
+    0,
+    0,
+    1,
+  ]];
   return makeVolume(out, shape, matmul4(vol.affine, shift));
 }
 

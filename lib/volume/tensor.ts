@@ -13,7 +13,11 @@ export function volumeToTensor(vol: Volume): tf.Tensor5D {
 }
 
 /** The first sample and channel of a `[b, k, j, i, c]` tensor as a volume on `like`'s grid. */
-export async function tensorToVolume(t: tf.Tensor5D, like: Volume, channel = 0): Promise<Volume<Float32Array>> {
+export async function tensorToVolume(
+  t: tf.Tensor5D,
+  like: Volume,
+  channel = 0,
+): Promise<Volume<Float32Array>> {
   const [, nk, nj, ni] = t.shape;
   if (ni !== like.shape[0] || nj !== like.shape[1] || nk !== like.shape[2]) {
     throw new RangeError(`tensor [${t.shape}] does not fit the ${like.shape.join("x")} grid`);

@@ -5,14 +5,7 @@
  * this is `[nz, ny, nx]`, so a volume becomes a tensor `[batch, depth=k, height=j, width=i,
  * channels]` without reordering (see `volumeToTensor`).
  */
-import {
-  type Affine,
-  affineSpacing,
-  affinesClose,
-  cloneAffine,
-  formatAffine,
-  type Vec3,
-} from "./affine.ts";
+import { type Affine, affinesClose, affineSpacing, cloneAffine, formatAffine, type Vec3 } from "./affine.ts";
 import { GridMismatchError } from "../io/errors.ts";
 
 export type VoxelArray = Uint8Array | Int16Array | Int32Array | Float32Array | Float64Array;

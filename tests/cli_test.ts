@@ -1,0 +1,48 @@
+import { assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
+import { formatHelp, parseArgs, UsageError } from "../lib/mod.ts";
+import { TRAIN_COMMAND } from "../scripts/train.ts";
+
+Deno.test("deno task train --help documents every option", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "scripts/train.ts", "--help"],
+    stdout: "piped",
+  }).output();
+  assertEquals(out.code, 0);
+  const text = new TextDecoder().decode(out.stdout);
+  for (const name of ["phase", "profile", "backend", "epochs", "folds", "out", "config", "seed"]) {
+    assertStringIncludes(text, `--${name}`);
+  }
+  assertStringIncludes(text, "teacher, keeper, fusion, all");
+  assertStringIncludes(text, "TFJS_BACKEND");
+});
+
+Deno.test("option parsing: values, defaults, env, and errors that name the option", () => {
+  const a = parseArgs(TRAIN_COMMAND, ["--phase", "keeper", "--epochs=3", "--backend", "cpu"]);
+  assertEquals(a.options.phase, "keeper");
+  assertEquals(a.options.epochs, 3);
+  assertEquals(a.options.profile, "default");
+  assertStringIncludes(
+    assertThrows(() => parseArgs(TRAIN_COMMAND, ["--epochs", "two"]), UsageError).message,
+    "--epochs",
+  );
+  assertStringIncludes(
+    assertThrows(() => parseArgs(TRAIN_COMMAND, ["--backend", "wasm"]), UsageError).message,
+    "--backend",
+  );
+  assertStringIncludes(
+    assertThrows(() => parseArgs(TRAIN_COMMAND, ["--nope"]), UsageError).message,
+    "--nope",
+  );
+  assertStringIncludes(
+    assertThrows(() => parseArgs(TRAIN_COMMAND, ["--out"]), UsageError).message,
+    "needs a value",
+  );
+  Deno.env.set("TFJS_BACKEND", "webgpu");
+  try {
+    assertEquals(parseArgs(TRAIN_COMMAND, []).options.backend, "webgpu");
+    assertEquals(parseArgs(TRAIN_COMMAND, ["--backend", "cpu"]).options.backend, "cpu");
+  } finally {
+    Deno.env.delete("TFJS_BACKEND");
+  }
+  assertStringIncludes(formatHelp(TRAIN_COMMAND), "Usage: deno task train");
+});
