@@ -66,9 +66,9 @@ for (const v of fine.data) if (v > 0) nonzero.push(v);
 const [gmG, wmG] = fitGaussianMixture(nonzero, 2, { bins: 128 });
 const threshold = equalPosteriorThreshold(gmG, wmG);
 console.log(
-  `GM ~ N(${gmG.mean.toFixed(1)}, ${gmG.sd.toFixed(1)}), WM ~ N(${wmG.mean.toFixed(1)}, ${wmG.sd.toFixed(1)}): threshold ${
-    threshold.toFixed(2)
-  }`,
+  `GM ~ N(${gmG.mean.toFixed(1)}, ${gmG.sd.toFixed(1)}), WM ~ N(${wmG.mean.toFixed(1)}, ${
+    wmG.sd.toFixed(1)
+  }): threshold ${threshold.toFixed(2)}`,
 );
 
 // --- Fractions on the 1 mm grid: [0.25, 0.5, 0.25] box average of the 0.5 mm masks ------------
@@ -142,10 +142,19 @@ for (let step = 1; step <= 10; step++) {
   for (const p of frontier) depth[p] = step;
 }
 
-const world = (p: number): Vec3 => applyAffine(bet.affine, [p % nx, Math.floor(p / nx) % ny, Math.floor(p / (nx * ny))]);
+const world = (p: number): Vec3 =>
+  applyAffine(bet.affine, [p % nx, Math.floor(p / nx) % ny, Math.floor(p / (nx * ny))]);
 
 // AAL region class per label.
-type Region = "cortex" | "hippocampus" | "amygdala" | "caudate" | "putamen" | "pallidum" | "thalamus" | "cerebellum";
+type Region =
+  | "cortex"
+  | "hippocampus"
+  | "amygdala"
+  | "caudate"
+  | "putamen"
+  | "pallidum"
+  | "thalamus"
+  | "cerebellum";
 function region(label: number): Region | undefined {
   const name = aalNames.get(label);
   if (!name) return undefined;
@@ -259,8 +268,9 @@ for (let p = 0; p < n; p++) {
   }
   // Remaining GM/WM: by the nearest AAL region.
   const nearReg = region(nearest[p]);
-  if (nearReg === "cerebellum") structures[p] = (t === 2 ? SIDE.cblmCortex : SIDE.cblmWM)[sideOf(nearest[p], x)];
-  else structures[p] = (t === 2 ? SIDE.cortex : SIDE.wm)[side];
+  if (nearReg === "cerebellum") {
+    structures[p] = (t === 2 ? SIDE.cblmCortex : SIDE.cblmWM)[sideOf(nearest[p], x)];
+  } else structures[p] = (t === 2 ? SIDE.cortex : SIDE.wm)[side];
 }
 
 // --- Crop and write ------------------------------------------------------------------------
@@ -269,10 +279,22 @@ const box = foregroundBox(anyTissue, 0, 2);
 const toU8 = (f: Float32Array) => Uint8Array.from(f, (v) => Math.round(Math.min(1, Math.max(0, v)) * 255));
 await Deno.mkdir(out, { recursive: true });
 const description = "Colin27/AAL (mricron-data), see ATTRIBUTION.md";
-for (const [name, data] of [["gm", toU8(fGM)], ["wm", toU8(fWM)], ["csf", toU8(fCSF)], ["structures", structures]] as const) {
-  await writeNifti(`${out}/colin27_${name}.nii.gz`, cropToBox(makeVolume(data, shape, bet.affine), box), description);
+for (
+  const [name, data] of [["gm", toU8(fGM)], ["wm", toU8(fWM)], ["csf", toU8(fCSF)], [
+    "structures",
+    structures,
+  ]] as const
+) {
+  await writeNifti(
+    `${out}/colin27_${name}.nii.gz`,
+    cropToBox(makeVolume(data, shape, bet.affine), box),
+    description,
+  );
 }
 const counts = new Array(28).fill(0);
 for (const s of structures) counts[s]++;
-console.log(`cropped to ${box.end.map((e, d) => e - box.start[d]).join("x")} at 1 mm; voxels per structure: ${counts.join(" ")}`);
-
+console.log(
+  `cropped to ${box.end.map((e, d) => e - box.start[d]).join("x")} at 1 mm; voxels per structure: ${
+    counts.join(" ")
+  }`,
+);

@@ -13,7 +13,11 @@ const args = parseArgs({
   summary: "draw one phantom subject",
   usage: "deno run -A data-prep/phantom_figure.ts [--data DIR] [--out PNG]",
   options: [
-    { name: "data", description: "cohort root with paired/ and wholebrain/", default: "data/generated/default" },
+    {
+      name: "data",
+      description: "cohort root with paired/ and wholebrain/",
+      default: "data/generated/default",
+    },
     { name: "out", description: "output PNG", default: "figures/phantom-cohort.png" },
   ],
 }, Deno.args).options;
@@ -52,4 +56,6 @@ rows.forEach((row, r) => {
   });
 });
 await writePng(String(args.out), img);
-console.log(`wrote ${args.out}: rows 3T MPRAGE, 7T MP2RAGE, 3T + tissue labels, 1.5T + 27 structures (${paired.profile} profile)`);
+console.log(
+  `wrote ${args.out}: rows 3T MPRAGE, 7T MP2RAGE, 3T + tissue labels, 1.5T + 27 structures (${paired.profile} profile)`,
+);

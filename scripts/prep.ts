@@ -10,7 +10,12 @@ export const PREP_COMMAND: CommandSpec = {
   summary: "generate the simulated 3T/7T (paired), tissue and whole-brain cohorts",
   usage: "deno task prep [--profile quick|default|paper] [--out DIR] [--seed N]",
   options: [
-    { name: "profile", description: "grid size and cohort sizes", choices: ["quick", "default", "paper"], default: "default" },
+    {
+      name: "profile",
+      description: "grid size and cohort sizes",
+      choices: ["quick", "default", "paper"],
+      default: "default",
+    },
     { name: "out", description: "output folder (default: data/generated/<profile>)" },
     { name: "seed", description: "random seed", type: "integer", default: 0 },
     { name: "quiet", description: "no per-scan progress", type: "boolean", default: false },
@@ -32,7 +37,9 @@ if (import.meta.main) {
       log: args.options.quiet ? undefined : (line) => console.log(line),
     });
     const scans = Object.values(manifests).reduce((s, m) => s + m.scans.length, 0);
-    console.log(`${scans} scans of profile "${profile}" in ${out} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    console.log(
+      `${scans} scans of profile "${profile}" in ${out} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+    );
   } catch (err) {
     if (err instanceof UsageError) {
       console.error(`deno task prep: ${err.message}`);

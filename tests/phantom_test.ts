@@ -1,7 +1,7 @@
 import { assert, assertAlmostEquals, assertEquals, assertGreater } from "@std/assert";
 import { assertSameGrid, makeVolume, mulberry32, readNifti, type Vec3 } from "../lib/mod.ts";
 import { equalPosteriorThreshold, fitGaussianMixture } from "../lib/phantom/gmm.ts";
-import { gaussian, minJacobian, randomDiffeomorphism, DEFAULT_DEFORMATION } from "../lib/phantom/deform.ts";
+import { DEFAULT_DEFORMATION, gaussian, minJacobian, randomDiffeomorphism } from "../lib/phantom/deform.ts";
 import {
   acquire,
   type Anatomy,
@@ -19,8 +19,8 @@ import {
   mp2rageUni,
   MPRAGE_15T,
   MPRAGE_3T,
-  mpSignals,
   type MPSequence,
+  mpSignals,
   tissueProperties,
 } from "../lib/phantom/physics.ts";
 import { STRUCTURES } from "../lib/phantom/labels.ts";
@@ -119,14 +119,23 @@ Deno.test("mixture model: recovers two Gaussians and their equal-posterior thres
 
 Deno.test("random deformations are diffeomorphic (positive Jacobian)", () => {
   for (let s = 0; s < 3; s++) {
-    const f = randomDiffeomorphism([-70, -100, -60], [70, 80, 80], 4, DEFAULT_DEFORMATION, mulberry32(s), [0, -10, 15], 0.25);
+    const f = randomDiffeomorphism([-70, -100, -60], [70, 80, 80], 4, DEFAULT_DEFORMATION, mulberry32(s), [
+      0,
+      -10,
+      15,
+    ], 0.25);
     assertGreater(minJacobian(f), 0);
   }
 });
 
 Deno.test("histogram matching maps the source's quantiles onto the reference's", () => {
   const r = mulberry32(4);
-  const src = makeVolume(Float32Array.from({ length: 4000 }, () => 0.1 + r() * 0.4), [20, 20, 10], [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]);
+  const src = makeVolume(Float32Array.from({ length: 4000 }, () => 0.1 + r() * 0.4), [20, 20, 10], [
+    [1, 0, 0, 0],
+    [0, 1, 0, 0],
+    [0, 0, 1, 0],
+    [0, 0, 0, 1],
+  ]);
   const ref = makeVolume(Float32Array.from({ length: 4000 }, () => r() ** 2), src.shape, src.affine);
   const m = histogramMatch(src, ref);
   const median = (a: Float32Array) => Array.from(a).sort((x, y) => x - y)[a.length >> 1];
@@ -153,15 +162,25 @@ Deno.test("warped pseudo-subjects keep every structure with a plausible volume",
     const v = vol(warped);
     for (let label = 1; label < STRUCTURES.length; label++) {
       const ratio = v[label] / base[label];
-      assert(ratio > 0.4 && ratio < 2.5, `${STRUCTURES[label]}: ${v[label].toFixed(2)} mL vs template ${base[label].toFixed(2)} mL`);
+      assert(
+        ratio > 0.4 && ratio < 2.5,
+        `${STRUCTURES[label]}: ${v[label].toFixed(2)} mL vs template ${base[label].toFixed(2)} mL`,
+      );
     }
     // Total labelled volume follows the global scale (the smooth part preserves volume on average).
     const brain = v.slice(1).reduce((a, b) => a + b, 0), baseBrain = base.slice(1).reduce((a, b) => a + b, 0);
     const rel = brain / baseBrain / params.scale ** 3;
-    assert(rel > 0.9 && rel < 1.1, `brain ${brain.toFixed(0)} mL vs template ${baseBrain.toFixed(0)} mL at scale ${params.scale}`);
+    assert(
+      rel > 0.9 && rel < 1.1,
+      `brain ${brain.toFixed(0)} mL vs template ${baseBrain.toFixed(0)} mL at scale ${params.scale}`,
+    );
     if (params.atrophy > 0) {
       const vent = v[5] + v[18], baseVent = base[5] + base[18];
-      assertGreater(vent / baseVent, params.scale ** 3, "atrophy enlarges the lateral ventricles beyond global scaling");
+      assertGreater(
+        vent / baseVent,
+        params.scale ** 3,
+        "atrophy enlarges the lateral ventricles beyond global scaling",
+      );
     }
   }
 });
@@ -173,7 +192,10 @@ Deno.test("quick cohorts: deterministic checksums, paper-shaped splits, images a
   const mb = await generateCohorts("quick", b, { seed: 5 });
   for (const c of ["paired", "tissue", "wholebrain"] as const) assertEquals(ma[c].checksums, mb[c].checksums);
   const other = await generateCohorts("quick", await Deno.makeTempDir(), { seed: 6, cohorts: ["tissue"] });
-  assert(JSON.stringify(other.tissue.checksums) !== JSON.stringify(ma.tissue.checksums), "another seed gives other data");
+  assert(
+    JSON.stringify(other.tissue.checksums) !== JSON.stringify(ma.tissue.checksums),
+    "another seed gives other data",
+  );
 
   assertEquals(ma.tissue.scans.map((s) => s.split), ["train", "validation", "test"]);
   assertEquals(ma.wholebrain.scans.length, 4); // 3 subjects, the last scanned twice
@@ -185,12 +207,18 @@ Deno.test("quick cohorts: deterministic checksums, paper-shaped splits, images a
 
   for (const [cohort, m] of Object.entries(ma)) {
     for (const scan of m.scans) {
-      const vols = await Promise.all(Object.entries(scan.files).map(async ([k, f]) => [k, await readNifti(`${a}/${cohort}/${f}`)] as const));
+      const vols = await Promise.all(
+        Object.entries(scan.files).map(async ([k, f]) =>
+          [k, await readNifti(`${a}/${cohort}/${f}`)] as const
+        ),
+      );
       const [first] = vols;
       for (const [k, v] of vols) {
         assertSameGrid(first[1], v, { image: first[0], labels: k });
         if (k === "tissue") assertEquals(new Set(v.data), new Set([0, 1, 2, 3]));
-        if (k === "structures") assert(new Set(v.data).size >= 26, `${scan.id}: ${new Set(v.data).size} labels`);
+        if (k === "structures") {
+          assert(new Set(v.data).size >= 26, `${scan.id}: ${new Set(v.data).size} labels`);
+        }
         if (["3T", "7T", "1.5T"].includes(k)) {
           let mx = 0;
           for (const x of v.data) mx = Math.max(mx, x);

@@ -13,14 +13,20 @@ import { type Affine, applyAffine, invertAffine, matmul4, type Vec3 } from "../v
 import { gridForSpacing, resampleToGrid } from "../volume/geometry.ts";
 import { makeVolume, type Volume } from "../volume/volume.ts";
 import { mulberry32 } from "../nn/gradcheck.ts";
-import { DEFAULT_DEFORMATION, type DeformationParams, gaussian, randomDiffeomorphism, sampleField } from "./deform.ts";
+import {
+  DEFAULT_DEFORMATION,
+  type DeformationParams,
+  gaussian,
+  randomDiffeomorphism,
+  sampleField,
+} from "./deform.ts";
 import {
   type Field,
   MP2RAGE_7T,
+  mp2rageUni,
   MPRAGE_15T,
   MPRAGE_3T,
   type MPSequence,
-  mp2rageUni,
   mpSignals,
   nominalSnr,
   PHYSICS_CLASSES,
@@ -102,13 +108,19 @@ export async function loadAtlas(dir: URL | string = ATLAS_DIR): Promise<Anatomy>
     return makeVolume(Float32Array.from(v.data, (x) => x / 255), v.shape, v.affine);
   };
   const s = await readNifti(`${base}colin27_structures.nii.gz`);
-  return { gm: await frac("gm"), wm: await frac("wm"), csf: await frac("csf"), structures: makeVolume(Uint8Array.from(s.data), s.shape, s.affine) };
+  return {
+    gm: await frac("gm"),
+    wm: await frac("wm"),
+    csf: await frac("csf"),
+    structures: makeVolume(Uint8Array.from(s.data), s.shape, s.affine),
+  };
 }
 
 /** The atlas resampled to `spacing` (fractions linear, labels nearest). */
 export function atlasOnGrid(atlas: Anatomy, spacing: number): Anatomy {
   const g = gridForSpacing(atlas.gm, [spacing, spacing, spacing]);
-  const lin = (v: Volume<Float32Array>) => resampleToGrid(v, g.shape, g.affine, "linear") as Volume<Float32Array>;
+  const lin = (v: Volume<Float32Array>) =>
+    resampleToGrid(v, g.shape, g.affine, "linear") as Volume<Float32Array>;
   return {
     gm: lin(atlas.gm),
     wm: lin(atlas.wm),
@@ -149,7 +161,15 @@ export function warpAnatomy(template: Anatomy, params: DeformationParams, subjec
   const hi = applyAffine(ref.affine, ref.shape.map((s) => s - 1) as Vec3);
   const centre = centroidOf(template.structures, [5, 18]); // lateral ventricles
   const brainCentre = centroidOf(template.structures, Array.from({ length: 27 }, (_, i) => i + 1));
-  const field = randomDiffeomorphism(lo, hi, Math.max(4, ref.spacing[0] * 2), params, rand, centre, subject.atrophy);
+  const field = randomDiffeomorphism(
+    lo,
+    hi,
+    Math.max(4, ref.spacing[0] * 2),
+    params,
+    rand,
+    centre,
+    subject.atrophy,
+  );
   const inv = invertAffine(ref.affine);
   const [nx, ny, nz] = ref.shape;
   const n = nx * ny * nz;
@@ -166,18 +186,25 @@ export function warpAnatomy(template: Anatomy, params: DeformationParams, subjec
     for (let j = 0; j < ny; j++) {
       for (let i = 0; i < nx; i++, p++) {
         const w = applyAffine(ref.affine, [i, j, k]);
-        const src = [0, 1, 2].map((d) => brainCentre[d] + (w[d] - brainCentre[d]) / subject.scale + sampleField(field, d, w[0], w[1], w[2])) as Vec3;
+        const src = [0, 1, 2].map((d) =>
+          brainCentre[d] + (w[d] - brainCentre[d]) / subject.scale + sampleField(field, d, w[0], w[1], w[2])
+        ) as Vec3;
         const [x, y, z] = applyAffine(inv, src);
         if (x < 0 || y < 0 || z < 0 || x > nx - 1 || y > ny - 1 || z > nz - 1) continue;
-        const x0 = Math.min(Math.floor(x), nx - 2), y0 = Math.min(Math.floor(y), ny - 2), z0 = Math.min(Math.floor(z), nz - 2);
+        const x0 = Math.min(Math.floor(x), nx - 2),
+          y0 = Math.min(Math.floor(y), ny - 2),
+          z0 = Math.min(Math.floor(z), nz - 2);
         const ax = x - x0, ay = y - y0, az = z - z0;
         const q = x0 + nx * (y0 + ny * z0);
         for (let c = 0; c < 3; c++) {
           const d = fr[c];
-          dst[c][p] = ((d[q] * (1 - ax) + d[q + 1] * ax) * (1 - ay) + (d[q + nx] * (1 - ax) + d[q + nx + 1] * ax) * ay) * (1 - az) +
-            ((d[q + nx * ny] * (1 - ax) + d[q + nx * ny + 1] * ax) * (1 - ay) + (d[q + nx * ny + nx] * (1 - ax) + d[q + nx * ny + nx + 1] * ax) * ay) * az;
+          dst[c][p] = ((d[q] * (1 - ax) + d[q + 1] * ax) * (1 - ay) +
+                (d[q + nx] * (1 - ax) + d[q + nx + 1] * ax) * ay) * (1 - az) +
+            ((d[q + nx * ny] * (1 - ax) + d[q + nx * ny + 1] * ax) * (1 - ay) +
+                (d[q + nx * ny + nx] * (1 - ax) + d[q + nx * ny + nx + 1] * ax) * ay) * az;
         }
-        out.structures.data[p] = template.structures.data[Math.round(x) + nx * (Math.round(y) + ny * Math.round(z))];
+        out.structures.data[p] =
+          template.structures.data[Math.round(x) + nx * (Math.round(y) + ny * Math.round(z))];
       }
     }
   }
@@ -210,7 +237,10 @@ const B1_STEPS = 81, B1_MIN = 0.4, B1_MAX = 1.6;
 export function gaussianBlur(v: Volume<Float32Array>, sigma: number): Volume<Float32Array> {
   if (sigma < 0.2) return v;
   const radius = Math.ceil(3 * sigma);
-  const kernel = Float32Array.from({ length: 2 * radius + 1 }, (_, t) => Math.exp(-((t - radius) ** 2) / (2 * sigma * sigma)));
+  const kernel = Float32Array.from(
+    { length: 2 * radius + 1 },
+    (_, t) => Math.exp(-((t - radius) ** 2) / (2 * sigma * sigma)),
+  );
   const ksum = kernel.reduce((a, b) => a + b, 0);
   for (let t = 0; t < kernel.length; t++) kernel[t] /= ksum;
   let data = v.data;
@@ -241,7 +271,10 @@ function receiveField(rand: () => number, amplitude: number): (x: number, y: num
   const c = Array.from({ length: 9 }, () => gaussian(rand) * amplitude / 2);
   return (x, y, z) => {
     const a = x / 80, b = y / 100, d = z / 80;
-    return Math.exp(c[0] * a + c[1] * b + c[2] * d + c[3] * a * b + c[4] * b * d + c[5] * a * d + c[6] * (a * a - 0.3) + c[7] * (b * b - 0.3) + c[8] * (d * d - 0.3));
+    return Math.exp(
+      c[0] * a + c[1] * b + c[2] * d + c[3] * a * b + c[4] * b * d + c[5] * a * d + c[6] * (a * a - 0.3) +
+        c[7] * (b * b - 0.3) + c[8] * (d * d - 0.3),
+    );
   };
 }
 
@@ -250,12 +283,21 @@ function receiveField(rand: () => number, amplitude: number): (x: number, y: num
  * B1+ scaling of the flip angles, receive bias), blurred to and resampled on the acquisition
  * grid, Rician noise, skull-stripped. MP2RAGE returns the uniform image shifted to [0, 1].
  */
-export function acquire(anatomy: Anatomy, seq: MPSequence, profile: PhantomProfile, rand: () => number): Volume<Float32Array> {
+export function acquire(
+  anatomy: Anatomy,
+  seq: MPSequence,
+  profile: PhantomProfile,
+  rand: () => number,
+): Volume<Float32Array> {
   const field: Field = seq.field;
   const blocks = seq.ti.length;
   // Signal lookup table: [class][b1 step][block]
   const lut = PHYSICS_CLASSES.map((cls) =>
-    Array.from({ length: B1_STEPS }, (_, s) => mpSignals(seq, tissueProperties(field, cls), B1_MIN + ((B1_MAX - B1_MIN) * s) / (B1_STEPS - 1)))
+    Array.from(
+      { length: B1_STEPS },
+      (_, s) =>
+        mpSignals(seq, tissueProperties(field, cls), B1_MIN + ((B1_MAX - B1_MIN) * s) / (B1_STEPS - 1)),
+    )
   );
   const CSF = PHYSICS_CLASSES.indexOf("csf"), WM = PHYSICS_CLASSES.indexOf("wm");
   const ref = anatomy.gm;
@@ -273,14 +315,16 @@ export function acquire(anatomy: Anatomy, seq: MPSequence, profile: PhantomProfi
         if (tot <= 0) continue;
         const w = applyAffine(ref.affine, [i, j, k]);
         const dx = w[0] - centre[0], dy = w[1] - centre[1], dz = w[2] - centre[2];
-        const b1 = transmitScale(field, Math.sqrt(dx * dx + dy * dy + dz * dz)) * (1 + tilt[0] * dx + tilt[1] * dy);
+        const b1 = transmitScale(field, Math.sqrt(dx * dx + dy * dy + dz * dz)) *
+          (1 + tilt[0] * dx + tilt[1] * dy);
         const s = Math.min(B1_STEPS - 1, Math.max(0, ((b1 - B1_MIN) / (B1_MAX - B1_MIN)) * (B1_STEPS - 1)));
         const s0 = Math.min(Math.floor(s), B1_STEPS - 2), f = s - s0;
         const gmc = gmClassOf(anatomy.structures.data[p]);
         const gain = rx(dx, dy, dz);
         for (let b = 0; b < blocks; b++) {
           const at = (c: number) => lut[c][s0][b] * (1 - f) + lut[c][s0 + 1][b] * f;
-          signal[b][p] = gain * (anatomy.gm.data[p] * at(gmc) + anatomy.wm.data[p] * at(WM) + anatomy.csf.data[p] * at(CSF));
+          signal[b][p] = gain *
+            (anatomy.gm.data[p] * at(gmc) + anatomy.wm.data[p] * at(WM) + anatomy.csf.data[p] * at(CSF));
         }
       }
     }
@@ -290,8 +334,19 @@ export function acquire(anatomy: Anatomy, seq: MPSequence, profile: PhantomProfi
   const sim = ref.spacing[0];
   const sigma = Math.sqrt(Math.max(0, acqVoxel * acqVoxel - sim * sim)) / 2.355 / sim;
   const grid = gridForSpacing(ref, [acqVoxel, acqVoxel, acqVoxel]);
-  const acquired = signal.map((s) => resampleToGrid(gaussianBlur(makeVolume(s, ref.shape, ref.affine), sigma), grid.shape, grid.affine, "linear").data as Float32Array);
-  const brain = makeVolume(Float32Array.from(anatomy.gm.data, (g, q) => g + anatomy.wm.data[q] + anatomy.csf.data[q]), ref.shape, ref.affine);
+  const acquired = signal.map((s) =>
+    resampleToGrid(
+      gaussianBlur(makeVolume(s, ref.shape, ref.affine), sigma),
+      grid.shape,
+      grid.affine,
+      "linear",
+    ).data as Float32Array
+  );
+  const brain = makeVolume(
+    Float32Array.from(anatomy.gm.data, (g, q) => g + anatomy.wm.data[q] + anatomy.csf.data[q]),
+    ref.shape,
+    ref.affine,
+  );
   const mask = resampleToGrid(brain, grid.shape, grid.affine, "linear").data;
   // Noise: sigma from the nominal SNR of white matter in the last block.
   const wmRef = Math.abs(lut[WM][Math.round((1 - B1_MIN) / (B1_MAX - B1_MIN) * (B1_STEPS - 1))][blocks - 1]);
@@ -323,17 +378,28 @@ export function commonGrid(atlasRef: Volume, spacing: number): { shape: Vec3; af
 export function normalizeIntensity(v: Volume<Float32Array>): Volume<Float32Array> {
   const nz = Array.from(v.data).filter((x) => x > 0).sort((a, b) => a - b);
   const top = nz.length ? nz[Math.min(nz.length - 1, Math.floor(0.995 * nz.length))] : 1;
-  return makeVolume(Float32Array.from(v.data, (x) => Math.min(1, Math.max(0, x / (top || 1)))), v.shape, v.affine);
+  return makeVolume(
+    Float32Array.from(v.data, (x) => Math.min(1, Math.max(0, x / (top || 1)))),
+    v.shape,
+    v.affine,
+  );
 }
 
 /**
  * Histogram matching of the non-zero voxels of `source` to those of `reference` by piecewise
  * linear mapping of `quantiles` quantiles (zeros stay zero).
  */
-export function histogramMatch(source: Volume<Float32Array>, reference: Volume<Float32Array>, quantiles = 256): Volume<Float32Array> {
+export function histogramMatch(
+  source: Volume<Float32Array>,
+  reference: Volume<Float32Array>,
+  quantiles = 256,
+): Volume<Float32Array> {
   const q = (v: Float32Array) => {
     const s = Array.from(v).filter((x) => x > 0).sort((a, b) => a - b);
-    return Float64Array.from({ length: quantiles }, (_, t) => s[Math.min(s.length - 1, Math.round((t / (quantiles - 1)) * (s.length - 1)))] ?? 0);
+    return Float64Array.from(
+      { length: quantiles },
+      (_, t) => s[Math.min(s.length - 1, Math.round((t / (quantiles - 1)) * (s.length - 1)))] ?? 0,
+    );
   };
   const qs = q(source.data), qr = q(reference.data);
   const out = Float32Array.from(source.data, (x) => {
@@ -352,7 +418,9 @@ export function histogramMatch(source: Volume<Float32Array>, reference: Volume<F
 }
 
 /** Tissue labels (0 bg, 1 CSF, 2 GM, 3 WM) by the largest fraction where the brain covers half a voxel. */
-export function tissueLabels(a: { gm: Volume<Float32Array>; wm: Volume<Float32Array>; csf: Volume<Float32Array> }): Volume<Uint8Array> {
+export function tissueLabels(
+  a: { gm: Volume<Float32Array>; wm: Volume<Float32Array>; csf: Volume<Float32Array> },
+): Volume<Uint8Array> {
   const out = new Uint8Array(a.gm.data.length);
   for (let p = 0; p < out.length; p++) {
     const g = a.gm.data[p], w = a.wm.data[p], c = a.csf.data[p];
@@ -410,34 +478,63 @@ export async function generateCohorts(
   { seed = 0, log = (_: string) => {}, cohorts = ["paired", "tissue", "wholebrain"] as CohortName[] } = {},
 ): Promise<Record<CohortName, CohortManifest>> {
   const profile = PROFILES[profileName];
-  if (!profile) throw new RangeError(`--profile: unknown profile "${profileName}"; expected quick, default or paper`);
+  if (!profile) {
+    throw new RangeError(`--profile: unknown profile "${profileName}"; expected quick, default or paper`);
+  }
   const atlas = await loadAtlas();
   const template = atlasOnGrid(atlas, profile.simSpacing);
   const common = commonGrid(atlas.gm, profile.commonSpacing);
-  const onCommon = (v: Volume, mode: "linear" | "nearest") => resampleToGrid(v, common.shape, common.affine, mode);
+  const onCommon = (v: Volume, mode: "linear" | "nearest") =>
+    resampleToGrid(v, common.shape, common.affine, mode);
   const result = {} as Record<CohortName, CohortManifest>;
 
   for (const cohort of cohorts) {
     const dir = `${outDir}/${cohort}`;
     await Deno.mkdir(dir, { recursive: true });
-    const rand = mulberry32((seed * 7919 + ["paired", "tissue", "wholebrain"].indexOf(cohort) * 104729 + 1) >>> 0);
+    const rand = mulberry32(
+      (seed * 7919 + ["paired", "tissue", "wholebrain"].indexOf(cohort) * 104729 + 1) >>> 0,
+    );
     const scans: ScanRecord[] = [];
     const plan: { id: string; subject: string; split: ScanRecord["split"]; params: SubjectParams }[] = [];
     if (cohort === "paired") {
-      for (let s = 0; s < profile.paired.subjects; s++) plan.push({ id: `sub-${String(s + 1).padStart(2, "0")}`, subject: `sub-${String(s + 1).padStart(2, "0")}`, split: "fold", params: drawSubject(profile, rand) });
+      for (let s = 0; s < profile.paired.subjects; s++) {
+        plan.push({
+          id: `sub-${String(s + 1).padStart(2, "0")}`,
+          subject: `sub-${String(s + 1).padStart(2, "0")}`,
+          split: "fold",
+          params: drawSubject(profile, rand),
+        });
+      }
     } else if (cohort === "tissue") {
       const t = profile.tissue;
-      const splits = [...Array(t.train).fill("train"), ...Array(t.validation).fill("validation"), ...Array(t.test).fill("test")] as ScanRecord["split"][];
-      splits.forEach((split, s) => plan.push({ id: `sub-${String(s + 1).padStart(2, "0")}`, subject: `sub-${String(s + 1).padStart(2, "0")}`, split, params: drawSubject(profile, rand) }));
+      const splits = [
+        ...Array(t.train).fill("train"),
+        ...Array(t.validation).fill("validation"),
+        ...Array(t.test).fill("test"),
+      ] as ScanRecord["split"][];
+      splits.forEach((split, s) =>
+        plan.push({
+          id: `sub-${String(s + 1).padStart(2, "0")}`,
+          subject: `sub-${String(s + 1).padStart(2, "0")}`,
+          split,
+          params: drawSubject(profile, rand),
+        })
+      );
     } else {
       const w = profile.wholeBrain;
       const subjects = Array.from({ length: w.subjects }, () => drawSubject(profile, rand));
       // Rescanned subjects are the last `rescans`; all their scans are test scans.
       subjects.forEach((params, s) => {
         const subject = `sub-${String(s + 1).padStart(2, "0")}`;
-        const split: ScanRecord["split"] = s < w.train ? "train" : s < w.train + w.validation ? "validation" : "test";
+        const split: ScanRecord["split"] = s < w.train
+          ? "train"
+          : s < w.train + w.validation
+          ? "validation"
+          : "test";
         plan.push({ id: `${subject}_scan-1`, subject, split, params });
-        if (s >= w.subjects - w.rescans) plan.push({ id: `${subject}_scan-2`, subject, split: "test", params });
+        if (s >= w.subjects - w.rescans) {
+          plan.push({ id: `${subject}_scan-2`, subject, split: "test", params });
+        }
       });
     }
     for (const item of plan) {
@@ -445,20 +542,30 @@ export async function generateCohorts(
       const anatomy = warpAnatomy(template, profile.deformation, item.params);
       const scanRand = mulberry32((item.params.seed ^ (item.id.endsWith("scan-2") ? 0x5bd1e995 : 0)) >>> 0);
       const files: Record<string, string> = {};
-      const fractions = { gm: onCommon(anatomy.gm, "linear") as Volume<Float32Array>, wm: onCommon(anatomy.wm, "linear") as Volume<Float32Array>, csf: onCommon(anatomy.csf, "linear") as Volume<Float32Array> };
+      const fractions = {
+        gm: onCommon(anatomy.gm, "linear") as Volume<Float32Array>,
+        wm: onCommon(anatomy.wm, "linear") as Volume<Float32Array>,
+        csf: onCommon(anatomy.csf, "linear") as Volume<Float32Array>,
+      };
       const tissue = tissueLabels(fractions);
       const write = async (key: string, v: Volume) => {
         files[key] = `${item.id}_${key}.nii.gz`;
         await writeNifti(`${dir}/${files[key]}`, v);
       };
       if (cohort === "paired") {
-        const t7 = normalizeIntensity(onCommon(acquire(anatomy, MP2RAGE_7T, profile, scanRand), "linear") as Volume<Float32Array>);
-        const t3raw = normalizeIntensity(onCommon(acquire(anatomy, MPRAGE_3T, profile, scanRand), "linear") as Volume<Float32Array>);
+        const t7 = normalizeIntensity(
+          onCommon(acquire(anatomy, MP2RAGE_7T, profile, scanRand), "linear") as Volume<Float32Array>,
+        );
+        const t3raw = normalizeIntensity(
+          onCommon(acquire(anatomy, MPRAGE_3T, profile, scanRand), "linear") as Volume<Float32Array>,
+        );
         await write("3T", histogramMatch(t3raw, t7));
         await write("7T", t7);
         await write("tissue", tissue);
       } else {
-        const lf = normalizeIntensity(onCommon(acquire(anatomy, MPRAGE_15T, profile, scanRand), "linear") as Volume<Float32Array>);
+        const lf = normalizeIntensity(
+          onCommon(acquire(anatomy, MPRAGE_15T, profile, scanRand), "linear") as Volume<Float32Array>,
+        );
         await write("1.5T", lf);
         if (cohort === "tissue") await write("tissue", tissue);
         else await write("structures", onCommon(anatomy.structures, "nearest"));
@@ -474,11 +581,15 @@ export async function generateCohorts(
       seed,
       generatorVersion: GENERATOR_VERSION,
       grid: { shape: common.shape, spacing: profile.commonSpacing, affine: common.affine },
-      labels: cohort === "wholebrain" ? "structures: lib/phantom/labels.ts STRUCTURES (27 + background)" : "tissue: 0 background, 1 CSF, 2 GM, 3 WM",
+      labels: cohort === "wholebrain"
+        ? "structures: lib/phantom/labels.ts STRUCTURES (27 + background)"
+        : "tissue: 0 background, 1 CSF, 2 GM, 3 WM",
       description: {
-        paired: "simulated paired 3T MPRAGE (histogram-matched to 7T) and 7T MP2RAGE uniform images; leave-one-out folds",
+        paired:
+          "simulated paired 3T MPRAGE (histogram-matched to 7T) and 7T MP2RAGE uniform images; leave-one-out folds",
         tissue: "simulated 1.5T T1-weighted scans with CSF/GM/WM labels (IBSR-like splits)",
-        wholebrain: "simulated 1.5T T1-weighted scans with 27 structures (MALC-like; the last subjects scanned twice)",
+        wholebrain:
+          "simulated 1.5T T1-weighted scans with 27 structures (MALC-like; the last subjects scanned twice)",
       }[cohort],
       scans,
       checksums,

@@ -51,15 +51,18 @@ export function sampleField(f: DisplacementField, c: number, x: number, y: numbe
   const fx = Math.min(nx - 1, Math.max(0, (x - f.origin[0]) / f.spacing));
   const fy = Math.min(ny - 1, Math.max(0, (y - f.origin[1]) / f.spacing));
   const fz = Math.min(nz - 1, Math.max(0, (z - f.origin[2]) / f.spacing));
-  const x0 = Math.min(Math.floor(fx), nx - 2 < 0 ? 0 : nx - 2), y0 = Math.min(Math.floor(fy), ny - 2 < 0 ? 0 : ny - 2);
+  const x0 = Math.min(Math.floor(fx), nx - 2 < 0 ? 0 : nx - 2),
+    y0 = Math.min(Math.floor(fy), ny - 2 < 0 ? 0 : ny - 2);
   const z0 = Math.min(Math.floor(fz), nz - 2 < 0 ? 0 : nz - 2);
   const x1 = Math.min(x0 + 1, nx - 1), y1 = Math.min(y0 + 1, ny - 1), z1 = Math.min(z0 + 1, nz - 1);
   const ax = fx - x0, ay = fy - y0, az = fz - z0;
   const d = f.u[c];
   const at = (i: number, j: number, k: number) => d[i + nx * (j + ny * k)];
   return (
-    ((at(x0, y0, z0) * (1 - ax) + at(x1, y0, z0) * ax) * (1 - ay) + (at(x0, y1, z0) * (1 - ax) + at(x1, y1, z0) * ax) * ay) * (1 - az) +
-    ((at(x0, y0, z1) * (1 - ax) + at(x1, y0, z1) * ax) * (1 - ay) + (at(x0, y1, z1) * (1 - ax) + at(x1, y1, z1) * ax) * ay) * az
+    ((at(x0, y0, z0) * (1 - ax) + at(x1, y0, z0) * ax) * (1 - ay) +
+        (at(x0, y1, z0) * (1 - ax) + at(x1, y1, z0) * ax) * ay) * (1 - az) +
+    ((at(x0, y0, z1) * (1 - ax) + at(x1, y0, z1) * ax) * (1 - ay) +
+        (at(x0, y1, z1) * (1 - ax) + at(x1, y1, z1) * ax) * ay) * az
   );
 }
 
@@ -86,9 +89,16 @@ export function randomDiffeomorphism(
     shape: cShape,
     origin: lo,
     spacing: cs,
-    u: [0, 1, 2].map(() => Float32Array.from({ length: cn }, () => gaussian(rand) * params.sigmaMm)) as DisplacementField["u"],
+    u: [0, 1, 2].map(() =>
+      Float32Array.from({ length: cn }, () => gaussian(rand) * params.sigmaMm)
+    ) as DisplacementField["u"],
   };
-  const v: DisplacementField = { shape, origin: lo, spacing, u: [new Float32Array(n), new Float32Array(n), new Float32Array(n)] };
+  const v: DisplacementField = {
+    shape,
+    origin: lo,
+    spacing,
+    u: [new Float32Array(n), new Float32Array(n), new Float32Array(n)],
+  };
   const s2 = params.atrophyWidthMm ** 2;
   let p = 0;
   for (let k = 0; k < shape[2]; k++) {
@@ -113,7 +123,9 @@ export function randomDiffeomorphism(
     for (let k = 0; k < shape[2]; k++) {
       for (let j = 0; j < shape[1]; j++) {
         for (let i = 0; i < shape[0]; i++, p++) {
-          const x = lo[0] + i * spacing + v.u[0][p], y = lo[1] + j * spacing + v.u[1][p], z = lo[2] + k * spacing + v.u[2][p];
+          const x = lo[0] + i * spacing + v.u[0][p],
+            y = lo[1] + j * spacing + v.u[1][p],
+            z = lo[2] + k * spacing + v.u[2][p];
           for (let c = 0; c < 3; c++) next[c][p] = v.u[c][p] + sampleField(v, c, x, y, z);
         }
       }
@@ -137,7 +149,8 @@ export function minJacobian(f: DisplacementField): number {
           (f.u[c][p + nx] - f.u[c][p]) / h + (c === 1 ? 1 : 0),
           (f.u[c][p + nx * ny] - f.u[c][p]) / h + (c === 2 ? 1 : 0),
         ]);
-        const det = J[0][0] * (J[1][1] * J[2][2] - J[1][2] * J[2][1]) - J[0][1] * (J[1][0] * J[2][2] - J[1][2] * J[2][0]) +
+        const det = J[0][0] * (J[1][1] * J[2][2] - J[1][2] * J[2][1]) -
+          J[0][1] * (J[1][0] * J[2][2] - J[1][2] * J[2][0]) +
           J[0][2] * (J[1][0] * J[2][1] - J[1][1] * J[2][0]);
         if (det < min) min = det;
       }

@@ -13,7 +13,11 @@ export interface Gaussian1D {
  * Fits `k` Gaussians to `values` (binned in `bins` equal bins between min and max) by EM.
  * Components are initialised at evenly spaced quantiles and returned sorted by mean.
  */
-export function fitGaussianMixture(values: ArrayLike<number>, k: number, { bins = 256, iterations = 200 } = {}): Gaussian1D[] {
+export function fitGaussianMixture(
+  values: ArrayLike<number>,
+  k: number,
+  { bins = 256, iterations = 200 } = {},
+): Gaussian1D[] {
   let lo = Infinity, hi = -Infinity;
   for (let i = 0; i < values.length; i++) {
     if (values[i] < lo) lo = values[i];

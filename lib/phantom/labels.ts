@@ -48,7 +48,18 @@ export function structureIndex(name: (typeof STRUCTURES)[number]): number {
 
 /** Structure pairs (left, right), as in the authors' three-view fusion. */
 export const LEFT_RIGHT_PAIRS: [number, number][] = [
-  [1, 3], [2, 4], [5, 18], [6, 19], [7, 20], [8, 21], [9, 22], [10, 23], [11, 24], [15, 25], [16, 26], [17, 27],
+  [1, 3],
+  [2, 4],
+  [5, 18],
+  [6, 19],
+  [7, 20],
+  [8, 21],
+  [9, 22],
+  [10, 23],
+  [11, 24],
+  [15, 25],
+  [16, 26],
+  [17, 27],
 ];
 
 /**

@@ -181,7 +181,9 @@ export function mpBlockMz(seq: MPSequence, t1: number, b1 = 1): number[] {
  * (Receive sensitivity multiplies this outside.)
  */
 export function mpSignals(seq: MPSequence, p: TissueProperties, b1 = 1): number[] {
-  return mpBlockMz(seq, p.t1, b1).map((mz, b) => p.pd * Math.exp(-seq.te / p.t2s) * Math.sin((seq.flip[b] * b1 * Math.PI) / 180) * mz);
+  return mpBlockMz(seq, p.t1, b1).map((mz, b) =>
+    p.pd * Math.exp(-seq.te / p.t2s) * Math.sin((seq.flip[b] * b1 * Math.PI) / 180) * mz
+  );
 }
 
 /**

@@ -84,7 +84,11 @@ export type View = "axial" | "coronal" | "sagittal";
  * from anterior to posterior), coronal (j fixed, rows from superior down), sagittal (i fixed).
  * Returns values row-major with its width and height, and the pixel aspect (height/width mm).
  */
-export function slice(vol: Volume, view: View, index?: number): { width: number; height: number; values: Float32Array; aspect: number } {
+export function slice(
+  vol: Volume,
+  view: View,
+  index?: number,
+): { width: number; height: number; values: Float32Array; aspect: number } {
   const [nx, ny, nz] = vol.shape;
   const [sx, sy, sz] = vol.spacing;
   const at = (i: number, j: number, k: number) => vol.data[i + nx * (j + ny * k)];
@@ -111,7 +115,17 @@ export function labelColour(label: number): [number, number, number] {
   const hue = (label * 137.508) % 360;
   const s = 0.75, l = 0.55;
   const c = (1 - Math.abs(2 * l - 1)) * s, x = c * (1 - Math.abs(((hue / 60) % 2) - 1)), m = l - c / 2;
-  const [r, g, b] = hue < 60 ? [c, x, 0] : hue < 120 ? [x, c, 0] : hue < 180 ? [0, c, x] : hue < 240 ? [0, x, c] : hue < 300 ? [x, 0, c] : [c, 0, x];
+  const [r, g, b] = hue < 60
+    ? [c, x, 0]
+    : hue < 120
+    ? [x, c, 0]
+    : hue < 180
+    ? [0, c, x]
+    : hue < 240
+    ? [0, x, c]
+    : hue < 300
+    ? [x, 0, c]
+    : [c, 0, x];
   return [Math.round((r + m) * 255), Math.round((g + m) * 255), Math.round((b + m) * 255)];
 }
 
@@ -125,7 +139,13 @@ export function drawSlice(
   x0: number,
   y0: number,
   s: { width: number; height: number; values: Float32Array | null; aspect: number },
-  { lo = 0, hi = 1, zoom = 1, labels, alpha = 0.5 }: { lo?: number; hi?: number; zoom?: number; labels?: Float32Array; alpha?: number } = {},
+  { lo = 0, hi = 1, zoom = 1, labels, alpha = 0.5 }: {
+    lo?: number;
+    hi?: number;
+    zoom?: number;
+    labels?: Float32Array;
+    alpha?: number;
+  } = {},
 ): { width: number; height: number } {
   const outW = s.width * zoom, outH = Math.round(s.height * zoom * s.aspect);
   for (let y = 0; y < outH; y++) {
@@ -136,7 +156,9 @@ export function drawSlice(
       if (px < 0 || py < 0 || px >= img.width || py >= img.height) continue;
       let rgb: [number, number, number] = [0, 0, 0];
       if (s.values) {
-        const g = Math.round(255 * Math.min(1, Math.max(0, (s.values[r * s.width + c] - lo) / (hi - lo || 1))));
+        const g = Math.round(
+          255 * Math.min(1, Math.max(0, (s.values[r * s.width + c] - lo) / (hi - lo || 1))),
+        );
         rgb = [g, g, g];
       }
       const lab = labels ? labels[r * s.width + c] : 0;
