@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-explicit-any
 /**
  * The one place that chooses the TensorFlow.js compute backend.
  *

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-explicit-any
 /**
  * The subset of `@std/assert` this project's tests use, over `node:assert/strict`.
  *
