@@ -22,4 +22,5 @@ export * from "./volume/tensor.ts";
 export * from "./backend.ts";
 export * from "./nn/ops.ts";
 export * from "./nn/gradcheck.ts";
+export * from "./random.ts";
 export * from "./cli.ts";

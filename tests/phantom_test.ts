@@ -1,7 +1,7 @@
 import { assert, assertAlmostEquals, assertEquals, assertGreater } from "@std/assert";
-import { assertSameGrid, makeVolume, mulberry32, readNifti, type Vec3 } from "../lib/mod.ts";
+import { assertSameGrid, gaussian, makeVolume, mulberry32, readNifti, type Vec3 } from "../lib/mod.ts";
 import { equalPosteriorThreshold, fitGaussianMixture } from "../lib/phantom/gmm.ts";
-import { DEFAULT_DEFORMATION, gaussian, minJacobian, randomDiffeomorphism } from "../lib/phantom/deform.ts";
+import { DEFAULT_DEFORMATION, minJacobian, randomDiffeomorphism } from "../lib/phantom/deform.ts";
 import {
   acquire,
   type Anatomy,

@@ -6,6 +6,7 @@
  * subset of coordinates with a relative tolerance.
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { mulberry32 } from "../random.ts";
 
 export interface GradCheckOptions {
   /** Finite-difference step. */
@@ -21,18 +22,6 @@ export interface GradCheckResult {
   maxRelError: number;
   checked: number;
   worst: { input: number; index: number; analytic: number; numeric: number };
-}
-
-/** Small deterministic PRNG (mulberry32) for reproducible checks. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -12,14 +12,8 @@ import { readNifti, writeFileAtomic, writeNifti } from "../io/nifti.ts";
 import { type Affine, applyAffine, invertAffine, matmul4, type Vec3 } from "../volume/affine.ts";
 import { gridForSpacing, resampleToGrid } from "../volume/geometry.ts";
 import { makeVolume, type Volume } from "../volume/volume.ts";
-import { mulberry32 } from "../nn/gradcheck.ts";
-import {
-  DEFAULT_DEFORMATION,
-  type DeformationParams,
-  gaussian,
-  randomDiffeomorphism,
-  sampleField,
-} from "./deform.ts";
+import { gaussian, mulberry32 } from "../random.ts";
+import { DEFAULT_DEFORMATION, type DeformationParams, randomDiffeomorphism, sampleField } from "./deform.ts";
 import {
   type Field,
   MP2RAGE_7T,

@@ -5,12 +5,7 @@
  * (atrophy) and a global isotropic scaling.
  */
 import type { Vec3 } from "../volume/affine.ts";
-
-/** Standard normal samples from a uniform generator (Box-Muller). */
-export function gaussian(rand: () => number): number {
-  const u = Math.max(rand(), 1e-12), v = rand();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-}
+import { gaussian } from "../random.ts";
 
 /** A displacement field in millimetres on a regular grid (`origin` + index * `spacing`, axis-aligned). */
 export interface DisplacementField {
