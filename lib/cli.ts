@@ -104,3 +104,32 @@ function convert(o: OptionSpec, raw: string, where: string): string | number | b
   }
   return raw;
 }
+
+/**
+ * Runs a command's `main` with parsed arguments: prints `--help` and exits 0, rejects
+ * positional arguments unless `allowPositional`, and turns a `UsageError` into one line on
+ * stderr naming the command, with exit code 64.
+ */
+export async function runCommand(
+  spec: CommandSpec,
+  main: (args: ParsedArgs) => Promise<void> | void,
+  { argv = Deno.args, allowPositional = false }: { argv?: string[]; allowPositional?: boolean } = {},
+): Promise<void> {
+  try {
+    const args = parseArgs(spec, argv);
+    if (args.help) {
+      console.log(formatHelp(spec));
+      Deno.exit(0);
+    }
+    if (!allowPositional && args.positional.length) {
+      throw new UsageError(`unexpected argument "${args.positional[0]}" (see --help)`);
+    }
+    await main(args);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`${spec.name}: ${err.message}`);
+      Deno.exit(64);
+    }
+    throw err;
+  }
+}

@@ -2,7 +2,7 @@
  * `deno task prep --profile quick|default|paper [--out DIR] [--seed N]`: regenerates the phantom
  * cohorts deterministically (see lib/phantom/cohort.ts and data-prep/README.md).
  */
-import { type CommandSpec, formatHelp, parseArgs, UsageError } from "../lib/cli.ts";
+import { type CommandSpec, runCommand } from "../lib/cli.ts";
 import { generateCohorts, type PhantomProfile } from "../lib/phantom/cohort.ts";
 
 export const PREP_COMMAND: CommandSpec = {
@@ -23,12 +23,7 @@ export const PREP_COMMAND: CommandSpec = {
 };
 
 if (import.meta.main) {
-  try {
-    const args = parseArgs(PREP_COMMAND, Deno.args);
-    if (args.help) {
-      console.log(formatHelp(PREP_COMMAND));
-      Deno.exit(0);
-    }
+  await runCommand(PREP_COMMAND, async (args) => {
     const profile = String(args.options.profile) as PhantomProfile["name"];
     const out = String(args.options.out ?? `data/generated/${profile}`);
     const t0 = performance.now();
@@ -40,11 +35,5 @@ if (import.meta.main) {
     console.log(
       `${scans} scans of profile "${profile}" in ${out} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
     );
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`deno task prep: ${err.message}`);
-      Deno.exit(64);
-    }
-    throw err;
-  }
+  });
 }

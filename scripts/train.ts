@@ -3,7 +3,7 @@
  * keeper, adaptive fusion) on a cohort (by default the embedded phantom cohort) and writes
  * every metric the paper's tables need under `runs/<name>/`.
  */
-import { type CommandSpec, formatHelp, parseArgs, UsageError } from "../lib/cli.ts";
+import { type CommandSpec, runCommand } from "../lib/cli.ts";
 import { BACKENDS, initBackend } from "../lib/backend.ts";
 
 export const TRAIN_COMMAND: CommandSpec = {
@@ -51,26 +51,12 @@ export const TRAIN_COMMAND: CommandSpec = {
 };
 
 if (import.meta.main) {
-  try {
-    const args = parseArgs(TRAIN_COMMAND, Deno.args);
-    if (args.help) {
-      console.log(formatHelp(TRAIN_COMMAND));
-      Deno.exit(0);
-    }
-    if (args.positional.length) {
-      throw new UsageError(`unexpected argument "${args.positional[0]}" (see --help)`);
-    }
+  await runCommand(TRAIN_COMMAND, async (args) => {
     await initBackend(String(args.options.backend));
     console.error(
       "deno task train: the three-phase training pipeline is not part of this version yet; " +
         "the options above are its interface (see --help).",
     );
     Deno.exit(2);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`deno task train: ${err.message}`);
-      Deno.exit(64);
-    }
-    throw err;
-  }
+  });
 }
