@@ -9,9 +9,9 @@ cd "$(dirname "$0")"
 
 DENO_VERSION=2.9.6
 # Debian packages by purpose. Tests: nibabel (independent NIfTI check), Jupyter (notebooks),
-# Chromium (figure rendering). Training: OpenBLAS and oneDNN (native CPU kernels).
+# Chromium (figure rendering). Training: oneDNN (native CPU kernels).
 APT_TEST=(python3-nibabel jupyter-nbconvert python3-nbclient jupyter-client chromium)
-APT_TRAIN=(libopenblas0-pthread libdnnl2)
+APT_TRAIN=(libdnnl2)
 
 say() { echo "[run.sh] $*"; }
 

@@ -7,7 +7,10 @@
  * - `webgpu`: Deno's `navigator.gpu` with `@tensorflow/tfjs-backend-webgpu`. Tensors larger than
  *   the adapter's `maxStorageBufferBindingSize` are refused (WebGPU would otherwise silently
  *   compute zeros for them).
- * - `cpu`: the pure-JavaScript kernels of `@tensorflow/tfjs-backend-cpu`; always available.
+ * - `cpu`: `@tensorflow/tfjs-backend-cpu`, always available, with its convolution, pooling,
+ *   matmul and hot elementwise kernels replaced by oneDNN (Debian `libdnnl2`, through FFI) and
+ *   layout-aware typed-array loops (`lib/native/kernels.ts`). Without the library, or with
+ *   `UHF_NATIVE_KERNELS=0`, the pure-JavaScript kernels run (one line says which).
  * - `auto` (default): `tensorflow` if its native binding loads, else `cpu`.
  *
  * The wasm backend is deliberately not offered: it computes wrong 3D convolution and pooling
@@ -20,6 +23,10 @@ import "@tensorflow/tfjs-backend-cpu";
 // tfjs-core alone registers no gradients, and its ES build (which has register_all_gradients)
 // does not load under Deno; the union package registers every gradient in the shared registry.
 import "@tensorflow/tfjs";
+import { installNativeKernels } from "./native/kernels.ts";
+import { registerMissingGradients } from "./nn/gradients.ts";
+
+registerMissingGradients();
 
 export const BACKENDS = ["auto", "tensorflow", "webgpu", "cpu"] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -117,11 +124,12 @@ export function webgpuBufferLimit(): number {
   return webgpuLimit;
 }
 
-async function useCpu(): Promise<void> {
+async function useCpu(): Promise<string> {
   await tf.setBackend("cpu");
   // The cpu backend prints a banner recommending tfjs-node on its first upload under Node-like
   // runtimes; this module already reports the backend choice in one line.
   (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+  return installNativeKernels().description;
 }
 
 let current: BackendInfo | undefined;
@@ -146,8 +154,8 @@ export async function initBackend(
   );
   let info: BackendInfo;
   if (name === "cpu") {
-    await useCpu();
-    info = { name: "cpu", requested: name, reason: "requested explicitly (pure-JavaScript kernels)" };
+    const kernels = await useCpu();
+    info = { name: "cpu", requested: name, reason: `requested explicitly; ${kernels}` };
   } else if (name === "webgpu") {
     const r = await startWebgpu();
     if (!r.ok) throw new BackendError(`--backend webgpu: cannot start: ${r.why}`);
@@ -168,8 +176,8 @@ export async function initBackend(
         `--backend tensorflow: the native binding does not load (${r.why}). See README, "Backends".`,
       );
     } else {
-      await useCpu();
-      info = { name: "cpu", requested: name, reason: `tensorflow unavailable (${r.why})` };
+      const kernels = await useCpu();
+      info = { name: "cpu", requested: name, reason: `${kernels}; tensorflow unavailable (${r.why})` };
     }
   }
   await tf.ready();

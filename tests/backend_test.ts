@@ -21,11 +21,10 @@ Deno.test("TFJS_BACKEND selects the backend when no option is given", async () =
   Deno.env.set("TFJS_BACKEND", "cpu");
   try {
     const info = await initBackend(undefined, { quiet: true });
-    assertEquals(info, {
-      name: "cpu",
-      requested: "cpu",
-      reason: "requested explicitly (pure-JavaScript kernels)",
-    });
+    assertEquals([info.name, info.requested], ["cpu", "cpu"]);
+    assertStringIncludes(info.reason, "requested explicitly; ");
+    // the kernel line says which kernels run: oneDNN where Debian's libdnnl2 is installed
+    assertStringIncludes(info.reason, "kernels");
   } finally {
     Deno.env.delete("TFJS_BACKEND");
   }

@@ -3,10 +3,15 @@
  * built from differentiable tfjs ops so their gradients come from autodiff. Each is checked
  * against finite differences in `tests/nn_ops_test.ts`.
  *
+ * On the cpu backend with the native kernels installed, the resizes run as typed-array row loops
+ * (`fastResample` in `lib/native/kernels.ts`); the tfjs-op versions here are the reference they
+ * are tested against. (oneDNN 2.6's resampling primitive crashes intermittently on some shapes.)
+ *
  * Tensors are channels-last: 5D `[batch, depth, height, width, channels]`, 4D `[batch, height,
  * width, channels]`. The spatial axes are 1 .. rank-2.
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { fastLeakyRelu, fastResample } from "../native/kernels.ts";
 
 type Spatial = tf.Tensor4D | tf.Tensor5D;
 
@@ -60,6 +65,9 @@ export function resizeLinear<T extends Spatial>(x: T, size: number[]): T {
   if (size.length !== axes.length || size.some((s) => !Number.isInteger(s) || s < 1)) {
     throw new RangeError(`resizeLinear: size [${size}] must give ${axes.length} positive integers`);
   }
+  if (size.every((s, n) => s === x.shape[axes[n]])) return x.clone() as T;
+  const fast = fastResample(x, axes.map((a, n) => linearWeights(x.shape[a], size[n])));
+  if (fast) return fast;
   return tf.tidy(() => {
     let y: tf.Tensor = x;
     axes.forEach((axis, n) => (y = lerpAxis(y, axis, size[n])));
@@ -84,6 +92,18 @@ export function upsampleLinear2x<T extends Spatial>(x: T): T {
  */
 export function upsampleNearest2x<T extends Spatial>(x: T): T {
   const axes = spatialAxes(x);
+  const fast = fastResample(
+    x,
+    axes.map((a) => {
+      const n = 2 * x.shape[a];
+      return {
+        i0: Int32Array.from({ length: n }, (_, d) => d >> 1),
+        i1: new Int32Array(n),
+        w1: new Float32Array(n),
+      };
+    }),
+  );
+  if (fast) return fast;
   return tf.tidy(() => {
     let y: tf.Tensor = x;
     for (const axis of axes) {
@@ -110,5 +130,10 @@ export function instanceNorm<T extends Spatial>(x: T, eps = 1e-5): T {
 
 /** LeakyReLU with PyTorch's default slope 0.01 (tfjs's own default is 0.2). */
 export function leakyRelu<T extends tf.Tensor>(x: T, slope = 0.01): T {
-  return tf.leakyRelu(x, slope);
+  return fastLeakyRelu(x, slope) ?? tf.leakyRelu(x, slope);
+}
+
+/** ReLU (leaky ReLU with slope 0, one pass each way on cpu). */
+export function relu<T extends tf.Tensor>(x: T): T {
+  return fastLeakyRelu(x, 0) ?? tf.relu(x);
 }

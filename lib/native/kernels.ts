@@ -1,0 +1,751 @@
+/**
+ * Native CPU kernels for the TensorFlow.js `cpu` backend, executed by oneDNN through Deno FFI.
+ *
+ * Models stay plain TensorFlow.js code: `installNativeKernels()` re-registers the `cpu` kernels
+ * that dominate 2D/3D CNN training (Conv2D/Conv3D and their two backprops, MaxPool/MaxPool3D and
+ * their gradients, BatchMatMul) with versions that call oneDNN's JIT-compiled, multithreaded
+ * implementations. Anything a native kernel does not cover (NCHW data, dtypes other than
+ * float32, broadcasting batch matmuls, a shape oneDNN rejects) is handed to the original
+ * pure-JavaScript kernel, so results never depend on coverage, only speed does.
+ *
+ * `setNativeKernels(false)` routes every call back to the JavaScript kernels (the tests compare
+ * the two on random shapes).
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import "@tensorflow/tfjs-backend-cpu";
+import {
+  type ConvDirection,
+  type ConvGeometry,
+  ConvPrimitive,
+  MaxPoolPrimitive,
+  oneDnn,
+  oneDnnUnavailableReason,
+  type PoolGeometry,
+  sgemm,
+} from "./onednn.ts";
+
+type KernelFunc = tf.KernelConfig["kernelFunc"];
+// deno-lint-ignore no-explicit-any
+type Attrs = any;
+
+interface CpuBackend {
+  data: { get(id: unknown): { values: unknown } };
+  makeTensorInfo(shape: number[], dtype: "float32", values: Float32Array): tf.TensorInfo;
+}
+
+/** The kernels this module accelerates. */
+export const NATIVE_KERNEL_NAMES = [
+  "Conv2D",
+  "Conv2DBackpropInput",
+  "Conv2DBackpropFilter",
+  "Conv3D",
+  "Conv3DBackpropInputV2",
+  "Conv3DBackpropFilterV2",
+  "MaxPool",
+  "MaxPoolGrad",
+  "MaxPool3D",
+  "MaxPool3DGrad",
+  "BatchMatMul",
+  "SplitV",
+  "Sum",
+  "Add",
+  "Sub",
+  "Multiply",
+  "RealDiv",
+  "Neg",
+  "Exp",
+  "Log1p",
+  "Abs",
+  "Sqrt",
+  "Square",
+  "Relu",
+  "Sigmoid",
+  "Concat",
+] as const;
+
+const jsKernels = new Map<string, KernelFunc>();
+let enabled = true;
+let installed: { version: string; path: string } | null = null;
+const convCache = new Map<string, ConvPrimitive | null>();
+const poolCache = new Map<string, MaxPoolPrimitive | null>();
+
+/** Counts of calls served natively and handed to JavaScript, per kernel (for the benchmark). */
+export const nativeKernelStats = new Map<string, { native: number; js: number }>();
+
+function count(name: string, native: boolean): void {
+  const s = nativeKernelStats.get(name) ?? { native: 0, js: 0 };
+  if (native) s.native++;
+  else s.js++;
+  nativeKernelStats.set(name, s);
+}
+
+/** Turns the native kernels on or off (they must have been installed to turn on). */
+export function setNativeKernels(on: boolean): void {
+  enabled = on;
+}
+
+/** Whether calls currently go to oneDNN. */
+export function nativeKernelsActive(): boolean {
+  return enabled && installed !== null;
+}
+
+function values(backend: CpuBackend, t: tf.TensorInfo): Float32Array | null {
+  const v = backend.data.get(t.dataId).values;
+  return v instanceof Float32Array ? v : null;
+}
+
+function cached<T>(cache: Map<string, T | null>, key: string, build: () => T): T | null {
+  if (cache.has(key)) return cache.get(key)!;
+  let prim: T | null = null;
+  try {
+    prim = build();
+  } catch {
+    prim = null; // a geometry oneDNN does not implement: the JavaScript kernel serves it
+  }
+  cache.set(key, prim);
+  return prim;
+}
+
+function conv3dGeometry(info: tf.backend_util.Conv3DInfo): ConvGeometry {
+  const p = info.padInfo;
+  return {
+    batch: info.batchSize,
+    inChannels: info.inChannels,
+    outChannels: info.outChannels,
+    inSize: [info.inDepth, info.inHeight, info.inWidth],
+    outSize: [info.outDepth, info.outHeight, info.outWidth],
+    kernel: [info.filterDepth, info.filterHeight, info.filterWidth],
+    strides: [info.strideDepth, info.strideHeight, info.strideWidth],
+    dilations: [info.dilationDepth, info.dilationHeight, info.dilationWidth],
+    padBefore: [p.front, p.top, p.left],
+    padAfter: [p.back, p.bottom, p.right],
+  };
+}
+
+function conv2dGeometry(info: tf.backend_util.Conv2DInfo): ConvGeometry {
+  const p = info.padInfo;
+  return {
+    batch: info.batchSize,
+    inChannels: info.inChannels,
+    outChannels: info.outChannels,
+    inSize: [info.inHeight, info.inWidth],
+    outSize: [info.outHeight, info.outWidth],
+    kernel: [info.filterHeight, info.filterWidth],
+    strides: [info.strideHeight, info.strideWidth],
+    dilations: [info.dilationHeight, info.dilationWidth],
+    padBefore: [p.top, p.left],
+    padAfter: [p.bottom, p.right],
+  };
+}
+
+function runConv(
+  backend: CpuBackend,
+  g: ConvGeometry,
+  direction: ConvDirection,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  outShape: number[],
+): tf.TensorInfo | null {
+  const av = values(backend, a), bv = values(backend, b);
+  if (!av || !bv || av.length === 0 || bv.length === 0) return null;
+  const prim = cached(convCache, `${direction}|${JSON.stringify(g)}`, () => new ConvPrimitive(g, direction));
+  if (!prim) return null;
+  const out = new Float32Array(outShape.reduce((x, y) => x * y, 1));
+  prim.run(av, bv, out);
+  return backend.makeTensorInfo(outShape, "float32", out);
+}
+
+function runPool(
+  backend: CpuBackend,
+  g: PoolGeometry,
+  x: tf.TensorInfo,
+  dy: tf.TensorInfo | null,
+  outShape: number[],
+): tf.TensorInfo | null {
+  const xv = values(backend, x);
+  const dyv = dy ? values(backend, dy) : null;
+  if (!xv || xv.length === 0 || (dy && !dyv)) return null;
+  const prim = cached(poolCache, JSON.stringify(g), () => new MaxPoolPrimitive(g));
+  if (!prim) return null;
+  const out = new Float32Array(outShape.reduce((a, b) => a * b, 1));
+  if (dyv) prim.backward(xv, dyv, out);
+  else prim.forward(xv, out);
+  return backend.makeTensorInfo(outShape, "float32", out);
+}
+
+function poolGeometry(info: tf.backend_util.Conv2DInfo | tf.backend_util.Conv3DInfo): PoolGeometry | null {
+  if ("inDepth" in info) {
+    if (info.dilationDepth !== 1 || info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
+    const p = info.padInfo;
+    return {
+      batch: info.batchSize,
+      channels: info.inChannels,
+      inSize: [info.inDepth, info.inHeight, info.inWidth],
+      outSize: [info.outDepth, info.outHeight, info.outWidth],
+      kernel: [info.filterDepth, info.filterHeight, info.filterWidth],
+      strides: [info.strideDepth, info.strideHeight, info.strideWidth],
+      padBefore: [p.front, p.top, p.left],
+      padAfter: [p.back, p.bottom, p.right],
+    };
+  }
+  if (info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
+  const p = info.padInfo;
+  return {
+    batch: info.batchSize,
+    channels: info.inChannels,
+    inSize: [info.inHeight, info.inWidth],
+    outSize: [info.outHeight, info.outWidth],
+    kernel: [info.filterHeight, info.filterWidth],
+    strides: [info.strideHeight, info.strideWidth],
+    padBefore: [p.top, p.left],
+    padAfter: [p.bottom, p.right],
+  };
+}
+
+function channelsLast(format: string | undefined): boolean {
+  return format === undefined || format === "NHWC" || format === "NDHWC" || format === "channelsLast";
+}
+
+type BinaryLoops = (av: Float32Array, bv: Float32Array, out: Float32Array) => boolean;
+
+/**
+ * Loops for one elementwise expression of `x` and `y`, generated per operation so that V8
+ * inlines the arithmetic (a shared loop calling a closure per element runs several times slower).
+ * Cases: equal sizes, a scalar on either side, one side repeating along leading axes.
+ */
+function binaryLoops(expr: string): BinaryLoops {
+  return new Function(
+    "av",
+    "bv",
+    "out",
+    `const n = out.length, na = av.length, nb = bv.length;
+    if (na === n && nb === n) { for (let i = 0; i < n; i++) { const x = av[i], y = bv[i]; out[i] = ${expr}; } }
+    else if (nb === 1) { const y = bv[0]; for (let i = 0; i < n; i++) { const x = av[i]; out[i] = ${expr}; } }
+    else if (na === 1) { const x = av[0]; for (let i = 0; i < n; i++) { const y = bv[i]; out[i] = ${expr}; } }
+    else if (na === n) { for (let i = 0; i < n; i += nb) for (let k = 0; k < nb; k++) { const x = av[i + k], y = bv[k]; out[i + k] = ${expr}; } }
+    else if (nb === n) { for (let i = 0; i < n; i += na) for (let k = 0; k < na; k++) { const x = av[k], y = bv[i + k]; out[i + k] = ${expr}; } }
+    else return false;
+    return true;`,
+  ) as BinaryLoops;
+}
+
+/**
+ * Elementwise float32 binary op for equal shapes, a scalar on either side, or one side
+ * broadcast along leading axes (a per-channel bias or statistic on channels-last data). Other
+ * broadcasts go to the JavaScript kernel, whose general path indexes every element.
+ */
+function binary(
+  backend: CpuBackend,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  loops: BinaryLoops,
+): tf.TensorInfo | null {
+  if (a.dtype !== "float32" || b.dtype !== "float32") return null;
+  const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+  const av = values(backend, a), bv = values(backend, b);
+  if (!av || !bv) return null;
+  const n = outShape.reduce((x, y) => x * y, 1);
+  const trailing = (s: number[]) => {
+    const first = s.findIndex((d) => d !== 1);
+    const t = first === -1 ? [] : s.slice(first);
+    return t.every((d, i) => d === outShape[outShape.length - t.length + i]);
+  };
+  if ((av.length !== n && !trailing(a.shape)) || (bv.length !== n && !trailing(b.shape))) return null;
+  const out = new Float32Array(n);
+  return loops(av, bv, out) ? backend.makeTensorInfo(outShape, "float32", out) : null;
+}
+
+type UnaryLoop = (xv: Float32Array, out: Float32Array) => void;
+
+function unaryLoop(expr: string): UnaryLoop {
+  return new Function(
+    "xv",
+    "out",
+    `for (let i = 0; i < xv.length; i++) { const x = xv[i]; out[i] = ${expr}; }`,
+  ) as UnaryLoop;
+}
+
+function unary(backend: CpuBackend, x: tf.TensorInfo, loop: UnaryLoop): tf.TensorInfo | null {
+  const xv = x.dtype === "float32" ? values(backend, x) : null;
+  if (!xv) return null;
+  const out = new Float32Array(xv.length);
+  loop(xv, out);
+  return backend.makeTensorInfo(x.shape, "float32", out);
+}
+
+const BINARY = {
+  Add: binaryLoops("x + y"),
+  Sub: binaryLoops("x - y"),
+  Multiply: binaryLoops("x * y"),
+  RealDiv: binaryLoops("x / y"),
+};
+const UNARY = {
+  Neg: unaryLoop("-x"),
+  Exp: unaryLoop("Math.exp(x)"),
+  Log1p: unaryLoop("Math.log1p(x)"),
+  Abs: unaryLoop("Math.abs(x)"),
+  Sqrt: unaryLoop("Math.sqrt(x)"),
+  Square: unaryLoop("x * x"),
+  Relu: unaryLoop("x > 0 ? x : 0"),
+  Sigmoid: unaryLoop("1 / (1 + Math.exp(-x))"),
+};
+
+/** Concatenation of float32 tensors as row copies (the JavaScript kernel copies per element). */
+function concatRows(backend: CpuBackend, inputs: tf.TensorInfo[], axis: number): tf.TensorInfo | null {
+  const vals = inputs.map((t) => (t.dtype === "float32" ? values(backend, t) : null));
+  if (vals.some((v) => !v) || inputs.length < 2) return null;
+  const shape = inputs[0].shape.slice();
+  shape[axis] = inputs.reduce((s, t) => s + t.shape[axis], 0);
+  const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const rowOut = shape[axis] * inner;
+  const out = new Float32Array(outer * rowOut);
+  let offset = 0;
+  inputs.forEach((t, j) => {
+    const v = vals[j]!;
+    const row = t.shape[axis] * inner;
+    if (row >= 64) {
+      for (let o = 0; o < outer; o++) out.set(v.subarray(o * row, (o + 1) * row), o * rowOut + offset);
+    } else {
+      for (let o = 0, src = 0, dst = offset; o < outer; o++, dst += rowOut - row) {
+        for (let e = 0; e < row; e++) out[dst++] = v[src++];
+      }
+    }
+    offset += row;
+  });
+  return backend.makeTensorInfo(shape, "float32", out);
+}
+
+type Native = (
+  inputs: Record<string, tf.TensorInfo>,
+  backend: CpuBackend,
+  attrs: Attrs,
+) => tf.TensorInfo | tf.TensorInfo[] | null;
+
+/**
+ * SplitV as row copies (the JavaScript kernel slices element by element; splitting the channel
+ * axis, the gradient of every skip concatenation, was a third of a U-Net step).
+ */
+function splitRows(
+  backend: CpuBackend,
+  x: tf.TensorInfo,
+  sizes: number[],
+  axis: number,
+): tf.TensorInfo[] | null {
+  const xv = values(backend, x);
+  if (!xv) return null;
+  const outer = x.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const rowIn = x.shape[axis] * inner;
+  let offset = 0;
+  return sizes.map((s) => {
+    const row = s * inner;
+    const out = new Float32Array(outer * row);
+    if (row >= 64) {
+      for (let o = 0; o < outer; o++) {
+        out.set(xv.subarray(o * rowIn + offset, o * rowIn + offset + row), o * row);
+      }
+    } else {
+      for (let o = 0, src = offset, dst = 0; o < outer; o++, src += rowIn - row) {
+        for (let e = 0; e < row; e++) out[dst++] = xv[src++];
+      }
+    }
+    offset += row;
+    const shape = x.shape.slice();
+    shape[axis] = s;
+    return backend.makeTensorInfo(shape, "float32", out);
+  });
+}
+
+/**
+ * Sum over every axis except the last (size-1 axes aside): per-channel sums of a channels-last
+ * tensor, as in bias gradients and instance-norm statistics. Accumulates in float64. The
+ * JavaScript kernel transposes the whole tensor first.
+ */
+function channelSums(
+  backend: CpuBackend,
+  x: tf.TensorInfo,
+  axes: number[],
+  keepDims: boolean,
+): tf.TensorInfo | null {
+  const last = x.shape.length - 1;
+  if (last < 1 || axes.includes(last)) return null;
+  if (x.shape.some((d, a) => a !== last && d !== 1 && !axes.includes(a))) return null;
+  const xv = values(backend, x);
+  if (!xv) return null;
+  const c = x.shape[last];
+  const acc = new Float64Array(c);
+  for (let i = 0; i < xv.length; i += c) for (let k = 0; k < c; k++) acc[k] += xv[i + k];
+  const shape = keepDims
+    ? x.shape.map((d, a) => (axes.includes(a) ? 1 : d))
+    : x.shape.filter((_, a) => !axes.includes(a));
+  return backend.makeTensorInfo(shape, "float32", Float32Array.from(acc));
+}
+
+const NATIVE: Record<(typeof NATIVE_KERNEL_NAMES)[number], Native> = {
+  Conv3D: ({ x, filter }, backend, { strides, pad, dilations, dataFormat }) => {
+    if (!channelsLast(dataFormat)) return null;
+    const info = tf.backend_util.computeConv3DInfo(
+      x.shape as [number, number, number, number, number],
+      filter.shape as [number, number, number, number, number],
+      strides,
+      dilations,
+      pad,
+    );
+    return runConv(backend, conv3dGeometry(info), "forward", x, filter, info.outShape);
+  },
+  Conv3DBackpropInputV2: ({ dy, filter }, backend, { strides, pad, inputShape }) => {
+    const info = tf.backend_util.computeConv3DInfo(
+      inputShape,
+      filter.shape as typeof inputShape,
+      strides,
+      1,
+      pad,
+    );
+    return runConv(backend, conv3dGeometry(info), "backwardData", dy, filter, inputShape);
+  },
+  Conv3DBackpropFilterV2: ({ x, dy }, backend, { strides, pad, filterShape }) => {
+    const info = tf.backend_util.computeConv3DInfo(
+      x.shape as [number, number, number, number, number],
+      filterShape,
+      strides,
+      1,
+      pad,
+    );
+    return runConv(backend, conv3dGeometry(info), "backwardWeights", x, dy, filterShape);
+  },
+  Conv2D: ({ x, filter }, backend, { strides, pad, dataFormat, dilations, dimRoundingMode }) => {
+    if (!channelsLast(dataFormat)) return null;
+    const info = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filter.shape as [number, number, number, number],
+      strides,
+      dilations,
+      pad,
+      dimRoundingMode,
+    );
+    return runConv(backend, conv2dGeometry(info), "forward", x, filter, info.outShape);
+  },
+  Conv2DBackpropInput: (
+    { dy, filter },
+    backend,
+    { inputShape, strides, pad, dataFormat, dimRoundingMode },
+  ) => {
+    if (!channelsLast(dataFormat)) return null;
+    const info = tf.backend_util.computeConv2DInfo(
+      inputShape,
+      filter.shape as [number, number, number, number],
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    return runConv(backend, conv2dGeometry(info), "backwardData", dy, filter, inputShape);
+  },
+  Conv2DBackpropFilter: ({ x, dy }, backend, { strides, pad, dataFormat, dimRoundingMode, filterShape }) => {
+    if (!channelsLast(dataFormat)) return null;
+    const info = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filterShape,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    return runConv(backend, conv2dGeometry(info), "backwardWeights", x, dy, filterShape);
+  },
+  MaxPool: ({ x }, backend, { filterSize, strides, pad, dimRoundingMode }) => {
+    const info = tf.backend_util.computePool2DInfo(
+      x.shape as [number, number, number, number],
+      filterSize,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    const g = poolGeometry(info);
+    return g && runPool(backend, g, x, null, info.outShape);
+  },
+  MaxPoolGrad: ({ dy, input }, backend, { filterSize, strides, pad, dimRoundingMode }) => {
+    const info = tf.backend_util.computePool2DInfo(
+      input.shape as [number, number, number, number],
+      filterSize,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    const g = poolGeometry(info);
+    return g && runPool(backend, g, input, dy, input.shape);
+  },
+  MaxPool3D: ({ x }, backend, { filterSize, strides, pad, dimRoundingMode, dataFormat }) => {
+    if (!channelsLast(dataFormat)) return null;
+    const info = tf.backend_util.computePool3DInfo(
+      x.shape as [number, number, number, number, number],
+      filterSize,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    const g = poolGeometry(info);
+    return g && runPool(backend, g, x, null, info.outShape);
+  },
+  MaxPool3DGrad: ({ dy, input }, backend, { filterSize, strides, pad, dimRoundingMode }) => {
+    const info = tf.backend_util.computePool3DInfo(
+      input.shape as [number, number, number, number, number],
+      filterSize,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
+    const g = poolGeometry(info);
+    return g && runPool(backend, g, input, dy, input.shape);
+  },
+  SplitV: ({ x }, backend, { numOrSizeSplits, axis }) => {
+    if (x.dtype !== "float32") return null;
+    const ax = tf.util.parseAxisParam(axis, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
+    return splitRows(backend, x, sizes, ax);
+  },
+  Sum: ({ x }, backend, { axis, keepDims }) => {
+    if (x.dtype !== "float32") return null;
+    return channelSums(backend, x, tf.util.parseAxisParam(axis, x.shape), keepDims);
+  },
+  Add: ({ a, b }, backend) => binary(backend, a, b, BINARY.Add),
+  Sub: ({ a, b }, backend) => binary(backend, a, b, BINARY.Sub),
+  Multiply: ({ a, b }, backend) => binary(backend, a, b, BINARY.Multiply),
+  RealDiv: ({ a, b }, backend) => binary(backend, a, b, BINARY.RealDiv),
+  Neg: ({ x }, backend) => unary(backend, x, UNARY.Neg),
+  Exp: ({ x }, backend) => unary(backend, x, UNARY.Exp),
+  Log1p: ({ x }, backend) => unary(backend, x, UNARY.Log1p),
+  Abs: ({ x }, backend) => unary(backend, x, UNARY.Abs),
+  Sqrt: ({ x }, backend) => unary(backend, x, UNARY.Sqrt),
+  Square: ({ x }, backend) => unary(backend, x, UNARY.Square),
+  Relu: ({ x }, backend) => unary(backend, x, UNARY.Relu),
+  Sigmoid: ({ x }, backend) => unary(backend, x, UNARY.Sigmoid),
+  Concat: (inputs, backend, { axis }) => {
+    const list = Object.values(inputs);
+    return concatRows(backend, list, tf.util.parseAxisParam(axis, list[0].shape)[0]);
+  },
+  BatchMatMul: ({ a, b }, backend, { transposeA, transposeB }) => {
+    // Equal batch shapes only (broadcasting goes to JavaScript).
+    const ra = a.shape.length, rb = b.shape.length;
+    if (ra !== rb || ra < 2 || a.shape.slice(0, -2).some((d, i) => d !== b.shape[i])) return null;
+    const av = values(backend, a), bv = values(backend, b);
+    if (!av || !bv) return null;
+    const [a0, a1] = a.shape.slice(-2), [b0, b1] = b.shape.slice(-2);
+    const m = transposeA ? a1 : a0, k = transposeA ? a0 : a1;
+    const n = transposeB ? b0 : b1;
+    if ((transposeB ? b1 : b0) !== k) return null; // the JS kernel raises the shape error
+    const batch = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+    const out = new Float32Array(batch * m * n);
+    if (m * n * k === 0) return backend.makeTensorInfo([...a.shape.slice(0, -2), m, n], "float32", out);
+    for (let i = 0; i < batch; i++) {
+      sgemm(
+        transposeA,
+        transposeB,
+        m,
+        n,
+        k,
+        av.subarray(i * m * k, (i + 1) * m * k),
+        bv.subarray(i * k * n, (i + 1) * k * n),
+        out.subarray(i * m * n, (i + 1) * m * n),
+      );
+    }
+    return backend.makeTensorInfo([...a.shape.slice(0, -2), m, n], "float32", out);
+  },
+};
+
+/**
+ * Registers the oneDNN kernels on the `cpu` backend (once). Returns a line describing what
+ * runs: the oneDNN version, or why the pure-JavaScript kernels run instead.
+ */
+export function installNativeKernels(): { active: boolean; description: string } {
+  if (Deno.env.get("UHF_NATIVE_KERNELS") === "0") {
+    enabled = false;
+    return { active: false, description: "pure-JavaScript kernels (UHF_NATIVE_KERNELS=0)" };
+  }
+  if (!installed) {
+    const rt = oneDnn();
+    if (!rt) {
+      return {
+        active: false,
+        description: `pure-JavaScript kernels: oneDNN not found (${oneDnnUnavailableReason()}); ` +
+          "install Debian libdnnl2 for native speed",
+      };
+    }
+    for (const name of NATIVE_KERNEL_NAMES) {
+      const original = tf.getKernel(name, "cpu");
+      if (!original) continue;
+      jsKernels.set(name, original.kernelFunc);
+      const native = NATIVE[name];
+      const kernelFunc: KernelFunc = (args) => {
+        if (enabled) {
+          const out = native(
+            args.inputs as Record<string, tf.TensorInfo>,
+            args.backend as unknown as CpuBackend,
+            args.attrs,
+          );
+          if (out) {
+            count(name, true);
+            return out;
+          }
+        }
+        count(name, false);
+        return original.kernelFunc(args);
+      };
+      tf.unregisterKernel(name, "cpu");
+      tf.registerKernel({ ...original, kernelFunc });
+    }
+    installed = { version: rt.version, path: rt.path };
+  }
+  enabled = true;
+  return {
+    active: true,
+    description:
+      `oneDNN ${installed.version} kernels (${installed.path}) for convolutions, max pooling, matmul`,
+  };
+}
+
+/** Source indices and weights per output sample along one axis. */
+export interface AxisTable {
+  i0: Int32Array;
+  i1: Int32Array;
+  w1: Float32Array;
+}
+
+/** Resamples one axis of a row-major array viewed as [outer, n, inner]. */
+function resampleAxis(x: Float32Array, outer: number, n: number, inner: number, t: AxisTable): Float32Array {
+  const m = t.i0.length;
+  const y = new Float32Array(outer * m * inner);
+  for (let o = 0; o < outer; o++) {
+    const src = o * n * inner;
+    for (let d = 0; d < m; d++) {
+      const a = src + t.i0[d] * inner, b = src + t.i1[d] * inner, w = t.w1[d];
+      let dst = (o * m + d) * inner;
+      if (w === 0) y.set(x.subarray(a, a + inner), dst);
+      else for (let i = 0; i < inner; i++) y[dst++] = x[a + i] + (x[b + i] - x[a + i]) * w;
+    }
+  }
+  return y;
+}
+
+/** The adjoint of `resampleAxis`: scatters [outer, m, inner] back to [outer, n, inner]. */
+function resampleAxisGrad(
+  dy: Float32Array,
+  outer: number,
+  n: number,
+  inner: number,
+  t: AxisTable,
+): Float32Array {
+  const m = t.i0.length;
+  const dx = new Float32Array(outer * n * inner);
+  for (let o = 0; o < outer; o++) {
+    const dst = o * n * inner;
+    for (let d = 0; d < m; d++) {
+      const a = dst + t.i0[d] * inner, b = dst + t.i1[d] * inner, w = t.w1[d];
+      let src = (o * m + d) * inner;
+      if (w === 0) { for (let i = 0; i < inner; i++) dx[a + i] += dy[src++]; }
+      else {
+        for (let i = 0; i < inner; i++, src++) {
+          dx[a + i] += dy[src] * (1 - w);
+          dx[b + i] += dy[src] * w;
+        }
+      }
+    }
+  }
+  return dx;
+}
+
+/**
+ * Separable resampling of a channels-last float32 tensor on the cpu backend, one table per
+ * spatial axis (linear: two taps; nearest: one tap with weight 0), as row loops over typed arrays
+ * with a matching adjoint for the gradient. Returns null on other backends or when the native
+ * kernels are switched off: callers then use their tfjs-op version (gather-based, whose
+ * gradient, a scatter-add, took two thirds of a U-Net training step on cpu).
+ */
+export function fastResample<T extends tf.Tensor4D | tf.Tensor5D>(x: T, tables: AxisTable[]): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  const inShape = x.shape.slice();
+  const shapes: number[][] = [inShape];
+  tables.forEach((t, a) => {
+    const s = shapes[a].slice();
+    s[a + 1] = t.i0.length;
+    shapes.push(s);
+  });
+  const geometry = (a: number) => {
+    const s = shapes[a];
+    return [
+      s.slice(0, a + 1).reduce((p, q) => p * q, 1),
+      s[a + 1],
+      s.slice(a + 2).reduce((p, q) => p * q, 1),
+    ];
+  };
+  const op = tf.customGrad(
+    ((input: tf.Tensor) => {
+      let y = input.dataSync() as Float32Array;
+      tables.forEach((t, a) => {
+        const [outer, n, inner] = geometry(a);
+        if (t.i0.length !== n || t.w1.some((w, d) => w !== 0 || t.i0[d] !== d)) {
+          y = resampleAxis(y, outer, n, inner, t);
+        }
+      });
+      count("Resample", true);
+      return {
+        value: tf.tensor(y === input.dataSync() ? y.slice() : y, shapes[tables.length]),
+        gradFunc: (dy: tf.Tensor) => {
+          let g = dy.dataSync() as Float32Array;
+          for (let a = tables.length - 1; a >= 0; a--) {
+            const t = tables[a];
+            const [outer, n, inner] = geometry(a);
+            if (t.i0.length !== n || t.w1.some((w, d) => w !== 0 || t.i0[d] !== d)) {
+              g = resampleAxisGrad(g, outer, n, inner, t);
+            }
+          }
+          count("ResampleGrad", true);
+          return tf.tensor(g === dy.dataSync() ? g.slice() : g, inShape);
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(x) as T;
+}
+
+/**
+ * Leaky ReLU (slope 0 gives ReLU) on the cpu backend in one pass forward and one backward
+ * (tfjs computes its gradient from a mask, a select and a product: four passes); null elsewhere.
+ */
+export function fastLeakyRelu<T extends tf.Tensor>(x: T, slope: number): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  const op = tf.customGrad(
+    ((input: tf.Tensor) => {
+      const xv = input.dataSync() as Float32Array;
+      const y = new Float32Array(xv.length);
+      for (let i = 0; i < xv.length; i++) y[i] = xv[i] > 0 ? xv[i] : xv[i] * slope;
+      return {
+        value: tf.tensor(y, input.shape),
+        gradFunc: (dy: tf.Tensor) => {
+          const g = dy.dataSync() as Float32Array;
+          const dx = new Float32Array(g.length);
+          for (let i = 0; i < g.length; i++) dx[i] = xv[i] > 0 ? g[i] : g[i] * slope;
+          return tf.tensor(dx, input.shape);
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(x) as T;
+}
+
+/** The oneDNN implementation chosen for each cached convolution/pooling geometry. */
+export function nativeImplementations(): { kernel: string; impl: string }[] {
+  const rows: { kernel: string; impl: string }[] = [];
+  for (const [key, prim] of convCache) rows.push({ kernel: key, impl: prim?.impl ?? "js (unsupported)" });
+  for (const [key, prim] of poolCache) {
+    rows.push({ kernel: `maxpool|${key}`, impl: prim?.impl ?? "js (unsupported)" });
+  }
+  return rows;
+}

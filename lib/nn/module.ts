@@ -1,0 +1,126 @@
+/**
+ * A minimal module system over TensorFlow.js variables, in the spirit of `torch.nn.Module`:
+ * a module owns named parameters and child modules, and `apply` is a plain function of tensors,
+ * so networks read like the paper's equations and autodiff gives their gradients.
+ *
+ * Parameters are initialised from a seeded generator (Kaiming-normal, fan-in, as the authors'
+ * code does), so a model built with the same seed is bit-identical on every run and backend.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { gaussian, mulberry32 } from "../random.ts";
+
+/** A seeded source of initial weights. */
+export class Init {
+  private readonly rand: () => number;
+  constructor(seed: number) {
+    this.rand = mulberry32(seed);
+  }
+  /** Kaiming-normal, fan-in mode, gain sqrt(2) (PyTorch `kaiming_normal_(nonlinearity="leaky_relu")`, a=0). */
+  kaiming(shape: number[], fanIn: number): tf.Tensor {
+    const std = Math.sqrt(2) / Math.sqrt(fanIn);
+    const n = shape.reduce((a, b) => a * b, 1);
+    return tf.tensor(Float32Array.from({ length: n }, () => gaussian(this.rand) * std), shape);
+  }
+  /** PyTorch's default bias init: uniform(-1/sqrt(fanIn), 1/sqrt(fanIn)). */
+  bias(n: number, fanIn: number): tf.Tensor {
+    const b = 1 / Math.sqrt(fanIn);
+    return tf.tensor(Float32Array.from({ length: n }, () => (this.rand() * 2 - 1) * b), [n]);
+  }
+}
+
+export abstract class Module {
+  private readonly ownParams = new Map<string, tf.Variable>();
+  private readonly childModules = new Map<string, Module>();
+
+  protected param(name: string, init: tf.Tensor): tf.Variable {
+    const v = tf.variable(init, true);
+    init.dispose();
+    this.ownParams.set(name, v);
+    return v;
+  }
+
+  protected child<M extends Module>(name: string, m: M): M {
+    this.childModules.set(name, m);
+    return m;
+  }
+
+  /** Every parameter with its dotted path, in construction order. */
+  namedParameters(prefix = ""): [string, tf.Variable][] {
+    const out: [string, tf.Variable][] = [];
+    for (const [n, v] of this.ownParams) out.push([prefix + n, v]);
+    for (const [n, m] of this.childModules) out.push(...m.namedParameters(`${prefix}${n}.`));
+    return out;
+  }
+
+  parameters(): tf.Variable[] {
+    return this.namedParameters().map(([, v]) => v);
+  }
+
+  parameterCount(): number {
+    return this.parameters().reduce((s, v) => s + v.size, 0);
+  }
+
+  dispose(): void {
+    for (const v of this.parameters()) v.dispose();
+  }
+}
+
+export type Nd = 2 | 3;
+export type Padding = "same" | "valid";
+
+export interface ConvOptions {
+  stride?: number;
+  padding?: Padding;
+  bias?: boolean;
+}
+
+/** A 2D or 3D convolution (channels-last; kernel `k` in every spatial axis). */
+export class Conv extends Module {
+  readonly weight: tf.Variable;
+  readonly bias?: tf.Variable;
+  readonly stride: number;
+  readonly padding: Padding;
+
+  constructor(
+    init: Init,
+    readonly nd: Nd,
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly k: number,
+    { stride = 1, padding = "same", bias = false }: ConvOptions = {},
+  ) {
+    super();
+    const fanIn = inChannels * k ** nd;
+    this.weight = this.param("weight", init.kaiming([...Array(nd).fill(k), inChannels, outChannels], fanIn));
+    if (bias) this.bias = this.param("bias", init.bias(outChannels, fanIn));
+    this.stride = stride;
+    this.padding = padding;
+  }
+
+  apply<T extends tf.Tensor4D | tf.Tensor5D>(x: T): T {
+    let y = this.nd === 3
+      ? tf.conv3d(x as tf.Tensor5D, this.weight as tf.Tensor5D, this.stride, this.padding)
+      : tf.conv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, this.stride, this.padding);
+    if (this.bias) y = tf.add(y, this.bias);
+    return y as T;
+  }
+}
+
+/** A fully connected layer `y = x W + b` on the last axis. */
+export class Linear extends Module {
+  readonly weight: tf.Variable;
+  readonly bias: tf.Variable;
+  constructor(init: Init, readonly inFeatures: number, readonly outFeatures: number) {
+    super();
+    this.weight = this.param("weight", init.kaiming([inFeatures, outFeatures], inFeatures));
+    this.bias = this.param("bias", init.bias(outFeatures, inFeatures));
+  }
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.add(tf.matMul(x, this.weight), this.bias);
+  }
+}
+
+/** Adam as in PyTorch (betas 0.9/0.999, eps 1e-8). */
+export function adam(learningRate: number): tf.AdamOptimizer {
+  return tf.train.adam(learningRate, 0.9, 0.999, 1e-8);
+}
