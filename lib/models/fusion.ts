@@ -1,0 +1,180 @@
+/**
+ * Phase 3: adaptive fusion modules (AFM, paper section 3.3, Eq. 7-10) and the segmentation
+ * networks they guide.
+ *
+ * Every baseline implements `SegmentationNetwork`: an encoder returning L feature levels and a
+ * decoder consuming them, so that AFMs sit between the two (F^F_i = F^S_i + A_i). The 3D U-Net
+ * here follows the journal code: double 3x3x3 conv + norm + ReLU blocks (nf .. 16 nf), the
+ * bottleneck block inside the encoder, transposed-conv (k4 s2) upsampling in the decoder.
+ * With batch 1 BatchNorm's training statistics are instance statistics; InstanceNorm is used in
+ * both training and evaluation so that the two agree.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { Conv, Init, Linear, Module } from "../nn/module.ts";
+import { instanceNorm, relu, resizeLinear } from "../nn/ops.ts";
+import { cat, ConvBlock, levelWidths, pool, spatialSize } from "./blocks.ts";
+
+/** The encoder/decoder split every baseline implements. */
+export interface SegmentationNetwork extends Module {
+  /** Channels of each encoder level, shallow to deep. */
+  readonly levelChannels: number[];
+  readonly classes: number;
+  encode(x: tf.Tensor5D): tf.Tensor5D[];
+  /** Class logits [1, D, H, W, classes] from (possibly guided) encoder features. */
+  decode(features: tf.Tensor5D[]): tf.Tensor5D;
+}
+
+class DoubleConv extends Module {
+  private readonly a: ConvBlock;
+  private readonly b: ConvBlock;
+  constructor(init: Init, cin: number, cout: number) {
+    super();
+    this.a = this.child("a", new ConvBlock(init, cin, cout, 3, 1, "relu"));
+    this.b = this.child("b", new ConvBlock(init, cout, cout, 3, 1, "relu"));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return this.b.apply(this.a.apply(x));
+  }
+}
+
+/** A transposed 3D convolution (kernel k, stride 2, 'same': doubles each spatial size). */
+class UpConv extends Module {
+  readonly weight: tf.Variable;
+  constructor(init: Init, readonly cin: number, readonly cout: number, readonly k = 4) {
+    super();
+    this.weight = this.param("weight", init.kaiming([k, k, k, cout, cin], cin * k ** 3));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const [n, d, h, w] = x.shape;
+    return tf.conv3dTranspose(x, this.weight as tf.Tensor5D, [n, 2 * d, 2 * h, 2 * w, this.cout], 2, "same");
+  }
+}
+
+export class UNet3D extends Module implements SegmentationNetwork {
+  readonly levelChannels: number[];
+  private readonly enc: DoubleConv[];
+  private readonly bottleneck: DoubleConv;
+  private readonly ups: UpConv[];
+  private readonly dec: DoubleConv[];
+  private readonly head: Conv;
+  constructor(readonly classes: number, nf: number, levels: number, seed: number) {
+    super();
+    const init = new Init(seed);
+    const w = levelWidths(nf, levels);
+    this.levelChannels = w;
+    this.enc = w.map((c, i) => this.child(`enc${i + 1}`, new DoubleConv(init, i === 0 ? 1 : w[i - 1], c)));
+    this.bottleneck = this.child("bottleneck", new DoubleConv(init, w[levels - 1], w[levels - 1]));
+    this.ups = [];
+    this.dec = [];
+    for (let k = levels - 2; k >= 0; k--) {
+      this.ups[k] = this.child(`up${k + 1}`, new UpConv(init, w[k + 1], w[k]));
+      this.dec[k] = this.child(`dec${k + 1}`, new DoubleConv(init, 2 * w[k], w[k]));
+    }
+    this.head = this.child("head", new Conv(init, 3, w[0], classes, 1, { bias: true }));
+  }
+  /** The baseline alone: decode(encode(x)). */
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return this.decode(this.encode(x));
+  }
+  encode(x: tf.Tensor5D): tf.Tensor5D[] {
+    const out: tf.Tensor5D[] = [];
+    this.enc.forEach((b, i) => out.push(b.apply(i === 0 ? x : pool(out[i - 1]))));
+    out[out.length - 1] = this.bottleneck.apply(out[out.length - 1]);
+    return out;
+  }
+  decode(features: tf.Tensor5D[]): tf.Tensor5D {
+    let y = features[features.length - 1];
+    for (let k = features.length - 2; k >= 0; k--) {
+      const up = relu(instanceNorm(this.ups[k].apply(y)));
+      y = this.dec[k].apply(cat([up, features[k]]));
+    }
+    return this.head.apply(y);
+  }
+}
+
+/** Squeeze-and-excitation branch with ReLU weights (Eq. 9). */
+class ChannelBranch extends Module {
+  private readonly fc0: Linear;
+  private readonly fc1: Linear;
+  constructor(init: Init, c: number) {
+    super();
+    const mid = Math.max(1, Math.floor(c / 2));
+    this.fc0 = this.child("fc0", new Linear(init, c, mid));
+    this.fc1 = this.child("fc1", new Linear(init, mid, c));
+  }
+  apply(d: tf.Tensor5D): tf.Tensor5D {
+    const desc = tf.mean(d, [1, 2, 3]) as tf.Tensor2D; // GAP -> [1, C]
+    const w = relu(this.fc1.apply(relu(this.fc0.apply(desc))));
+    return tf.mul(d, tf.reshape(w, [1, 1, 1, 1, -1])) as tf.Tensor5D;
+  }
+}
+
+/** Intermediate maps of one AFM (Fig. C.1). */
+export interface AfmMaps {
+  guidance: tf.Tensor5D;
+  refined: tf.Tensor5D;
+  assimilable: tf.Tensor5D;
+  fused: tf.Tensor5D;
+}
+
+/** One adaptive fusion module for an encoder level with `c` channels. */
+export class AFM extends Module {
+  private readonly aggregate: Conv[];
+  private readonly g0: Conv;
+  private readonly g1: Conv;
+  private readonly combine: Conv;
+  private readonly positive: ChannelBranch;
+  private readonly negative: ChannelBranch;
+  constructor(init: Init, keeperWidths: number[], readonly c: number) {
+    super();
+    const middle = Math.max(1, Math.floor(c / 5));
+    this.aggregate = keeperWidths.map((kc, j) =>
+      this.child(`aggregate${j + 1}`, new Conv(init, 3, kc, middle, 1))
+    );
+    this.g0 = this.child("guidance0", new Conv(init, 3, middle * keeperWidths.length, c, 3));
+    this.g1 = this.child("guidance1", new Conv(init, 3, c, c, 3));
+    this.combine = this.child("combine", new Conv(init, 3, 2 * c, c, 3));
+    this.positive = this.child("positive", new ChannelBranch(init, c));
+    this.negative = this.child("negative", new ChannelBranch(init, c));
+  }
+  applyWithMaps(keeperFeatures: tf.Tensor5D[], fs: tf.Tensor5D): AfmMaps {
+    const size = spatialSize(fs);
+    // Eq. 7: aggregation of every 7T-like level to this level's resolution
+    const desc = cat(keeperFeatures.map((f, j) => resizeLinear(this.aggregate[j].apply(f), size)));
+    const guidance = this.g1.apply(relu(instanceNorm(this.g0.apply(desc))));
+    // Eq. 8: feature-combined refinement
+    const refined = instanceNorm(this.combine.apply(cat([guidance, fs])));
+    // Eq. 9: two-path channel-wise refinement
+    const dPos = relu(refined);
+    const dNeg = tf.sub(refined, dPos) as tf.Tensor5D;
+    const assimilable = tf.add(this.positive.apply(dPos), this.negative.apply(dNeg)) as tf.Tensor5D;
+    return { guidance, refined, assimilable, fused: tf.add(fs, assimilable) as tf.Tensor5D };
+  }
+  apply(keeperFeatures: tf.Tensor5D[], fs: tf.Tensor5D): tf.Tensor5D {
+    return this.applyWithMaps(keeperFeatures, fs).fused;
+  }
+}
+
+/** A segmentation network with one AFM per encoder level (Eq. 10). */
+export class GuidedSegmenter extends Module {
+  readonly afms: AFM[];
+  constructor(readonly net: SegmentationNetwork, keeperWidths: number[], seed: number) {
+    super();
+    this.child("net", net);
+    const init = new Init(seed);
+    this.afms = net.levelChannels.map((c, i) => this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c)));
+  }
+  /** Logits from the low-field image and the (frozen) KKN's 7T-like features. */
+  apply(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D {
+    const fs = this.net.encode(x);
+    return this.net.decode(fs.map((f, i) => this.afms[i].apply(keeperFeatures, f)));
+  }
+}
+
+/** Cross-entropy of logits against integer labels (mean over voxels). */
+export function crossEntropy(logits: tf.Tensor5D, labels: tf.Tensor): tf.Scalar {
+  const classes = logits.shape[4];
+  const flat = tf.reshape(logits, [-1, classes]) as tf.Tensor2D;
+  const onehot = tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes);
+  return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(flat)), 1))) as tf.Scalar;
+}

@@ -1,0 +1,234 @@
+/**
+ * Phase 2: the knowledge keeper network (KKN, paper section 3.2, Eq. 3-6) and the patch
+ * discriminator.
+ *
+ * - Dense feature extractor: per level three ConvBlocks with kernel 7, each fed everything before
+ *   it; growth nf/4 * 2^(k-1); stride-2 k4 ConvBlock transitions between levels.
+ * - Guide block B_L: ConvBlock k7 to the teacher's width, then PRM. B_k (k < L): the deeper
+ *   7T-like feature is upsampled trilinearly and projected by a 1x1x1 conv (U); the dense features
+ *   go through a ConvBlock k7 (T); M = sigmoid(conv1x1([T, U])) gives two maps (Eq. 3);
+ *   out = PRM(M0 * T + M1 * U) (Eq. 4).
+ * - PRM (Ma & Fu 2020), implementing the intent of the released code: query = the feature vector
+ *   at the argmax of the channel-sum map; similarity to the query weighted by a Gaussian of the
+ *   per-axis (learnable theta) distance to the query position times a learnable scale, and
+ *   similarity to the global average; mixed by learnable scalars (0, 1), z-normalised over space,
+ *   affine (0, 1), sigmoid gate. At initialisation the gate is uniformly sigmoid(1).
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { Conv, Init, Module } from "../nn/module.ts";
+import { resizeLinear } from "../nn/ops.ts";
+import { cat, ConvBlock, levelWidths, mse, spatialSize } from "./blocks.ts";
+
+export type DistributionMatching = "paper" | "code";
+
+export interface KeeperConfig {
+  nf: number;
+  levels: number;
+  /** `paper`: channel-wise mean/std over space (per channel); `code`: mean/std across channels per voxel. */
+  distribution: DistributionMatching;
+  lambdaSyn: number;
+  lambdaAdv: number;
+}
+
+export const DEFAULT_KEEPER: KeeperConfig = {
+  nf: 16,
+  levels: 5,
+  distribution: "paper",
+  lambdaSyn: 100,
+  lambdaAdv: 0.5,
+};
+
+export class PRM extends Module {
+  readonly theta: tf.Variable;
+  readonly scale: tf.Variable;
+  readonly zero: tf.Variable;
+  readonly one: tf.Variable;
+  readonly weight: tf.Variable;
+  readonly bias: tf.Variable;
+  constructor() {
+    super();
+    this.theta = this.param("theta", tf.ones([3]));
+    this.scale = this.param("scale", tf.ones([1]));
+    this.zero = this.param("zero", tf.zeros([1]));
+    this.one = this.param("one", tf.ones([1]));
+    this.weight = this.param("weight", tf.zeros([1]));
+    this.bias = this.param("bias", tf.ones([1]));
+  }
+
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const [n, d, h, w, c] = x.shape;
+    if (n !== 1) throw new RangeError(`PRM expects batch 1, got ${n}`);
+    const flat = tf.reshape(x, [d * h * w, c]) as tf.Tensor2D;
+    // query position: argmax of the channel-sum map (not differentiated, as in the original)
+    const pos = tf.tidy(() => tf.argMax(tf.sum(flat, 1)).dataSync()[0]);
+    const [pz, py, px] = [Math.floor(pos / (h * w)), Math.floor(pos / w) % h, pos % w];
+    const query = tf.slice(flat, [pos, 0], [1, c]);
+    const simMax = tf.matMul(flat, query, false, true); // [V, 1]
+    // squared per-axis distances to the query, normalised by the axis length
+    const axis = (len: number, p: number) =>
+      tf.tensor1d(Float32Array.from({ length: len }, (_, i) => (i - p) / len));
+    const dz = tf.reshape(tf.square(axis(d, pz)), [d, 1, 1]);
+    const dy = tf.reshape(tf.square(axis(h, py)), [1, h, 1]);
+    const dx = tf.reshape(tf.square(axis(w, px)), [1, 1, w]);
+    const th = tf.square(this.theta);
+    const [tz, ty, tx] = tf.split(th, 3);
+    const dist = tf.add(tf.add(tf.mul(dz, tz), tf.mul(dy, ty)), tf.mul(dx, tx));
+    const gauss = tf.mul(this.scale, tf.exp(tf.neg(tf.reshape(dist, [d * h * w, 1]))));
+    const gap = tf.mean(flat, 0, true); // [1, C]
+    const simGap = tf.matMul(flat, gap, false, true);
+    const sim = tf.add(tf.mul(this.zero, tf.mul(simMax, gauss)), tf.mul(this.one, simGap));
+    const { mean, variance } = tf.moments(sim, 0, true);
+    const z = tf.div(tf.sub(sim, mean), tf.add(tf.sqrt(variance), 1e-5));
+    const gate = tf.sigmoid(tf.add(tf.mul(z, this.weight), this.bias));
+    return tf.reshape(tf.mul(flat, gate), x.shape) as tf.Tensor5D;
+  }
+}
+
+/** Guide block B_k for k < L (Eq. 3-4 then PRM). */
+export class GuideBlock extends Module {
+  readonly project: Conv;
+  readonly local: ConvBlock;
+  readonly attention: Conv;
+  readonly prm: PRM;
+  constructor(init: Init, denseC: number, deeperC: number, c: number) {
+    super();
+    this.project = this.child("project", new Conv(init, 3, deeperC, c, 1));
+    this.local = this.child("local", new ConvBlock(init, denseC, c, 7));
+    this.attention = this.child("attention", new Conv(init, 3, 2 * c, 2, 1));
+    this.prm = this.child("prm", new PRM());
+  }
+  /** Also returns the attention maps M (for figures). */
+  applyWithMaps(dense: tf.Tensor5D, deeper: tf.Tensor5D): { out: tf.Tensor5D; maps: tf.Tensor5D } {
+    const u = this.project.apply(resizeLinear(deeper, spatialSize(dense)));
+    const t = this.local.apply(dense);
+    const maps = tf.sigmoid(this.attention.apply(cat([t, u]))) as tf.Tensor5D;
+    const [m0, m1] = tf.split(maps, 2, 4) as tf.Tensor5D[];
+    return { out: this.prm.apply(tf.add(tf.mul(m0, t), tf.mul(m1, u)) as tf.Tensor5D), maps };
+  }
+  apply(dense: tf.Tensor5D, deeper: tf.Tensor5D): tf.Tensor5D {
+    return this.applyWithMaps(dense, deeper).out;
+  }
+}
+
+class DenseLevel extends Module {
+  private readonly convs: ConvBlock[];
+  constructor(init: Init, cin: number, growth: number) {
+    super();
+    this.convs = [0, 1, 2].map((i) =>
+      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, 7))
+    );
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const parts = [x];
+    for (const c of this.convs) parts.push(c.apply(parts.length === 1 ? x : cat(parts)));
+    return cat(parts);
+  }
+}
+
+export class KnowledgeKeeper extends Module {
+  readonly widths: number[];
+  private readonly dense: DenseLevel[];
+  private readonly transitions: ConvBlock[];
+  private readonly top: ConvBlock;
+  private readonly topPrm: PRM;
+  private readonly guides: GuideBlock[];
+  constructor(readonly cfg: KeeperConfig, seed: number) {
+    super();
+    const init = new Init(seed);
+    this.widths = levelWidths(cfg.nf, cfg.levels);
+    const nfDown = Math.max(1, Math.floor(cfg.nf / 4));
+    const growth = this.widths.map((_, k) => nfDown * 2 ** k);
+    const inC = growth.map((_, k) => (k === 0 ? 1 : growth[k - 1]));
+    const denseC = inC.map((c, k) => c + 3 * growth[k]);
+    this.dense = growth.map((g, k) => this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g)));
+    this.transitions = growth.slice(0, -1).map((g, k) =>
+      this.child(`transition${k + 1}`, new ConvBlock(init, denseC[k], g, 4, 2))
+    );
+    const L = cfg.levels;
+    this.top = this.child(`guide${L}`, new ConvBlock(init, denseC[L - 1], this.widths[L - 1], 7));
+    this.topPrm = this.child(`guide${L}prm`, new PRM());
+    this.guides = [];
+    for (let k = L - 2; k >= 0; k--) {
+      this.guides[k] = this.child(
+        `guide${k + 1}`,
+        new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k]),
+      );
+    }
+  }
+
+  /** 3T features of the dense extractor, per level. */
+  extract(x: tf.Tensor5D): tf.Tensor5D[] {
+    const out: tf.Tensor5D[] = [];
+    let h = x;
+    this.dense.forEach((d, k) => {
+      out.push(d.apply(h));
+      if (k < this.transitions.length) h = this.transitions[k].apply(out[k]);
+    });
+    return out;
+  }
+
+  /** 7T-like features F~^K_1..L from a low-field image. */
+  apply(x: tf.Tensor5D): tf.Tensor5D[] {
+    const dense = this.extract(x);
+    const L = dense.length;
+    const out: tf.Tensor5D[] = new Array(L);
+    out[L - 1] = this.topPrm.apply(this.top.apply(dense[L - 1]));
+    for (let k = L - 2; k >= 0; k--) out[k] = this.guides[k].apply(dense[k], out[k + 1]);
+    return out;
+  }
+}
+
+/** Patch discriminator: four k4 s2 ConvBlocks (nf, 2nf, 4nf, 8nf) then a k4 conv to one channel. */
+export class PatchDiscriminator extends Module {
+  private readonly blocks: ConvBlock[];
+  private readonly out: Conv;
+  constructor(nf: number, seed: number) {
+    super();
+    const init = new Init(seed);
+    const w = levelWidths(nf, 4);
+    this.blocks = w.map((c, i) =>
+      this.child(`block${i + 1}`, new ConvBlock(init, i === 0 ? 1 : w[i - 1], c, 4, 2))
+    );
+    this.out = this.child("out", new Conv(init, 3, w[3], 1, 4, { padding: "valid", bias: true }));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    let h = x;
+    for (const b of this.blocks) h = b.apply(h);
+    // PyTorch padding=1 around a k4 stride-1 conv
+    return this.out.apply(tf.pad(h, [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]]) as tf.Tensor5D);
+  }
+}
+
+/** Per-level distribution statistics for the matching terms of Eq. 5. */
+function stats(f: tf.Tensor5D, mode: DistributionMatching): { mean: tf.Tensor; std: tf.Tensor } {
+  const axes = mode === "paper" ? [1, 2, 3] : [4];
+  const { mean, variance } = tf.moments(f, axes);
+  return { mean, std: tf.sqrt(tf.add(variance, 1e-6)) };
+}
+
+/**
+ * The distillation loss of Eq. 5 (as MSE, as in the authors' code): feature matching plus
+ * mean and std matching per level.
+ */
+export function distillationLoss(
+  teacher: tf.Tensor5D[],
+  keeper: tf.Tensor5D[],
+  mode: DistributionMatching,
+): tf.Scalar {
+  let total = tf.scalar(0);
+  teacher.forEach((t, i) => {
+    const a = stats(t, mode), b = stats(keeper[i], mode);
+    total = tf.add(total, tf.add(mse(t, keeper[i]), tf.add(mse(a.mean, b.mean), mse(a.std, b.std))));
+  });
+  return total;
+}
+
+/** LSGAN discriminator loss: 0.5 (MSE(D(real), 1) + MSE(D(fake), 0)). */
+export function discriminatorLoss(real: tf.Tensor, fake: tf.Tensor): tf.Scalar {
+  return tf.mul(0.5, tf.add(mse(real, tf.onesLike(real)), mse(fake, tf.zerosLike(fake)))) as tf.Scalar;
+}
+
+/** LSGAN generator term: MSE(D(fake), 1). */
+export function adversarialLoss(fake: tf.Tensor): tf.Scalar {
+  return mse(fake, tf.onesLike(fake));
+}

@@ -1,0 +1,146 @@
+/**
+ * Phase 1: the teacher U-Net T = (T_E, T_G) that learns 7T representations by reconstructing
+ * 7T images (paper section 3.1, Eq. 1-2; widths and heads as in the authors' code).
+ *
+ * - Encoder T_E: L levels of one ConvBlock each (nf, 2nf, ..., 2^(L-1) nf), max pooling between.
+ * - Decoder T_G: a ConvBlock on the bottleneck, then per level: trilinear upsampling to the skip's
+ *   size, 1x1x1 conv to the level width, concatenation with the (noisy) skip, ConvBlock; a 1x1x1
+ *   head without bias or activation.
+ * - Skip noise (training only): `paper` adds Gaussian N(0, sigma^2) to every level's skip (Eq. 1);
+ *   `code` adds uniform [0, 1) noise as the released code does.
+ * - Feature-level reconstruction heads (Eq. 2): level k+1 upsampled -> 1x1x1 conv -> ConvBlock,
+ *   compared with level k by MSE.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { Conv, Init, Module } from "../nn/module.ts";
+import { resizeLinear } from "../nn/ops.ts";
+import { cat, ConvBlock, l1, levelWidths, mse, pool, spatialSize } from "./blocks.ts";
+
+export type SkipNoise = "paper" | "code" | "none";
+
+export interface TeacherConfig {
+  nf: number;
+  levels: number;
+  skipNoise: SkipNoise;
+  /** Standard deviation of the paper's Gaussian skip noise (the paper does not state it). */
+  noiseSigma: number;
+  /** Weight of the image reconstruction loss, lambda_img. */
+  lambdaImg: number;
+}
+
+export const DEFAULT_TEACHER: TeacherConfig = {
+  nf: 16,
+  levels: 5,
+  skipNoise: "paper",
+  noiseSigma: 0.1,
+  lambdaImg: 100,
+};
+
+export class TeacherEncoder extends Module {
+  readonly widths: number[];
+  private readonly blocks: ConvBlock[];
+  constructor(init: Init, cfg: TeacherConfig) {
+    super();
+    this.widths = levelWidths(cfg.nf, cfg.levels);
+    this.blocks = this.widths.map((c, i) =>
+      this.child(`level${i + 1}`, new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c))
+    );
+  }
+  /** Features F^T_1..L of an image [1, D, H, W, 1]. */
+  apply(x: tf.Tensor5D): tf.Tensor5D[] {
+    const out: tf.Tensor5D[] = [];
+    this.blocks.forEach((b, i) => out.push(b.apply(i === 0 ? x : pool(out[i - 1]))));
+    return out;
+  }
+}
+
+export class TeacherDecoder extends Module {
+  private readonly bottleneck: ConvBlock;
+  private readonly reduce: Conv[];
+  private readonly blocks: ConvBlock[];
+  private readonly head: Conv;
+  constructor(init: Init, readonly widths: number[]) {
+    super();
+    const L = widths.length;
+    this.bottleneck = this.child("bottleneck", new ConvBlock(init, widths[L - 1], widths[L - 1]));
+    this.reduce = [];
+    this.blocks = [];
+    for (let k = L - 2; k >= 0; k--) {
+      this.reduce[k] = this.child(`up${k + 1}`, new Conv(init, 3, widths[k + 1], widths[k], 1));
+      this.blocks[k] = this.child(`level${k + 1}`, new ConvBlock(init, 2 * widths[k], widths[k]));
+    }
+    this.head = this.child("head", new Conv(init, 3, widths[0], 1, 1));
+  }
+  /** The image reconstructed from L feature levels (skips already noised if training). */
+  apply(features: tf.Tensor5D[]): tf.Tensor5D {
+    const L = features.length;
+    let y = this.bottleneck.apply(features[L - 1]);
+    for (let k = L - 2; k >= 0; k--) {
+      const up = this.reduce[k].apply(resizeLinear(y, spatialSize(features[k])));
+      y = this.blocks[k].apply(cat([up, features[k]]));
+    }
+    return this.head.apply(y);
+  }
+}
+
+/** Feature-level reconstruction head for level k (predicts F_k from F_{k+1}). */
+class FeatureHead extends Module {
+  private readonly reduce: Conv;
+  private readonly block: ConvBlock;
+  constructor(init: Init, cDeep: number, c: number) {
+    super();
+    this.reduce = this.child("reduce", new Conv(init, 3, cDeep, c, 1));
+    this.block = this.child("block", new ConvBlock(init, c, c));
+  }
+  apply(deeper: tf.Tensor5D, size: [number, number, number]): tf.Tensor5D {
+    return this.block.apply(this.reduce.apply(resizeLinear(deeper, size)));
+  }
+}
+
+export class Teacher extends Module {
+  readonly encoder: TeacherEncoder;
+  readonly decoder: TeacherDecoder;
+  private readonly heads: FeatureHead[];
+  constructor(readonly cfg: TeacherConfig, seed: number) {
+    super();
+    const init = new Init(seed);
+    this.encoder = this.child("encoder", new TeacherEncoder(init, cfg));
+    this.decoder = this.child("decoder", new TeacherDecoder(init, this.encoder.widths));
+    const w = this.encoder.widths;
+    this.heads = w.slice(0, -1).map((c, k) =>
+      this.child(`featureHead${k + 1}`, new FeatureHead(init, w[k + 1], c))
+    );
+  }
+
+  /** Skip noise of Eq. 1 for one training step (seeded by `noiseSeed`). */
+  addSkipNoise(features: tf.Tensor5D[], noiseSeed: number): tf.Tensor5D[] {
+    const { skipNoise, noiseSigma } = this.cfg;
+    if (skipNoise === "none") return features;
+    return features.map((f, i) =>
+      tf.add(
+        f,
+        skipNoise === "paper"
+          ? tf.randomNormal(f.shape, 0, noiseSigma, "float32", noiseSeed + i)
+          : tf.randomUniform(f.shape, 0, 1, "float32", noiseSeed + i),
+      ) as tf.Tensor5D
+    );
+  }
+
+  /** Reconstruction without noise (evaluation). */
+  reconstruct(y7: tf.Tensor5D): tf.Tensor5D {
+    return this.decoder.apply(this.encoder.apply(y7));
+  }
+
+  /** Phase-1 loss: lambda_img * L1(Y, T_G(T_E(Y) + noise)) + sum_k MSE(F_k, head_k(F_{k+1})). */
+  loss(y7: tf.Tensor5D, noiseSeed: number): { total: tf.Scalar; image: tf.Scalar; feature: tf.Scalar } {
+    const f = this.encoder.apply(y7);
+    const recon = this.decoder.apply(this.addSkipNoise(f, noiseSeed));
+    const image = l1(y7, recon);
+    let feature = tf.scalar(0);
+    this.heads.forEach((
+      h,
+      k,
+    ) => (feature = tf.add(feature, mse(f[k], h.apply(f[k + 1], spatialSize(f[k]))))));
+    return { total: tf.add(tf.mul(image, this.cfg.lambdaImg), feature) as tf.Scalar, image, feature };
+  }
+}

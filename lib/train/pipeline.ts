@@ -1,0 +1,465 @@
+/**
+ * The three phases of Algorithm 1 end to end, with the evaluation the paper's tables need.
+ *
+ * - Phase 1 (teacher), per leave-one-out fold of the paired cohort: fold f tests subject f,
+ *   validates on subject f+1, trains on the rest. Best checkpoint: validation PSNR and SSIM both
+ *   improve (the authors' rule).
+ * - Phase 2 (keeper), same folds, teacher frozen: KKN and discriminator with LSGAN updates.
+ *   Best checkpoint: synthesis PSNR and SSIM both improve.
+ * - Phase 3 (fusion) on the tissue cohort: the 3D U-Net baseline alone (cross-entropy), then the
+ *   same network initialised from its best checkpoint and fine-tuned with AFMs, the first fold's
+ *   KKN frozen. Best checkpoint: validation sum of per-class Dice.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { join } from "node:path";
+import { adam, Module } from "../nn/module.ts";
+import { writeFileAtomic } from "../io/nifti.ts";
+import { dicePerClass, featureDistance, pairedTTest, psnr, ssim3d } from "../metrics.ts";
+import { DEFAULT_TEACHER, Teacher, type TeacherConfig } from "../models/teacher.ts";
+import {
+  adversarialLoss,
+  DEFAULT_KEEPER,
+  discriminatorLoss,
+  distillationLoss,
+  type KeeperConfig,
+  KnowledgeKeeper,
+  PatchDiscriminator,
+} from "../models/keeper.ts";
+import { crossEntropy, GuidedSegmenter, UNet3D } from "../models/fusion.ts";
+import { l1 } from "../models/blocks.ts";
+import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
+import { type Scores, trainLoop } from "./loop.ts";
+import { loadCheckpoint } from "./state.ts";
+
+export interface RunConfig {
+  profile: string;
+  seed: number;
+  /** Leave-one-out folds of the paired cohort to run (1..subjects). */
+  folds: number;
+  learningRate: number;
+  augment: boolean;
+  teacher: TeacherConfig & { epochs: number };
+  keeper: KeeperConfig & { epochs: number; discriminatorNf: number };
+  fusion: { nf: number; levels: number; baselineEpochs: number; fusionEpochs: number; classes: number };
+  progress: boolean;
+}
+
+/** Model sizes and epochs per profile (`--epochs` and the config file override them). */
+export function profileConfig(profile: string, seed = 0): RunConfig {
+  const small = profile === "quick";
+  const paper = profile === "paper";
+  const nf = paper ? 16 : small ? 4 : 8;
+  const epochs = paper ? 100 : small ? 2 : 6;
+  return {
+    profile,
+    seed,
+    folds: paper ? 15 : small ? 1 : 2,
+    learningRate: 2e-4,
+    augment: true,
+    teacher: { ...DEFAULT_TEACHER, nf, epochs },
+    keeper: { ...DEFAULT_KEEPER, nf, epochs, discriminatorNf: nf },
+    fusion: {
+      nf,
+      levels: 5,
+      baselineEpochs: paper ? 100 : small ? 2 : 10,
+      fusionEpochs: paper ? 100 : small ? 2 : 10,
+      classes: 4,
+    },
+    progress: true,
+  };
+}
+
+/** Recursively overlays `patch` on `base` (objects merge, other values replace). */
+export function mergeConfig<T>(base: T, patch: unknown): T {
+  if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch as T;
+  const out = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(patch as Record<string, unknown>)) {
+    if (!(k in out)) throw new Error(`config: unknown setting "${k}"`);
+    out[k] = typeof v === "object" && v !== null && !Array.isArray(v) ? mergeConfig(out[k], v) : v;
+  }
+  return out as T;
+}
+
+export interface Context {
+  cfg: RunConfig;
+  runDir: string;
+  log(line: Record<string, unknown>): Promise<void>;
+}
+
+const ckpt = (ctx: Context, name: string) => join(ctx.runDir, "checkpoints", name);
+
+function seedOf(...parts: number[]): number {
+  return parts.reduce((h, p) => (Math.imul(h ^ p, 2654435761) >>> 0) + 0x9e37, 0x811c9dc5) >>> 0;
+}
+
+/** Subject arrays for a step, augmented when enabled. */
+function sample(ctx: Context, s: Subject, seed: number, labelKeys: string[]): Record<string, Float32Array> {
+  return ctx.cfg.augment ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys) : s.arrays;
+}
+
+async function values(t: tf.Tensor): Promise<Float32Array> {
+  const v = (await t.data()) as Float32Array;
+  t.dispose();
+  return v;
+}
+
+function imageScores(pred: Float32Array, truth: Float32Array, shape: [number, number, number]): Scores {
+  const clipped = pred.map((v) => Math.min(1, Math.max(0, v)));
+  return { psnr: psnr(clipped, truth), ssim: ssim3d(clipped, truth, shape) };
+}
+
+const bothImprove = (cur: Scores, best: Scores | null) =>
+  !best || (cur.psnr > best.psnr && cur.ssim > best.ssim);
+
+export interface FoldSplit {
+  fold: number;
+  test: Subject;
+  validation: Subject;
+  train: Subject[];
+}
+
+export function foldSplits(subjects: Subject[], folds: number): FoldSplit[] {
+  const n = subjects.length;
+  if (n < 3) throw new Error(`paired cohort: leave-one-out needs at least 3 subjects, found ${n}`);
+  return Array.from({ length: Math.min(folds, n) }, (_, f) => ({
+    fold: f + 1,
+    test: subjects[f],
+    validation: subjects[(f + 1) % n],
+    train: subjects.filter((_, i) => i !== f && i !== (f + 1) % n),
+  }));
+}
+
+export function buildTeacher(cfg: RunConfig, fold: number): Teacher {
+  return new Teacher(cfg.teacher, seedOf(cfg.seed, 1, fold));
+}
+
+export function buildKeeper(cfg: RunConfig, fold: number): KnowledgeKeeper {
+  return new KnowledgeKeeper(cfg.keeper, seedOf(cfg.seed, 2, fold));
+}
+
+/** Phase 1 for one fold. */
+export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teacher> {
+  const teacher = buildTeacher(ctx.cfg, split.fold);
+  const opt = adam(ctx.cfg.learningRate);
+  const params = teacher.parameters();
+  await trainLoop({
+    label: `teacher fold ${split.fold}`,
+    checkpoint: ckpt(ctx, `teacher-fold${split.fold}`),
+    epochs: ctx.cfg.teacher.epochs,
+    items: split.train,
+    module: teacher,
+    optimizers: { teacher: opt },
+    progress: ctx.cfg.progress,
+    step: (s, epoch, i) => {
+      const seed = seedOf(ctx.cfg.seed, 11, split.fold, epoch, i);
+      const a = sample(ctx, s, seed, []);
+      const y7 = toTensor(a["7T"], s.shape);
+      let parts: Record<string, number> = {};
+      const cost = opt.minimize(
+        () => {
+          const l = teacher.loss(y7, seed);
+          parts = { image: l.image.dataSync()[0], feature: l.feature.dataSync()[0] };
+          return l.total;
+        },
+        true,
+        params,
+      )!;
+      const loss = cost.dataSync()[0];
+      tf.dispose([cost, y7]);
+      return Promise.resolve({ loss, ...parts });
+    },
+    validate: async () => {
+      const s = split.validation;
+      const y7 = toTensor(s.arrays["7T"], s.shape);
+      const recon = await values(tf.tidy(() => teacher.reconstruct(y7)));
+      y7.dispose();
+      return imageScores(recon, s.arrays["7T"], s.shape);
+    },
+    better: bothImprove,
+    log: ctx.log,
+  });
+  await loadCheckpoint(ckpt(ctx, `teacher-fold${split.fold}-best`), teacher);
+  opt.dispose();
+  return teacher;
+}
+
+/** KKN and discriminator as one module, so one checkpoint resumes both. */
+class KeeperPair extends Module {
+  constructor(kkn: KnowledgeKeeper, disc: PatchDiscriminator) {
+    super();
+    this.child("keeper", kkn);
+    this.child("discriminator", disc);
+  }
+}
+
+/** Phase 2 for one fold (teacher frozen). */
+export async function trainKeeper(
+  ctx: Context,
+  split: FoldSplit,
+  teacher: Teacher,
+): Promise<KnowledgeKeeper> {
+  const kkn = buildKeeper(ctx.cfg, split.fold);
+  const disc = new PatchDiscriminator(ctx.cfg.keeper.discriminatorNf, seedOf(ctx.cfg.seed, 3, split.fold));
+  const optK = adam(ctx.cfg.learningRate), optD = adam(ctx.cfg.learningRate);
+  const { lambdaSyn, lambdaAdv, distribution } = ctx.cfg.keeper;
+  const pair = new KeeperPair(kkn, disc);
+  await trainLoop({
+    label: `keeper fold ${split.fold}`,
+    checkpoint: ckpt(ctx, `keeper-fold${split.fold}`),
+    epochs: ctx.cfg.keeper.epochs,
+    items: split.train,
+    module: pair,
+    optimizers: { keeper: optK, discriminator: optD },
+    progress: ctx.cfg.progress,
+    step: (s, epoch, i) => {
+      const a = sample(ctx, s, seedOf(ctx.cfg.seed, 12, split.fold, epoch, i), []);
+      const x3 = toTensor(a["3T"], s.shape), y7 = toTensor(a["7T"], s.shape);
+      const target = tf.tidy(() => teacher.encoder.apply(y7));
+      // discriminator update (LSGAN) on a detached synthesis
+      const fake = tf.tidy(() => teacher.decoder.apply(kkn.apply(x3)));
+      const dCost = optD.minimize(
+        () => discriminatorLoss(disc.apply(y7), disc.apply(fake)),
+        true,
+        disc.parameters(),
+      )!;
+      let parts: Record<string, number> = {};
+      const kCost = optK.minimize(
+        () => {
+          const feats = kkn.apply(x3);
+          const syn = teacher.decoder.apply(feats);
+          const distill = distillationLoss(target, feats, distribution);
+          const synthesis = l1(syn, y7);
+          const adv = adversarialLoss(disc.apply(syn));
+          parts = {
+            distill: distill.dataSync()[0],
+            synthesis: synthesis.dataSync()[0],
+            adversarial: adv.dataSync()[0],
+          };
+          return tf.add(distill, tf.add(tf.mul(lambdaSyn, synthesis), tf.mul(lambdaAdv, adv))) as tf.Scalar;
+        },
+        true,
+        kkn.parameters(),
+      )!;
+      const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts };
+      tf.dispose([x3, y7, target, fake, dCost, kCost]);
+      return Promise.resolve(out);
+    },
+    validate: async () => {
+      const s = split.validation;
+      const x3 = toTensor(s.arrays["3T"], s.shape);
+      const syn = await values(tf.tidy(() => teacher.decoder.apply(kkn.apply(x3))));
+      x3.dispose();
+      return imageScores(syn, s.arrays["7T"], s.shape);
+    },
+    better: bothImprove,
+    log: ctx.log,
+  });
+  await loadCheckpoint(ckpt(ctx, `keeper-fold${split.fold}-best`), pair);
+  optK.dispose();
+  optD.dispose();
+  return kkn;
+}
+
+export interface FoldMetrics {
+  fold: number;
+  subject: string;
+  teacher: Scores;
+  keeper: Scores;
+  floor3T: Scores;
+  /** Per level: d(3T, 7T), d(3T, 7T-like), d(7T, 7T-like) on channel-averaged features. */
+  featureDistance: { level: number; d3T7T: number; d3TLike: number; d7TLike: number }[];
+}
+
+/** Test-subject metrics of one fold: Table 1-style synthesis scores and Table A.1 distances. */
+export async function evaluateFold(
+  split: FoldSplit,
+  teacher: Teacher,
+  kkn: KnowledgeKeeper,
+): Promise<FoldMetrics> {
+  const s = split.test;
+  const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
+  const recon = await values(tf.tidy(() => teacher.reconstruct(y7)));
+  const f7 = tf.tidy(() => teacher.encoder.apply(y7));
+  const f3 = tf.tidy(() => teacher.encoder.apply(x3));
+  const fk = tf.tidy(() => kkn.apply(x3));
+  const syn = await values(tf.tidy(() => teacher.decoder.apply(fk)));
+  const distances = [];
+  for (let i = 0; i < f7.length; i++) {
+    const c = f7[i].shape[4];
+    const [a, b, k] = [await f3[i].data(), await f7[i].data(), await fk[i].data()];
+    distances.push({
+      level: i + 1,
+      d3T7T: featureDistance(a, b, c),
+      d3TLike: featureDistance(a, k, c),
+      d7TLike: featureDistance(b, k, c),
+    });
+  }
+  tf.dispose([x3, y7, ...f7, ...f3, ...fk]);
+  return {
+    fold: split.fold,
+    subject: s.id,
+    teacher: imageScores(recon, s.arrays["7T"], s.shape),
+    keeper: imageScores(syn, s.arrays["7T"], s.shape),
+    floor3T: imageScores(s.arrays["3T"], s.arrays["7T"], s.shape),
+    featureDistance: distances,
+  };
+}
+
+export interface FusionMetrics {
+  classes: string[];
+  subjects: { id: string; baseline: number[]; guided: number[] }[];
+  tTest: { class: string; baselineMean: number; guidedMean: number; t: number; p: number }[];
+}
+
+function segInput(s: Subject): string {
+  return "1.5T" in s.arrays ? "1.5T" : "3T";
+}
+
+async function predictLabels(logits: tf.Tensor5D): Promise<Int32Array> {
+  const am = tf.argMax(logits, 4);
+  const v = (await am.data()) as Int32Array;
+  tf.dispose([am, logits]);
+  return v;
+}
+
+/** Phase 3 on the tissue cohort: baseline, then baseline + AFMs; Dice on the test subjects. */
+export async function trainFusion(
+  ctx: Context,
+  subjects: Subject[],
+  kkn: KnowledgeKeeper,
+): Promise<FusionMetrics> {
+  const { nf, levels, classes } = ctx.cfg.fusion;
+  const train = subjects.filter((s) => s.split === "train");
+  const val = subjects.filter((s) => s.split === "validation");
+  const test = subjects.filter((s) => s.split === "test");
+  if (!train.length || !val.length || !test.length) {
+    throw new Error("tissue cohort: needs train, validation and test subjects in its manifest");
+  }
+  const keeperFeatures = (x: tf.Tensor5D) => tf.tidy(() => kkn.apply(x));
+  const diceSum = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
+    let total = 0;
+    for (const s of val) {
+      const x = toTensor(s.arrays[segInput(s)], s.shape);
+      const labels = await predictLabels(tf.tidy(() => predict(x)));
+      x.dispose();
+      total += dicePerClass(labels, s.arrays.tissue, classes).reduce((a, b) => a + b, 0);
+    }
+    return { diceSum: total / val.length };
+  };
+  const better = (cur: Scores, best: Scores | null) => !best || cur.diceSum > best.diceSum;
+
+  const baseline = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
+  const optB = adam(ctx.cfg.learningRate);
+  await trainLoop({
+    label: "baseline 3D U-Net",
+    checkpoint: ckpt(ctx, "baseline"),
+    epochs: ctx.cfg.fusion.baselineEpochs,
+    items: train,
+    module: baseline,
+    optimizers: { baseline: optB },
+    progress: ctx.cfg.progress,
+    step: (s, epoch, i) => {
+      const a = sample(ctx, s, seedOf(ctx.cfg.seed, 13, epoch, i), ["tissue"]);
+      const x = toTensor(a[segInput(s)], s.shape),
+        y = tf.tensor(Int32Array.from(a.tissue), [a.tissue.length], "int32");
+      const cost = optB.minimize(() => crossEntropy(baseline.apply(x), y), true, baseline.parameters())!;
+      const loss = cost.dataSync()[0];
+      tf.dispose([x, y, cost]);
+      return Promise.resolve({ loss });
+    },
+    validate: () => diceSum((x) => baseline.apply(x)),
+    better,
+    log: ctx.log,
+  });
+  await loadCheckpoint(ckpt(ctx, "baseline-best"), baseline);
+  optB.dispose();
+  const baselineDice: number[][] = [];
+  for (const s of test) {
+    const x = toTensor(s.arrays[segInput(s)], s.shape);
+    baselineDice.push(
+      dicePerClass(await predictLabels(tf.tidy(() => baseline.apply(x))), s.arrays.tissue, classes),
+    );
+    x.dispose();
+  }
+
+  // fine-tune the baseline jointly with AFMs (KKN frozen)
+  const guided = new GuidedSegmenter(baseline, kkn.widths, seedOf(ctx.cfg.seed, 5));
+  const optG = adam(ctx.cfg.learningRate);
+  await trainLoop({
+    label: "3D U-Net + AFM",
+    checkpoint: ckpt(ctx, "guided"),
+    epochs: ctx.cfg.fusion.fusionEpochs,
+    items: train,
+    module: guided,
+    optimizers: { guided: optG },
+    progress: ctx.cfg.progress,
+    step: (s, epoch, i) => {
+      const a = sample(ctx, s, seedOf(ctx.cfg.seed, 14, epoch, i), ["tissue"]);
+      const x = toTensor(a[segInput(s)], s.shape),
+        y = tf.tensor(Int32Array.from(a.tissue), [a.tissue.length], "int32");
+      const fk = keeperFeatures(x);
+      const cost = optG.minimize(() => crossEntropy(guided.apply(x, fk), y), true, guided.parameters())!;
+      const loss = cost.dataSync()[0];
+      tf.dispose([x, y, cost, ...fk]);
+      return Promise.resolve({ loss });
+    },
+    validate: () => diceSum((x) => guided.apply(x, kkn.apply(x))),
+    better,
+    log: ctx.log,
+  });
+  await loadCheckpoint(ckpt(ctx, "guided-best"), guided);
+  optG.dispose();
+  const rows: FusionMetrics["subjects"] = [];
+  for (const [n, s] of test.entries()) {
+    const x = toTensor(s.arrays[segInput(s)], s.shape);
+    const labels = await predictLabels(tf.tidy(() => guided.apply(x, kkn.apply(x))));
+    x.dispose();
+    rows.push({
+      id: s.id,
+      baseline: baselineDice[n],
+      guided: dicePerClass(labels, s.arrays.tissue, classes),
+    });
+  }
+  const names = ["background", "CSF", "GM", "WM"].slice(0, classes);
+  const tTest = names.map((name, c) => {
+    const a = rows.map((r) => r.baseline[c]), b = rows.map((r) => r.guided[c]);
+    const mean = (v: number[]) => v.reduce((p, q) => p + q, 0) / v.length;
+    const t = rows.length > 1 ? pairedTTest(a, b) : { t: NaN, p: NaN };
+    return { class: name, baselineMean: mean(a), guidedMean: mean(b), t: t.t, p: t.p };
+  });
+  return { classes: names, subjects: rows, tTest };
+}
+
+/** Long-format CSV rows (phase, fold, subject, metric, index, value) of a run's metrics. */
+export function metricsCsv(folds: FoldMetrics[], fusion: FusionMetrics | null): string {
+  const rows = ["phase,fold,subject,metric,index,value"];
+  for (const f of folds) {
+    for (
+      const [phase, s] of [["teacher", f.teacher], ["keeper", f.keeper], ["floor3T", f.floor3T]] as const
+    ) {
+      rows.push(
+        `${phase},${f.fold},${f.subject},psnr,,${s.psnr}`,
+        `${phase},${f.fold},${f.subject},ssim,,${s.ssim}`,
+      );
+    }
+    for (const d of f.featureDistance) {
+      rows.push(
+        `features,${f.fold},${f.subject},d_3T_7T,${d.level},${d.d3T7T}`,
+        `features,${f.fold},${f.subject},d_3T_7Tlike,${d.level},${d.d3TLike}`,
+        `features,${f.fold},${f.subject},d_7T_7Tlike,${d.level},${d.d7TLike}`,
+      );
+    }
+  }
+  if (fusion) {
+    for (const s of fusion.subjects) {
+      fusion.classes.forEach((c, i) => {
+        rows.push(`baseline,,${s.id},dice,${c},${s.baseline[i]}`, `guided,,${s.id},dice,${c},${s.guided[i]}`);
+      });
+    }
+  }
+  return rows.join("\n") + "\n";
+}
+
+export async function writeJson(path: string, value: unknown): Promise<void> {
+  await writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
+}
