@@ -116,12 +116,14 @@ export class Teacher extends Module {
   addSkipNoise(features: tf.Tensor5D[], noiseSeed: number): tf.Tensor5D[] {
     const { skipNoise, noiseSigma } = this.cfg;
     if (skipNoise === "none") return features;
+    // tfjs treats a seed of 0 as "unseeded" (Math.random): keep every seed positive
+    const seed = (i: number) => (noiseSeed >>> 0) * 8 + i + 1;
     return features.map((f, i) =>
       tf.add(
         f,
         skipNoise === "paper"
-          ? tf.randomNormal(f.shape, 0, noiseSigma, "float32", noiseSeed + i)
-          : tf.randomUniform(f.shape, 0, 1, "float32", noiseSeed + i),
+          ? tf.randomNormal(f.shape, 0, noiseSigma, "float32", seed(i))
+          : tf.randomUniform(f.shape, 0, 1, "float32", seed(i)),
       ) as tf.Tensor5D
     );
   }

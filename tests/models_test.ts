@@ -1,0 +1,261 @@
+/**
+ * The paper's networks: finite-difference gradients of PRM, the guide block, the AFM and every
+ * loss; PRM's value at initialisation; no tensor leak across training steps; the end-to-end
+ * pipeline on the quick profile; resuming gives the uninterrupted result.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { gradCheck, initBackend, mulberry32 } from "../lib/mod.ts";
+import { Init } from "../lib/nn/module.ts";
+import { adam } from "../lib/nn/module.ts";
+import {
+  adversarialLoss,
+  discriminatorLoss,
+  distillationLoss,
+  GuideBlock,
+  KnowledgeKeeper,
+  PRM,
+} from "../lib/models/keeper.ts";
+import { AFM, crossEntropy } from "../lib/models/fusion.ts";
+import { l1, mse } from "../lib/models/blocks.ts";
+import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
+import { trainLoop } from "../lib/train/loop.ts";
+import { runTraining } from "../scripts/train.ts";
+
+await initBackend("cpu", { quiet: true });
+const TOL = 3e-3;
+
+function randn(shape: number[], seed: number, scale = 1): tf.Tensor {
+  const r = mulberry32(seed);
+  return tf.tensor(
+    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (r() * 2 - 1) * scale),
+    shape,
+  );
+}
+
+/** Sets every variable of a module to seeded random values (so no gate sits at its init value). */
+function perturb(vars: tf.Variable[], seed: number) {
+  vars.forEach((v, i) => v.assign(tf.add(v, randn(v.shape, seed + i, 0.3))));
+}
+
+Deno.test("PRM at initialisation is a uniform sigmoid(1) gate", () => {
+  const x = randn([1, 3, 4, 5, 6], 1);
+  const y = new PRM().apply(x as tf.Tensor5D);
+  const ratio = tf.div(y, x).dataSync();
+  for (const r of ratio) assertAlmostEquals(r, 1 / (1 + Math.exp(-1)), 1e-5);
+});
+
+/** Central differences of a scalar loss with respect to module variables, against autodiff. */
+function variableGradCheck(loss: () => tf.Scalar, vars: tf.Variable[], eps = 1e-2): number {
+  const { grads } = tf.variableGrads(loss, vars);
+  let worst = 0;
+  for (const v of vars) {
+    const g = grads[v.name].dataSync();
+    const base = v.dataSync().slice();
+    for (let i = 0; i < Math.min(base.length, 3); i++) {
+      const at = (d: number) => {
+        const w = base.slice();
+        w[i] += d;
+        v.assign(tf.tensor(w, v.shape));
+        return tf.tidy(() => loss().dataSync()[0]);
+      };
+      const numeric = (at(eps) - at(-eps)) / (2 * eps);
+      v.assign(tf.tensor(base, v.shape));
+      worst = Math.max(worst, Math.abs(numeric - g[i]) / Math.max(1, Math.abs(numeric), Math.abs(g[i])));
+    }
+  }
+  tf.dispose(Object.values(grads));
+  return worst;
+}
+
+Deno.test("finite-difference gradients: PRM (input and every parameter)", () => {
+  const prm = new PRM();
+  perturb(prm.parameters(), 10);
+  // a clear maximum keeps the query position fixed under the finite-difference steps
+  const x = tf.add(
+    randn([1, 3, 4, 3, 4], 2),
+    tf.oneHot(tf.tensor1d([17], "int32"), 36).reshape([1, 3, 4, 3, 1]).mul(8),
+  );
+  const r = gradCheck((xi) => prm.apply(xi as tf.Tensor5D), [x], { samples: 16, eps: 1e-2 });
+  assert(r.maxRelError < TOL, `PRM input: ${JSON.stringify(r.worst)}`);
+  const proj = randn([1, 3, 4, 3, 4], 3);
+  const worst = variableGradCheck(
+    () => tf.sum(tf.mul(prm.apply(x as tf.Tensor5D), proj)) as tf.Scalar,
+    prm.parameters(),
+  );
+  assert(worst < TOL, `PRM parameters: ${worst}`);
+});
+
+Deno.test("finite-difference gradients: guide block (Eq. 3-4) and AFM (Eq. 7-9) inputs", () => {
+  const init = new Init(3);
+  const guide = new GuideBlock(init, 5, 6, 4);
+  perturb(guide.prm.parameters(), 20);
+  const dense = randn([1, 4, 4, 4, 5], 4), deeper = tf.add(randn([1, 2, 2, 2, 6], 5), 0);
+  const rg = gradCheck((a, b) => guide.apply(a as tf.Tensor5D, b as tf.Tensor5D), [dense, deeper], {
+    samples: 12,
+  });
+  assert(rg.maxRelError < TOL, `guide block: ${JSON.stringify(rg.worst)}`);
+
+  const afm = new AFM(new Init(4), [2, 3], 5);
+  const k1 = randn([1, 4, 4, 4, 2], 6), k2 = randn([1, 2, 2, 2, 3], 7), fs = randn([1, 4, 4, 4, 5], 8);
+  const ra = gradCheck((a, b, c) => afm.apply([a as tf.Tensor5D, b as tf.Tensor5D], c as tf.Tensor5D), [
+    k1,
+    k2,
+    fs,
+  ], {
+    samples: 12,
+  });
+  assert(ra.maxRelError < TOL, `AFM: ${JSON.stringify(ra.worst)}`);
+});
+
+Deno.test("losses: hand-computed values and finite-difference gradients", () => {
+  const a = tf.tensor([0, 1, 2, 3]), b = tf.tensor([1, 1, 0, 3]);
+  assertAlmostEquals(l1(a, b).dataSync()[0], 0.75, 1e-6);
+  assertAlmostEquals(mse(a, b).dataSync()[0], 1.25, 1e-6);
+  // LSGAN: 0.5 * (mean((r-1)^2) + mean(f^2))
+  assertAlmostEquals(
+    discriminatorLoss(tf.tensor([1, 0]), tf.tensor([0.5, 1])).dataSync()[0],
+    0.5 * (0.5 + 0.625),
+    1e-6,
+  );
+  assertAlmostEquals(adversarialLoss(tf.tensor([0, 1])).dataSync()[0], 0.5, 1e-6);
+  // CE of uniform logits over 4 classes = log 4
+  assertAlmostEquals(
+    crossEntropy(tf.zeros([1, 1, 1, 2, 4]) as tf.Tensor5D, tf.tensor([1, 3], [2], "int32")).dataSync()[0],
+    Math.log(4),
+    1e-6,
+  );
+  // distillation: identical features give 0 in both modes
+  const f = [randn([1, 2, 2, 2, 3], 9) as tf.Tensor5D];
+  for (const mode of ["paper", "code"] as const) {
+    assertAlmostEquals(distillationLoss(f, f, mode).dataSync()[0], 0, 1e-6);
+  }
+
+  const t = randn([1, 2, 3, 2, 3], 11), k = randn([1, 2, 3, 2, 3], 12);
+  const checks: [string, (...xs: tf.Tensor[]) => tf.Tensor, tf.Tensor[]][] = [
+    ["distill (paper)", (x, y) => distillationLoss([x as tf.Tensor5D], [y as tf.Tensor5D], "paper"), [t, k]],
+    ["distill (code)", (x, y) => distillationLoss([x as tf.Tensor5D], [y as tf.Tensor5D], "code"), [t, k]],
+    ["L1", (x, y) => l1(x, y), [t, tf.add(k, 0.05)]],
+    ["LSGAN D", (x, y) => discriminatorLoss(x, y), [t, k]],
+    ["LSGAN G", (x) => adversarialLoss(x), [t]],
+    [
+      "cross-entropy",
+      (x) =>
+        crossEntropy(
+          x as tf.Tensor5D,
+          tf.tensor(Int32Array.from({ length: 12 }, (_, i) => i % 3), [12], "int32"),
+        ),
+      [t],
+    ],
+  ];
+  for (const [name, fn, xs] of checks) {
+    const r = gradCheck(fn, xs, { samples: 12 });
+    assert(r.maxRelError < TOL, `${name}: ${JSON.stringify(r.worst)}`);
+  }
+});
+
+Deno.test("training steps leak no tensors (teacher and knowledge keeper)", () => {
+  const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 4, levels: 3 }, 1);
+  const kkn = new KnowledgeKeeper(
+    { nf: 4, levels: 3, distribution: "paper", lambdaSyn: 100, lambdaAdv: 0.5 },
+    2,
+  );
+  const opt = adam(2e-4), optK = adam(2e-4);
+  const y = randn([1, 8, 8, 8, 1], 13) as tf.Tensor5D, x = randn([1, 8, 8, 8, 1], 14) as tf.Tensor5D;
+  const step = (i: number) => {
+    tf.dispose(opt.minimize(() => teacher.loss(y, i).total, true, teacher.parameters())!);
+    tf.dispose(
+      optK.minimize(
+        () => {
+          const target = teacher.encoder.apply(y);
+          return distillationLoss(target, kkn.apply(x), "paper");
+        },
+        true,
+        kkn.parameters(),
+      )!,
+    );
+  };
+  step(0); // optimizers create their moments on the first step
+  const before = tf.memory().numTensors;
+  for (let i = 1; i < 4; i++) step(i);
+  assertEquals(tf.memory().numTensors, before);
+});
+
+Deno.test("resuming from the last checkpoint gives the uninterrupted result", async () => {
+  const dir = await Deno.makeTempDir();
+  const y = randn([1, 8, 8, 8, 1], 15) as tf.Tensor5D;
+  const run = async (name: string, epochs: number) => {
+    const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 2, levels: 3 }, 7);
+    const opt = adam(2e-4);
+    await trainLoop({
+      label: name,
+      checkpoint: join(dir, name),
+      epochs,
+      items: [0, 1],
+      module: teacher,
+      optimizers: { teacher: opt },
+      progress: false,
+      step: (_s, epoch, i) => {
+        tf.dispose(opt.minimize(() => teacher.loss(y, epoch * 10 + i).total, true, teacher.parameters())!);
+        return Promise.resolve({});
+      },
+      validate: () => Promise.resolve({ psnr: 0, ssim: 0 }),
+      better: () => true,
+      log: () => Promise.resolve(),
+    });
+    return teacher.parameters().map((p) => Array.from(p.dataSync()));
+  };
+  const full = await run("full", 3);
+  await run("split", 1); // "interrupted" after one epoch
+  const resumed = await run("split", 3);
+  // equal up to float32 rounding: tfjs restores Adam's bias-correction power as beta^(t+1) in one
+  // pow() instead of t repeated products (differences of a few ulp)
+  let worst = 0;
+  full.forEach((p, i) =>
+    p.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - resumed[i][j]) / Math.max(1e-3, Math.abs(v)))))
+  );
+  assert(worst < 1e-5, `resumed parameters differ by ${worst} (relative)`);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("end to end on the quick profile: all phases, artifacts, falling losses", async () => {
+  const out = await Deno.makeTempDir();
+  const runDir = await runTraining({
+    profile: "quick",
+    seed: 0,
+    out,
+    name: "e2e",
+    phase: "all",
+    epochs: 4,
+    progress: false,
+  });
+  for (
+    const f of [
+      "config.json",
+      "metrics.json",
+      "metrics.csv",
+      "log.jsonl",
+      "checkpoints/teacher-fold1-best.json",
+      "checkpoints/guided-best.bin",
+    ]
+  ) {
+    assert(existsSync(join(runDir, f)), `missing ${f}`);
+  }
+  const metrics = JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json")));
+  assertEquals(metrics.folds.length, 1);
+  assertEquals(metrics.folds[0].featureDistance.length, 5);
+  assertEquals(metrics.fusion.subjects[0].baseline.length, 4);
+  const log = (await Deno.readTextFile(join(runDir, "log.jsonl"))).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  for (const phase of ["teacher fold 1", "keeper fold 1", "baseline 3D U-Net"]) {
+    const losses = log.filter((l) => l.phase === phase).map((l) => l.train.loss);
+    assertEquals(losses.length, 4, phase);
+    assert(losses[3] < losses[0], `${phase}: loss did not fall (${losses})`);
+  }
+  const csv = await Deno.readTextFile(join(runDir, "metrics.csv"));
+  assert(csv.startsWith("phase,fold,subject,metric,index,value\n"));
+  await Deno.remove(out, { recursive: true });
+});
