@@ -23,6 +23,8 @@ import { l1, mse } from "../lib/models/blocks.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
+import { segmentFile } from "../scripts/segment.ts";
+import { readNifti } from "../lib/io/nifti.ts";
 
 await initBackend("cpu", { quiet: true });
 const TOL = 3e-3;
@@ -257,5 +259,14 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   }
   const csv = await Deno.readTextFile(join(runDir, "metrics.csv"));
   assert(csv.startsWith("phase,fold,subject,metric,index,value\n"));
+  // inference on a new scan: labels on the input's own grid and affine
+  const input = "data/generated/quick/tissue/sub-03_1.5T.nii.gz";
+  const output = join(out, "labels.nii.gz");
+  await segmentFile(input, output, runDir);
+  const [a, b] = [await readNifti(input), await readNifti(output)];
+  assertEquals(b.shape, a.shape);
+  assertEquals(b.affine, a.affine);
+  const labels = new Set(Array.from(b.data));
+  assert([...labels].every((l) => l >= 0 && l <= 3) && labels.size > 1, `labels ${[...labels]}`);
   await Deno.remove(out, { recursive: true });
 });

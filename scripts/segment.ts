@@ -1,0 +1,87 @@
+/**
+ * `deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>]`: tissue segmentation of a new
+ * low-field T1 with a trained run: the input is reoriented to RAS+, resampled to the run's voxel
+ * spacing on a grid padded to multiples of 16, normalised to [0, 1] as in training; the frozen
+ * KKN gives the 7T-like features, the AFM-guided segmenter the labels (0 background, 1 CSF,
+ * 2 GM, 3 WM), which are resampled (nearest) back onto the input's own grid and affine.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
+import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { readNifti, writeNifti } from "../lib/io/nifti.ts";
+import { matmul4 } from "../lib/volume/affine.ts";
+import { gridForSpacing, resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
+import { makeVolume, toFloat32, type Vec3, type Volume } from "../lib/volume/volume.ts";
+import { normalizeIntensity } from "../lib/phantom/cohort.ts";
+import { GuidedSegmenter, UNet3D } from "../lib/models/fusion.ts";
+import { buildKeeper, type RunConfig } from "../lib/train/pipeline.ts";
+import { loadCheckpoint } from "../lib/train/state.ts";
+
+export const SEGMENT_COMMAND: CommandSpec = {
+  name: "deno task segment",
+  summary: "segment CSF/GM/WM in a low-field T1 with a trained run (KKN + AFM-guided 3D U-Net)",
+  usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME]",
+  options: [
+    { name: "run", description: "a finished `deno task train` run folder", default: "runs/default" },
+    { name: "backend", description: "compute backend", choices: BACKENDS, default: "auto", env: "TFJS_BACKEND" },
+    { name: "spacing", description: "voxel size (mm) of the model grid (default: the run's cohort spacing)", type: "number" },
+  ],
+};
+
+/** The model grid: input FOV at `spacing`, padded (centred) to multiples of 16. */
+function modelGrid(vol: Volume, spacing: number): { shape: Vec3; affine: number[][] } {
+  const g = gridForSpacing(vol, [spacing, spacing, spacing]);
+  const shape = g.shape.map((s) => Math.max(16, Math.ceil(s / 16) * 16)) as Vec3;
+  const shift = [
+    [1, 0, 0, -Math.floor((shape[0] - g.shape[0]) / 2)],
+    [0, 1, 0, -Math.floor((shape[1] - g.shape[1]) / 2)],
+    [0, 0, 1, -Math.floor((shape[2] - g.shape[2]) / 2)],
+    [0, 0, 0, 1],
+  ];
+  return { shape, affine: matmul4(g.affine, shift) };
+}
+
+export async function segmentFile(input: string, output: string, runDir: string, spacingOpt?: number): Promise<void> {
+  const cfgPath = join(runDir, "config.json");
+  if (!existsSync(cfgPath)) throw new UsageError(`--run ${runDir}: no config.json (not a finished training run)`);
+  for (const f of ["keeper-fold1-best.json", "guided-best.json"]) {
+    if (!existsSync(join(runDir, "checkpoints", f))) {
+      throw new UsageError(`--run ${runDir}: checkpoints/${f} missing (run all phases of deno task train first)`);
+    }
+  }
+  const cfg: RunConfig = JSON.parse(await Deno.readTextFile(cfgPath));
+  const spacing = spacingOpt ?? (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
+  const original = await readNifti(input);
+  const { volume: canonical } = toCanonical(toFloat32(original));
+  const grid = modelGrid(canonical, spacing);
+  const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
+
+  const kkn = buildKeeper(cfg, 1);
+  await loadCheckpoint(join(runDir, "checkpoints", "keeper-fold1-best"), kkn, {}, "keeper.");
+  const net = new UNet3D(cfg.fusion.classes, cfg.fusion.nf, cfg.fusion.levels, 0);
+  const guided = new GuidedSegmenter(net, kkn.widths, 0);
+  await loadCheckpoint(join(runDir, "checkpoints", "guided-best"), guided);
+
+  const [ni, nj, nk] = grid.shape;
+  const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);
+  const labels = tf.tidy(() => tf.argMax(guided.apply(x, kkn.apply(x)), 4));
+  const data = Int16Array.from((await labels.data()) as Int32Array);
+  tf.dispose([x, labels]);
+  const onModelGrid = makeVolume(data, grid.shape, grid.affine);
+  const back = resampleToGrid(onModelGrid, original.shape, original.affine, "nearest");
+  await writeNifti(output, makeVolume(Int16Array.from(back.data), original.shape, original.affine), "tissue labels");
+}
+
+if (import.meta.main) {
+  await runCommand(SEGMENT_COMMAND, async (args) => {
+    const [input, output] = args.positional;
+    if (!input || !output || args.positional.length > 2) {
+      throw new UsageError("expected exactly two arguments: <in.nii.gz> <out.nii.gz>");
+    }
+    await initBackend(String(args.options.backend));
+    await segmentFile(input, output, String(args.options.run), args.options.spacing as number | undefined);
+    console.log(`labels written to ${output}`);
+  }, { allowPositional: true });
+}
