@@ -30,6 +30,8 @@ export interface CaseResult {
 interface Case {
   name: string;
   description: string;
+  /** Long cases run only when named. */
+  heavy?: boolean;
   /** Backends this case runs on by default. */
   backends: string[];
   /** Runs inside a child process on an initialised backend. */
@@ -195,7 +197,10 @@ const BENCH_COMMAND: CommandSpec = {
     { name: "child", description: "(internal) run one case on one backend and print JSON" },
     { name: "out", description: "also write the JSON to this file" },
   ],
-  notes: [`Cases: ${CASES.map((c) => `${c.name} (${c.description})`).join("; ")}.`],
+  notes: [
+    `Cases: ${CASES.map((c) => `${c.name}${c.heavy ? "*" : ""} (${c.description})`).join("; ")}.`,
+    "* long: runs only when named.",
+  ],
 };
 
 function peakRssMiB(): number {
@@ -287,7 +292,7 @@ if (import.meta.main) {
       await runChild(String(args.options.child), String(args.options.backends), steps);
       return;
     }
-    const names = args.positional.length ? args.positional : CASES.map((c) => c.name);
+    const names = args.positional.length ? args.positional : CASES.filter((c) => !c.heavy).map((c) => c.name);
     for (const n of names) {
       if (!CASES.some((c) => c.name === n)) {
         throw new UsageError(`unknown case "${n}"; cases: ${CASES.map((c) => c.name).join(", ")}`);

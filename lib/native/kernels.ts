@@ -48,6 +48,7 @@ export const NATIVE_KERNEL_NAMES = [
   "BatchMatMul",
   "SplitV",
   "Sum",
+  "Mean",
   "Add",
   "Sub",
   "Multiply",
@@ -206,22 +207,28 @@ function channelsLast(format: string | undefined): boolean {
   return format === undefined || format === "NHWC" || format === "NDHWC" || format === "channelsLast";
 }
 
-type BinaryLoops = (av: Float32Array, bv: Float32Array, out: Float32Array) => boolean;
+type BinaryLoops = (av: Float32Array, bv: Float32Array, out: Float32Array, lastA: number, lastB: number) => boolean;
 
 /**
  * Loops for one elementwise expression of `x` and `y`, generated per operation so that V8
  * inlines the arithmetic (a shared loop calling a closure per element runs several times slower).
- * Cases: equal sizes, a scalar on either side, one side repeating along leading axes.
+ * Cases: equal sizes, a scalar on either side, one side repeating along leading axes (a
+ * per-channel bias), or one side repeating along the last axis (a per-voxel gate over channels:
+ * `lastA`/`lastB` > 1 gives the channel count the other side spans).
  */
 function binaryLoops(expr: string): BinaryLoops {
   return new Function(
     "av",
     "bv",
     "out",
+    "lastA",
+    "lastB",
     `const n = out.length, na = av.length, nb = bv.length;
     if (na === n && nb === n) { for (let i = 0; i < n; i++) { const x = av[i], y = bv[i]; out[i] = ${expr}; } }
     else if (nb === 1) { const y = bv[0]; for (let i = 0; i < n; i++) { const x = av[i]; out[i] = ${expr}; } }
     else if (na === 1) { const x = av[0]; for (let i = 0; i < n; i++) { const y = bv[i]; out[i] = ${expr}; } }
+    else if (lastB > 1) { for (let v = 0, i = 0; v < nb; v++) { const y = bv[v]; for (let k = 0; k < lastB; k++, i++) { const x = av[i]; out[i] = ${expr}; } } }
+    else if (lastA > 1) { for (let v = 0, i = 0; v < na; v++) { const x = av[v]; for (let k = 0; k < lastA; k++, i++) { const y = bv[i]; out[i] = ${expr}; } } }
     else if (na === n) { for (let i = 0; i < n; i += nb) for (let k = 0; k < nb; k++) { const x = av[i + k], y = bv[k]; out[i + k] = ${expr}; } }
     else if (nb === n) { for (let i = 0; i < n; i += na) for (let k = 0; k < na; k++) { const x = av[k], y = bv[i + k]; out[i + k] = ${expr}; } }
     else return false;
@@ -230,16 +237,11 @@ function binaryLoops(expr: string): BinaryLoops {
 }
 
 /**
- * Elementwise float32 binary op for equal shapes, a scalar on either side, or one side
- * broadcast along leading axes (a per-channel bias or statistic on channels-last data). Other
+ * Elementwise float32 binary op for equal shapes, a scalar on either side, one side broadcast
+ * along leading axes, or one side with a trailing axis of 1 against full channels. Other
  * broadcasts go to the JavaScript kernel, whose general path indexes every element.
  */
-function binary(
-  backend: CpuBackend,
-  a: tf.TensorInfo,
-  b: tf.TensorInfo,
-  loops: BinaryLoops,
-): tf.TensorInfo | null {
+function binary(backend: CpuBackend, a: tf.TensorInfo, b: tf.TensorInfo, loops: BinaryLoops): tf.TensorInfo | null {
   if (a.dtype !== "float32" || b.dtype !== "float32") return null;
   const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
   const av = values(backend, a), bv = values(backend, b);
@@ -250,9 +252,19 @@ function binary(
     const t = first === -1 ? [] : s.slice(first);
     return t.every((d, i) => d === outShape[outShape.length - t.length + i]);
   };
-  if ((av.length !== n && !trailing(a.shape)) || (bv.length !== n && !trailing(b.shape))) return null;
+  // [..., 1] against [..., C] with every other axis equal
+  const lastOne = (s: number[]) =>
+    s.length === outShape.length && s[s.length - 1] === 1 && outShape[outShape.length - 1] > 1 &&
+    s.slice(0, -1).every((d, i) => d === outShape[i]);
+  const c = outShape[outShape.length - 1];
+  const lastA = av.length !== n && lastOne(a.shape) ? c : 0;
+  const lastB = bv.length !== n && lastOne(b.shape) ? c : 0;
+  if (!lastA && !lastB && ((av.length !== n && !trailing(a.shape)) || (bv.length !== n && !trailing(b.shape)))) {
+    return null;
+  }
+  if ((lastA && bv.length !== n) || (lastB && av.length !== n)) return null;
   const out = new Float32Array(n);
-  return loops(av, bv, out) ? backend.makeTensorInfo(outShape, "float32", out) : null;
+  return loops(av, bv, out, lastA, lastB) ? backend.makeTensorInfo(outShape, "float32", out) : null;
 }
 
 type UnaryLoop = (xv: Float32Array, out: Float32Array) => void;
@@ -512,6 +524,24 @@ const NATIVE: Record<(typeof NATIVE_KERNEL_NAMES)[number], Native> = {
   Sum: ({ x }, backend, { axis, keepDims }) => {
     if (x.dtype !== "float32") return null;
     return channelSums(backend, x, tf.util.parseAxisParam(axis, x.shape), keepDims);
+  },
+  Mean: ({ x }, backend, { axis, keepDims }) => {
+    if (x.dtype !== "float32") return null;
+    const axes = tf.util.parseAxisParam(axis, x.shape);
+    const count = axes.reduce((p, a) => p * x.shape[a], 1);
+    if (axes.length === x.shape.length) {
+      const xv = values(backend, x);
+      if (!xv) return null;
+      let s = 0;
+      for (let i = 0; i < xv.length; i++) s += xv[i];
+      const shape = keepDims ? x.shape.map(() => 1) : [];
+      return backend.makeTensorInfo(shape, "float32", Float32Array.of(s / count));
+    }
+    const sums = channelSums(backend, x, axes, keepDims);
+    if (!sums) return null;
+    const v = values(backend, sums)!;
+    for (let i = 0; i < v.length; i++) v[i] /= count;
+    return sums;
   },
   Add: ({ a, b }, backend) => binary(backend, a, b, BINARY.Add),
   Sub: ({ a, b }, backend) => binary(backend, a, b, BINARY.Sub),
