@@ -187,7 +187,10 @@ Deno.test({
     );
     compare("concat", () => [tf.concat([x, y], 4), tf.concat([x, y, x], 2), tf.concat([x, y], 0)], "Concat");
     compare("split", () => [...tf.split(x, [2, 4], 4), ...tf.split(x, [1, 3, 1], 1)], "SplitV");
-    compare("sum", () => [tf.sum(x, [0, 1, 2, 3]), tf.sum(x, [1, 2, 3], true), tf.mean(x, [1, 2, 3])], "Sum");
+    compare("sum", () => [tf.sum(x, [0, 1, 2, 3]), tf.sum(x, [1, 2, 3], true)], "Sum");
+    compare("mean", () => [tf.mean(x, [1, 2, 3]), tf.mean(x), tf.mean(x, [0, 1, 2, 3], true)], "Mean");
+    const gate = randn([1, 5, 4, 3, 1], 75);
+    compare("per-voxel gate", () => [tf.mul(x, gate), tf.mul(gate, x), tf.div(x, tf.add(tf.abs(gate), 1))], "Multiply");
     // a broadcast the fast path does not cover falls back to the JS kernel and stays correct
     const odd = randn([1, 5, 1, 3, 1], 74);
     setNativeKernels(true);
@@ -196,7 +199,7 @@ Deno.test({
     const want = tf.add(x, odd).dataSync();
     setNativeKernels(true);
     assertEquals(Array.from(got), Array.from(want));
-    tf.dispose([x, y, c, c5, s, odd]);
+    tf.dispose([x, y, c, c5, s, odd, gate]);
   },
 });
 

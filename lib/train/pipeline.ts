@@ -48,23 +48,18 @@ export interface RunConfig {
 export function profileConfig(profile: string, seed = 0): RunConfig {
   const small = profile === "quick";
   const paper = profile === "paper";
+  // default: sized so that the main job fits in about 20 minutes on two CPU cores
   const nf = paper ? 16 : small ? 4 : 8;
-  const epochs = paper ? 100 : small ? 2 : 6;
+  const pick = (p: number, q: number, d: number) => (paper ? p : small ? q : d);
   return {
     profile,
     seed,
-    folds: paper ? 15 : small ? 1 : 2,
+    folds: pick(15, 1, 2),
     learningRate: 2e-4,
     augment: true,
-    teacher: { ...DEFAULT_TEACHER, nf, epochs },
-    keeper: { ...DEFAULT_KEEPER, nf, epochs, discriminatorNf: nf },
-    fusion: {
-      nf,
-      levels: 5,
-      baselineEpochs: paper ? 100 : small ? 2 : 10,
-      fusionEpochs: paper ? 100 : small ? 2 : 10,
-      classes: 4,
-    },
+    teacher: { ...DEFAULT_TEACHER, nf, epochs: pick(100, 2, 8) },
+    keeper: { ...DEFAULT_KEEPER, nf, epochs: pick(100, 2, 4), discriminatorNf: nf },
+    fusion: { nf, levels: 5, baselineEpochs: pick(100, 2, 8), fusionEpochs: pick(100, 2, 6), classes: 4 },
     progress: true,
   };
 }
