@@ -178,6 +178,7 @@ export async function runTraining(
     run: runDir,
     profile,
     backend: currentBackend(),
+    data,
     spacing: paired.manifest.grid.spacing,
     wallSeconds: seconds,
     peakRssMiB: rss ? Number(rss[1]) / 1024 : null,

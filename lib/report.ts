@@ -1,0 +1,312 @@
+/**
+ * Figures and tables of a finished run, shared by the notebooks and `deno task figures`:
+ * plotly specs from `metrics.json` / `log.jsonl`, danfojs tables, and image montages from the
+ * run's checkpoints applied to its test subjects (each figure names the paper figure or table
+ * it corresponds to in `FIGURES`).
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type * as dfd from "danfojs";
+import { GuidedSegmenter, UNet3D } from "./models/fusion.ts";
+import type { KnowledgeKeeper } from "./models/keeper.ts";
+import type { Teacher } from "./models/teacher.ts";
+import { loadCohort, type Subject, toTensor } from "./train/data.ts";
+import {
+  buildKeeper,
+  buildTeacher,
+  foldSplits,
+  type FoldMetrics,
+  type FusionMetrics,
+  type RunConfig,
+} from "./train/pipeline.ts";
+import { loadCheckpoint } from "./train/state.ts";
+import { makeVolume, type Volume } from "./volume/volume.ts";
+import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
+import { dataFrame } from "./viz/table.ts";
+import { drawSlice, encodePng, newImage, type RgbImage, slice, type View } from "./viz/png.ts";
+
+export interface RunData {
+  dir: string;
+  config: RunConfig;
+  metrics: {
+    data?: string;
+    profile: string;
+    wallSeconds: number;
+    peakRssMiB: number | null;
+    folds: FoldMetrics[];
+    fusion: FusionMetrics | null;
+  };
+  log: { phase: string; epoch: number; train: Record<string, number>; validation: Record<string, number> }[];
+}
+
+export async function loadRun(dir: string): Promise<RunData> {
+  const read = async (f: string) => {
+    const p = join(dir, f);
+    if (!existsSync(p)) throw new Error(`${p}: missing (is ${dir} a finished \`deno task train\` run?)`);
+    return await Deno.readTextFile(p);
+  };
+  return {
+    dir,
+    config: JSON.parse(await read("config.json")),
+    metrics: JSON.parse(await read("metrics.json")),
+    log: (await read("log.jsonl")).trim().split("\n").map((l) => JSON.parse(l)),
+  };
+}
+
+/** The cohort root a run trained on. */
+export function runDataDir(run: RunData): string {
+  return run.metrics.data ?? `data/generated/${run.metrics.profile}`;
+}
+
+const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+const sd = (v: number[]) => {
+  const m = mean(v);
+  return v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
+};
+
+/** Training loss and validation score per epoch of one phase (e.g. "teacher fold 1"). */
+export function trainingCurves(run: RunData, phase: string): PlotlyFigure {
+  const rows = run.log.filter((l) => l.phase === phase);
+  if (!rows.length) throw new Error(`${run.dir}/log.jsonl: no epochs logged for "${phase}"`);
+  const x = rows.map((r) => r.epoch);
+  const valKey = Object.keys(rows[0].validation)[0];
+  return linePlot(
+    `Training: ${phase}`,
+    [
+      { name: "training loss", x, y: rows.map((r) => r.train.loss) },
+      { name: `validation ${valKey}`, x, y: rows.map((r) => r.validation[valKey]), yaxis: "y2" },
+    ],
+    "epoch",
+    "loss",
+    `validation ${valKey}`,
+  );
+}
+
+/** Phases with logged epochs, in order. */
+export function loggedPhases(run: RunData): string[] {
+  return [...new Set(run.log.map((l) => l.phase))];
+}
+
+/** PSNR or SSIM per test subject: teacher reconstruction, KKN synthesis, 3T floor (Fig. 6 numbers). */
+export function synthesisScores(run: RunData, metric: "psnr" | "ssim"): PlotlyFigure {
+  const f = run.metrics.folds;
+  const series = [
+    { name: "teacher (7T -> 7T)", key: "teacher" as const },
+    { name: "KKN (3T -> 7T-like)", key: "keeper" as const },
+    { name: "3T input (floor)", key: "floor3T" as const },
+  ];
+  return boxPlot(
+    `${metric.toUpperCase()} against 7T per test subject`,
+    series.map((s) => ({ name: s.name, categories: f.map(() => s.name), values: f.map((m) => m[s.key][metric]) })),
+    metric.toUpperCase(),
+  );
+}
+
+export function synthesisTable(run: RunData): dfd.DataFrame {
+  return dataFrame(run.metrics.folds.flatMap((f) =>
+    (["teacher", "keeper", "floor3T"] as const).map((k) => ({
+      fold: f.fold,
+      subject: f.subject,
+      model: k,
+      psnr: f[k].psnr,
+      ssim: f[k].ssim,
+    }))
+  ));
+}
+
+/** Table A.1: feature distances per level, mean and SD over folds. */
+export function featureDistanceTable(run: RunData): dfd.DataFrame {
+  const levels = run.metrics.folds[0]?.featureDistance.map((d) => d.level) ?? [];
+  if (!levels.length) throw new Error(`${run.dir}: no feature distances (run the keeper phase)`);
+  return dataFrame(levels.map((level) => {
+    const at = (k: "d3T7T" | "d3TLike" | "d7TLike") => run.metrics.folds.map((f) => f.featureDistance[level - 1][k]);
+    return {
+      level,
+      "d(3T, 7T)": mean(at("d3T7T")),
+      "d(3T, 7T) sd": sd(at("d3T7T")),
+      "d(3T, 7T-like)": mean(at("d3TLike")),
+      "d(3T, 7T-like) sd": sd(at("d3TLike")),
+      "d(7T, 7T-like)": mean(at("d7TLike")),
+      "d(7T, 7T-like) sd": sd(at("d7TLike")),
+      "7T-like closer to 7T than 3T is": mean(at("d7TLike")) < mean(at("d3T7T")) ? "yes" : "no",
+    };
+  }));
+}
+
+/** Dice per class: baseline vs AFM-guided, one box per class and model (Table 1 / Fig. 7 numbers). */
+export function diceBoxPlot(run: RunData): PlotlyFigure {
+  const fu = run.metrics.fusion;
+  if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+  const series = (name: string, key: "baseline" | "guided") => ({
+    name,
+    categories: fu.subjects.flatMap(() => fu.classes.slice(1)),
+    values: fu.subjects.flatMap((s) => s[key].slice(1)),
+  });
+  return boxPlot("Tissue Dice on the test subjects", [series("3D U-Net", "baseline"), series("3D U-Net + AFM", "guided")], "Dice");
+}
+
+export function diceTable(run: RunData): dfd.DataFrame {
+  const fu = run.metrics.fusion;
+  if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+  return dataFrame(fu.tTest.map((t) => ({
+    class: t.class,
+    "3D U-Net": t.baselineMean,
+    "3D U-Net + AFM": t.guidedMean,
+    "paired t": Number.isFinite(t.t) ? t.t : "n/a",
+    p: Number.isFinite(t.p) ? t.p : "n/a",
+  })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Montages from the run's checkpoints
+
+export interface TrainedModels {
+  teacher: Teacher;
+  keeper: KnowledgeKeeper;
+  baseline: UNet3D;
+  guided: GuidedSegmenter;
+}
+
+/** Fold 1's teacher and KKN, and the baseline and guided segmenters, from a run's checkpoints. */
+export async function loadModels(run: RunData): Promise<TrainedModels> {
+  const ck = (n: string) => join(run.dir, "checkpoints", n);
+  const cfg = run.config;
+  const teacher = buildTeacher(cfg, 1);
+  await loadCheckpoint(ck("teacher-fold1-best"), teacher);
+  const keeper = buildKeeper(cfg, 1);
+  await loadCheckpoint(ck("keeper-fold1-best"), keeper, {}, "keeper.");
+  const { nf, levels, classes } = cfg.fusion;
+  const baseline = new UNet3D(classes, nf, levels, 0);
+  await loadCheckpoint(ck("baseline-best"), baseline);
+  const guided = new GuidedSegmenter(new UNet3D(classes, nf, levels, 0), keeper.widths, 0);
+  await loadCheckpoint(ck("guided-best"), guided);
+  return { teacher, keeper, baseline, guided };
+}
+
+/** Fold 1's test subject of the paired cohort, and the tissue cohort's first test subject. */
+export async function testSubjects(run: RunData): Promise<{ paired: Subject; tissue: Subject }> {
+  const root = runDataDir(run);
+  const paired = await loadCohort(join(root, "paired"));
+  const tissue = await loadCohort(join(root, "tissue"));
+  return {
+    paired: foldSplits(paired.subjects, 1)[0].test,
+    tissue: tissue.subjects.find((s) => s.split === "test")!,
+  };
+}
+
+function asVolume(s: Subject, data: ArrayLike<number>): Volume<Float32Array> {
+  return makeVolume(Float32Array.from(data), s.reference.shape, s.reference.affine);
+}
+
+const VIEWS: View[] = ["axial", "coronal", "sagittal"];
+
+/** Rows of volumes (optionally with label overlays) in three views, as one PNG. */
+export async function montage(
+  rows: { vol: Volume; labels?: Volume; lo?: number; hi?: number }[],
+  cellPx = 200,
+): Promise<Uint8Array> {
+  const zoom = Math.max(1, Math.round(cellPx / Math.max(...rows[0].vol.shape)));
+  const cell = Math.max(...rows[0].vol.shape) * zoom + 6;
+  const img: RgbImage = newImage(cell * VIEWS.length, cell * rows.length, 0);
+  rows.forEach((row, r) => {
+    VIEWS.forEach((view, c) => {
+      const labels = row.labels ? slice(row.labels, view).values : undefined;
+      drawSlice(img, c * cell + 3, r * cell + 3, slice(row.vol, view), { lo: row.lo ?? 0, hi: row.hi ?? 1, zoom, labels, alpha: 0.45 });
+    });
+  });
+  return await encodePng(img);
+}
+
+async function tensorValues(t: tf.Tensor): Promise<Float32Array> {
+  const v = (await t.data()) as Float32Array;
+  t.dispose();
+  return v;
+}
+
+/** Fig. 6: rows 3T input, KKN 7T-like synthesis, 7T ground truth, teacher reconstruction. */
+export async function synthesisMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
+  const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
+  const syn = await tensorValues(tf.tidy(() => m.teacher.decoder.apply(m.keeper.apply(x3))));
+  const rec = await tensorValues(tf.tidy(() => m.teacher.reconstruct(y7)));
+  tf.dispose([x3, y7]);
+  return await montage([
+    { vol: asVolume(s, s.arrays["3T"]) },
+    { vol: asVolume(s, syn) },
+    { vol: asVolume(s, s.arrays["7T"]) },
+    { vol: asVolume(s, rec) },
+  ]);
+}
+
+/** Channel mean of a [1, D, H, W, C] feature map as a volume on its own (coarser) grid. */
+async function channelMeanVolume(f: tf.Tensor5D, s: Subject): Promise<Volume<Float32Array>> {
+  const [, d, h, w] = f.shape;
+  const v = await tensorValues(tf.tidy(() => tf.mean(f, 4)));
+  const factor = s.shape[0] / d;
+  const a = s.reference.affine.map((row, i) => (i < 3 ? [row[0] * factor, row[1] * factor, row[2] * factor, row[3]] : row));
+  return makeVolume(v, [w, h, d], a);
+}
+
+/** Normalises a volume to [0, 1] by its own range (for showing feature maps). */
+function stretch(v: Volume<Float32Array>): Volume<Float32Array> {
+  let lo = Infinity, hi = -Infinity;
+  for (const x of v.data) (lo = Math.min(lo, x)), (hi = Math.max(hi, x));
+  return makeVolume(v.data.map((x) => (x - lo) / (hi - lo || 1)), v.shape, v.affine);
+}
+
+/** Fig. A.1: channel-averaged 3T, 7T and 7T-like features (teacher encoder / KKN) at one level. */
+export async function featureMontage(m: TrainedModels, s: Subject, level = 1): Promise<Uint8Array> {
+  const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
+  const f3 = tf.tidy(() => m.teacher.encoder.apply(x3)), f7 = tf.tidy(() => m.teacher.encoder.apply(y7));
+  const fk = tf.tidy(() => m.keeper.apply(x3));
+  const rows = [];
+  for (const f of [f3, f7, fk]) rows.push({ vol: stretch(await channelMeanVolume(f[level - 1], s)) });
+  tf.dispose([x3, y7, ...f3, ...f7, ...fk]);
+  return await montage(rows);
+}
+
+/** Fig. 7: the low-field image with ground-truth, baseline and guided tissue labels. */
+export async function segmentationMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
+  const input = "1.5T" in s.arrays ? "1.5T" : "3T";
+  const x = toTensor(s.arrays[input], s.shape);
+  const predict = async (f: () => tf.Tensor5D) => await tensorValues(tf.tidy(() => tf.cast(tf.argMax(f(), 4), "float32")));
+  const base = await predict(() => m.baseline.apply(x));
+  const guided = await predict(() => m.guided.apply(x, m.keeper.apply(x)));
+  x.dispose();
+  const img = asVolume(s, s.arrays[input]);
+  return await montage([
+    { vol: img },
+    { vol: img, labels: asVolume(s, s.arrays.tissue) },
+    { vol: img, labels: asVolume(s, base) },
+    { vol: img, labels: asVolume(s, guided) },
+  ]);
+}
+
+/** Fig. C.1: at one encoder level, LF features, general guidance G, assimilable A and guided features. */
+export async function afmMontage(m: TrainedModels, s: Subject, level = 1): Promise<Uint8Array> {
+  const input = "1.5T" in s.arrays ? "1.5T" : "3T";
+  const x = toTensor(s.arrays[input], s.shape);
+  const fk = tf.tidy(() => m.keeper.apply(x));
+  const fs = tf.tidy(() => m.guided.net.encode(x));
+  const maps = m.guided.afms[level - 1].applyWithMaps(fk, fs[level - 1]);
+  const rows = [];
+  for (const f of [fs[level - 1], maps.guidance, maps.assimilable, maps.fused]) {
+    rows.push({ vol: stretch(await channelMeanVolume(f, s)) });
+  }
+  tf.dispose([x, ...fk, ...fs, maps.guidance, maps.refined, maps.assimilable, maps.fused]);
+  return await montage(rows);
+}
+
+/** The figures `deno task figures` writes, each beside its counterpart in the paper. */
+export const FIGURES: { file: string; paper: string; what: string }[] = [
+  { file: "training-curves-*.png/.svg", paper: "(training logs)", what: "training loss and validation score per epoch, one per phase" },
+  { file: "synthesis-psnr.png/.svg, synthesis-ssim.png/.svg", paper: "Fig. 6 (PSNR/SSIM insets)", what: "teacher reconstruction, KKN synthesis and the 3T floor against 7T per test subject" },
+  { file: "synthesis-scores.csv/.md", paper: "Fig. 6 numbers", what: "the same, per fold" },
+  { file: "synthesis-montage.png", paper: "Fig. 6", what: "rows: 3T input, KKN 7T-like synthesis, 7T, teacher reconstruction; columns: axial, coronal, sagittal" },
+  { file: "feature-distances.csv/.md", paper: "Table A.1", what: "L2 distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like)" },
+  { file: "keeper-features.png", paper: "Fig. A.1", what: "level-1 channel-averaged features: rows 3T (teacher encoder), 7T (teacher encoder), 7T-like (KKN)" },
+  { file: "dice-boxplot.png/.svg", paper: "Table 1 / Fig. 7", what: "tissue Dice per class, 3D U-Net vs 3D U-Net + AFM" },
+  { file: "dice.csv/.md", paper: "Table 1", what: "mean Dice per class with a paired t-test" },
+  { file: "segmentation-overlay.png", paper: "Fig. 7", what: "rows: low-field input, ground truth, baseline, guided; columns: three views" },
+  { file: "afm-features.png", paper: "Fig. C.1", what: "level-1 AFM: rows LF features F^S, general guidance G, assimilable guidance A, guided features F^F" },
+];
