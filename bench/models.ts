@@ -34,7 +34,10 @@ export const CASE_MODELS = [
       const y = tf.randomUniform([1, ...GRID, 1], 0, 1, "float32", 1) as tf.Tensor5D;
       const opt = adam(2e-4);
       let i = 0;
-      const step = medianStep(() => tf.dispose(opt.minimize(() => t.loss(y, ++i).total, true, t.parameters())!), steps);
+      const step = medianStep(
+        () => tf.dispose(opt.minimize(() => t.loss(y, ++i).total, true, t.parameters())!),
+        steps,
+      );
       return { step_s: step, note: `${(t.parameterCount() / 1e6).toFixed(2)} M parameters` };
     },
   },
@@ -50,10 +53,19 @@ export const CASE_MODELS = [
       const target = t.encoder.apply(y);
       const opt = adam(2e-4);
       const step = medianStep(() =>
-        tf.dispose(opt.minimize(() => {
-          const f = k.apply(x);
-          return tf.add(distillationLoss(target, f, "paper"), tf.mul(100, l1(t.decoder.apply(f), y))) as tf.Scalar;
-        }, true, k.parameters())!), steps);
+        tf.dispose(
+          opt.minimize(
+            () => {
+              const f = k.apply(x);
+              return tf.add(
+                distillationLoss(target, f, "paper"),
+                tf.mul(100, l1(t.decoder.apply(f), y)),
+              ) as tf.Scalar;
+            },
+            true,
+            k.parameters(),
+          )!,
+        ), steps);
       return { step_s: step, note: `${(k.parameterCount() / 1e6).toFixed(2)} M parameters` };
     },
   },
@@ -83,7 +95,14 @@ export const CASE_MODELS = [
       try {
         const t0 = performance.now();
         const r = await new Deno.Command(Deno.execPath(), {
-          args: ["run", "-A", new URL("../scripts/train.ts", import.meta.url).pathname, "--out", out, "--progress=false"],
+          args: [
+            "run",
+            "-A",
+            new URL("../scripts/train.ts", import.meta.url).pathname,
+            "--out",
+            out,
+            "--progress=false",
+          ],
           stdout: "null",
           stderr: "null",
         }).output();

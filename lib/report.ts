@@ -15,8 +15,8 @@ import { loadCohort, type Subject, toTensor } from "./train/data.ts";
 import {
   buildKeeper,
   buildTeacher,
-  foldSplits,
   type FoldMetrics,
+  foldSplits,
   type FusionMetrics,
   type RunConfig,
 } from "./train/pipeline.ts";
@@ -98,7 +98,11 @@ export function synthesisScores(run: RunData, metric: "psnr" | "ssim"): PlotlyFi
   ];
   return boxPlot(
     `${metric.toUpperCase()} against 7T per test subject`,
-    series.map((s) => ({ name: s.name, categories: f.map(() => s.name), values: f.map((m) => m[s.key][metric]) })),
+    series.map((s) => ({
+      name: s.name,
+      categories: f.map(() => s.name),
+      values: f.map((m) => m[s.key][metric]),
+    })),
     metric.toUpperCase(),
   );
 }
@@ -120,7 +124,8 @@ export function featureDistanceTable(run: RunData): dfd.DataFrame {
   const levels = run.metrics.folds[0]?.featureDistance.map((d) => d.level) ?? [];
   if (!levels.length) throw new Error(`${run.dir}: no feature distances (run the keeper phase)`);
   return dataFrame(levels.map((level) => {
-    const at = (k: "d3T7T" | "d3TLike" | "d7TLike") => run.metrics.folds.map((f) => f.featureDistance[level - 1][k]);
+    const at = (k: "d3T7T" | "d3TLike" | "d7TLike") =>
+      run.metrics.folds.map((f) => f.featureDistance[level - 1][k]);
     return {
       level,
       "d(3T, 7T)": mean(at("d3T7T")),
@@ -143,7 +148,10 @@ export function diceBoxPlot(run: RunData): PlotlyFigure {
     categories: fu.subjects.flatMap(() => fu.classes.slice(1)),
     values: fu.subjects.flatMap((s) => s[key].slice(1)),
   });
-  return boxPlot("Tissue Dice on the test subjects", [series("3D U-Net", "baseline"), series("3D U-Net + AFM", "guided")], "Dice");
+  return boxPlot("Tissue Dice on the test subjects", [
+    series("3D U-Net", "baseline"),
+    series("3D U-Net + AFM", "guided"),
+  ], "Dice");
 }
 
 export function diceTable(run: RunData): dfd.DataFrame {
@@ -212,7 +220,13 @@ export async function montage(
   rows.forEach((row, r) => {
     VIEWS.forEach((view, c) => {
       const labels = row.labels ? slice(row.labels, view).values : undefined;
-      drawSlice(img, c * cell + 3, r * cell + 3, slice(row.vol, view), { lo: row.lo ?? 0, hi: row.hi ?? 1, zoom, labels, alpha: 0.45 });
+      drawSlice(img, c * cell + 3, r * cell + 3, slice(row.vol, view), {
+        lo: row.lo ?? 0,
+        hi: row.hi ?? 1,
+        zoom,
+        labels,
+        alpha: 0.45,
+      });
     });
   });
   return await encodePng(img);
@@ -243,7 +257,10 @@ async function channelMeanVolume(f: tf.Tensor5D, s: Subject): Promise<Volume<Flo
   const [, d, h, w] = f.shape;
   const v = await tensorValues(tf.tidy(() => tf.mean(f, 4)));
   const factor = s.shape[0] / d;
-  const a = s.reference.affine.map((row, i) => (i < 3 ? [row[0] * factor, row[1] * factor, row[2] * factor, row[3]] : row));
+  const a = s.reference.affine.map((
+    row,
+    i,
+  ) => (i < 3 ? [row[0] * factor, row[1] * factor, row[2] * factor, row[3]] : row));
   return makeVolume(v, [w, h, d], a);
 }
 
@@ -269,7 +286,8 @@ export async function featureMontage(m: TrainedModels, s: Subject, level = 1): P
 export async function segmentationMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
   const input = "1.5T" in s.arrays ? "1.5T" : "3T";
   const x = toTensor(s.arrays[input], s.shape);
-  const predict = async (f: () => tf.Tensor5D) => await tensorValues(tf.tidy(() => tf.cast(tf.argMax(f(), 4), "float32")));
+  const predict = async (f: () => tf.Tensor5D) =>
+    await tensorValues(tf.tidy(() => tf.cast(tf.argMax(f(), 4), "float32")));
   const base = await predict(() => m.baseline.apply(x));
   const guided = await predict(() => m.guided.apply(x, m.keeper.apply(x)));
   x.dispose();
@@ -299,14 +317,48 @@ export async function afmMontage(m: TrainedModels, s: Subject, level = 1): Promi
 
 /** The figures `deno task figures` writes, each beside its counterpart in the paper. */
 export const FIGURES: { file: string; paper: string; what: string }[] = [
-  { file: "training-curves-*.png/.svg", paper: "(training logs)", what: "training loss and validation score per epoch, one per phase" },
-  { file: "synthesis-psnr.png/.svg, synthesis-ssim.png/.svg", paper: "Fig. 6 (PSNR/SSIM insets)", what: "teacher reconstruction, KKN synthesis and the 3T floor against 7T per test subject" },
+  {
+    file: "training-curves-*.png/.svg",
+    paper: "(training logs)",
+    what: "training loss and validation score per epoch, one per phase",
+  },
+  {
+    file: "synthesis-psnr.png/.svg, synthesis-ssim.png/.svg",
+    paper: "Fig. 6 (PSNR/SSIM insets)",
+    what: "teacher reconstruction, KKN synthesis and the 3T floor against 7T per test subject",
+  },
   { file: "synthesis-scores.csv/.md", paper: "Fig. 6 numbers", what: "the same, per fold" },
-  { file: "synthesis-montage.png", paper: "Fig. 6", what: "rows: 3T input, KKN 7T-like synthesis, 7T, teacher reconstruction; columns: axial, coronal, sagittal" },
-  { file: "feature-distances.csv/.md", paper: "Table A.1", what: "L2 distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like)" },
-  { file: "keeper-features.png", paper: "Fig. A.1", what: "level-1 channel-averaged features: rows 3T (teacher encoder), 7T (teacher encoder), 7T-like (KKN)" },
-  { file: "dice-boxplot.png/.svg", paper: "Table 1 / Fig. 7", what: "tissue Dice per class, 3D U-Net vs 3D U-Net + AFM" },
+  {
+    file: "synthesis-montage.png",
+    paper: "Fig. 6",
+    what:
+      "rows: 3T input, KKN 7T-like synthesis, 7T, teacher reconstruction; columns: axial, coronal, sagittal",
+  },
+  {
+    file: "feature-distances.csv/.md",
+    paper: "Table A.1",
+    what: "L2 distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like)",
+  },
+  {
+    file: "keeper-features.png",
+    paper: "Fig. A.1",
+    what: "level-1 channel-averaged features: rows 3T (teacher encoder), 7T (teacher encoder), 7T-like (KKN)",
+  },
+  {
+    file: "dice-boxplot.png/.svg",
+    paper: "Table 1 / Fig. 7",
+    what: "tissue Dice per class, 3D U-Net vs 3D U-Net + AFM",
+  },
   { file: "dice.csv/.md", paper: "Table 1", what: "mean Dice per class with a paired t-test" },
-  { file: "segmentation-overlay.png", paper: "Fig. 7", what: "rows: low-field input, ground truth, baseline, guided; columns: three views" },
-  { file: "afm-features.png", paper: "Fig. C.1", what: "level-1 AFM: rows LF features F^S, general guidance G, assimilable guidance A, guided features F^F" },
+  {
+    file: "segmentation-overlay.png",
+    paper: "Fig. 7",
+    what: "rows: low-field input, ground truth, baseline, guided; columns: three views",
+  },
+  {
+    file: "afm-features.png",
+    paper: "Fig. C.1",
+    what:
+      "level-1 AFM: rows LF features F^S, general guidance G, assimilable guidance A, guided features F^F",
+  },
 ];

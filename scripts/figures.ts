@@ -35,7 +35,13 @@ export const FIGURES_COMMAND: CommandSpec = {
   options: [
     { name: "run", description: "a finished `deno task train` run", default: "runs/default" },
     { name: "out", description: "output folder", default: "figures" },
-    { name: "backend", description: "compute backend for the montages", choices: BACKENDS, default: "auto", env: "TFJS_BACKEND" },
+    {
+      name: "backend",
+      description: "compute backend for the montages",
+      choices: BACKENDS,
+      default: "auto",
+      env: "TFJS_BACKEND",
+    },
   ],
 };
 
@@ -51,9 +57,14 @@ export async function writeFigures(runDir: string, out: string): Promise<string[
     written.push(name);
   };
 
-  const plots: [string, PlotlyFigure][] = loggedPhases(run).map((p) => [`training-curves-${slug(p)}`, trainingCurves(run, p)]);
+  const plots: [string, PlotlyFigure][] = loggedPhases(run).map((
+    p,
+  ) => [`training-curves-${slug(p)}`, trainingCurves(run, p)]);
   if (run.metrics.folds.length) {
-    plots.push(["synthesis-psnr", synthesisScores(run, "psnr")], ["synthesis-ssim", synthesisScores(run, "ssim")]);
+    plots.push(["synthesis-psnr", synthesisScores(run, "psnr")], [
+      "synthesis-ssim",
+      synthesisScores(run, "ssim"),
+    ]);
   }
   if (run.metrics.fusion) plots.push(["dice-boxplot", diceBoxPlot(run)]);
   const rendered = await renderFigures(plots.map(([, f]) => f));

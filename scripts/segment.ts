@@ -25,8 +25,18 @@ export const SEGMENT_COMMAND: CommandSpec = {
   usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME]",
   options: [
     { name: "run", description: "a finished `deno task train` run folder", default: "runs/default" },
-    { name: "backend", description: "compute backend", choices: BACKENDS, default: "auto", env: "TFJS_BACKEND" },
-    { name: "spacing", description: "voxel size (mm) of the model grid (default: the run's cohort spacing)", type: "number" },
+    {
+      name: "backend",
+      description: "compute backend",
+      choices: BACKENDS,
+      default: "auto",
+      env: "TFJS_BACKEND",
+    },
+    {
+      name: "spacing",
+      description: "voxel size (mm) of the model grid (default: the run's cohort spacing)",
+      type: "number",
+    },
   ],
 };
 
@@ -43,16 +53,26 @@ function modelGrid(vol: Volume, spacing: number): { shape: Vec3; affine: number[
   return { shape, affine: matmul4(g.affine, shift) };
 }
 
-export async function segmentFile(input: string, output: string, runDir: string, spacingOpt?: number): Promise<void> {
+export async function segmentFile(
+  input: string,
+  output: string,
+  runDir: string,
+  spacingOpt?: number,
+): Promise<void> {
   const cfgPath = join(runDir, "config.json");
-  if (!existsSync(cfgPath)) throw new UsageError(`--run ${runDir}: no config.json (not a finished training run)`);
+  if (!existsSync(cfgPath)) {
+    throw new UsageError(`--run ${runDir}: no config.json (not a finished training run)`);
+  }
   for (const f of ["keeper-fold1-best.json", "guided-best.json"]) {
     if (!existsSync(join(runDir, "checkpoints", f))) {
-      throw new UsageError(`--run ${runDir}: checkpoints/${f} missing (run all phases of deno task train first)`);
+      throw new UsageError(
+        `--run ${runDir}: checkpoints/${f} missing (run all phases of deno task train first)`,
+      );
     }
   }
   const cfg: RunConfig = JSON.parse(await Deno.readTextFile(cfgPath));
-  const spacing = spacingOpt ?? (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
+  const spacing = spacingOpt ??
+    (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
   const original = await readNifti(input);
   const { volume: canonical } = toCanonical(toFloat32(original));
   const grid = modelGrid(canonical, spacing);
@@ -71,7 +91,11 @@ export async function segmentFile(input: string, output: string, runDir: string,
   tf.dispose([x, labels]);
   const onModelGrid = makeVolume(data, grid.shape, grid.affine);
   const back = resampleToGrid(onModelGrid, original.shape, original.affine, "nearest");
-  await writeNifti(output, makeVolume(Int16Array.from(back.data), original.shape, original.affine), "tissue labels");
+  await writeNifti(
+    output,
+    makeVolume(Int16Array.from(back.data), original.shape, original.affine),
+    "tissue labels",
+  );
 }
 
 if (import.meta.main) {

@@ -3,32 +3,11 @@
  * keeper, adaptive fusion) on a cohort (by default the embedded phantom cohort) and writes
  * every metric the paper's tables need under `runs/<name>/`.
  */
-import { existsSync } from "node:fs";
-import { join } from "node:path";
-import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { BACKENDS, currentBackend, initBackend } from "../lib/backend.ts";
-import { writeFileAtomic } from "../lib/io/nifti.ts";
-import type { Module } from "../lib/nn/module.ts";
-import type { KnowledgeKeeper } from "../lib/models/keeper.ts";
-import { generateCohorts } from "../lib/phantom/cohort.ts";
-import { loadCohort } from "../lib/train/data.ts";
-import { loadCheckpoint } from "../lib/train/state.ts";
-import {
-  buildKeeper,
-  buildTeacher,
-  type Context,
-  evaluateFold,
-  type FoldMetrics,
-  foldSplits,
-  type FusionMetrics,
-  mergeConfig,
-  metricsCsv,
-  profileConfig,
-  trainFusion,
-  trainKeeper,
-  trainTeacher,
-  writeJson,
-} from "../lib/train/pipeline.ts";
+import { type CommandSpec, runCommand } from "../lib/cli.ts";
+import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { runTraining } from "../lib/train/run.ts";
+
+export { runTraining };
 
 export const TRAIN_COMMAND: CommandSpec = {
   name: "deno task train",
@@ -79,150 +58,6 @@ export const TRAIN_COMMAND: CommandSpec = {
     "Results: <out>/<name>/config.json (resolved), checkpoints/, log.jsonl, metrics.json and metrics.csv.",
   ],
 };
-
-export async function runTraining(
-  opts: Record<string, string | number | boolean | undefined>,
-): Promise<string> {
-  const profile = String(opts.profile);
-  let cfg = profileConfig(profile, Number(opts.seed));
-  if (opts.config) {
-    let patch: unknown;
-    try {
-      patch = JSON.parse(await Deno.readTextFile(String(opts.config)));
-    } catch (err) {
-      throw new UsageError(`--config ${opts.config}: ${(err as Error).message}`);
-    }
-    try {
-      cfg = mergeConfig(cfg, patch);
-    } catch (err) {
-      throw new UsageError(`--config ${opts.config}: ${(err as Error).message}`);
-    }
-  }
-  if (opts.epochs !== undefined) {
-    const e = Number(opts.epochs);
-    if (e < 1) throw new UsageError("--epochs: must be at least 1");
-    cfg.teacher.epochs =
-      cfg.keeper.epochs =
-      cfg.fusion.baselineEpochs =
-      cfg.fusion.fusionEpochs =
-        e;
-  }
-  if (opts.folds !== undefined) {
-    if (Number(opts.folds) < 1) throw new UsageError("--folds: must be at least 1");
-    cfg.folds = Number(opts.folds);
-  }
-  if (opts.progress === false) cfg.progress = false;
-  const data = String(opts.data ?? `data/generated/${profile}`);
-  if (!existsSync(join(data, "paired", "manifest.json"))) {
-    if (opts.data) throw new UsageError(`--data ${data}: no paired/manifest.json there`);
-    console.log(`cohort ${data} absent: generating the "${profile}" phantom cohorts`);
-    await generateCohorts(profile as "quick" | "default" | "paper", data, { seed: Number(opts.seed) });
-  }
-  const runDir = join(String(opts.out), String(opts.name ?? profile));
-  await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
-  const configPath = join(runDir, "config.json");
-  if (existsSync(configPath)) {
-    const previous = JSON.parse(await Deno.readTextFile(configPath));
-    if (JSON.stringify({ ...previous, progress: cfg.progress }) !== JSON.stringify(cfg)) {
-      throw new UsageError(
-        `${runDir} holds a run with a different configuration; resume it with the same options or pick another --name`,
-      );
-    }
-  }
-  await writeJson(configPath, cfg);
-  const logPath = join(runDir, "log.jsonl");
-  const ctx: Context = {
-    cfg,
-    runDir,
-    log: async (line) =>
-      await Deno.writeTextFile(logPath, JSON.stringify({ time: new Date().toISOString(), ...line }) + "\n", {
-        append: true,
-      }),
-  };
-  const phase = String(opts.phase);
-  const t0 = performance.now();
-  const paired = await loadCohort(join(data, "paired"));
-  const splits = foldSplits(paired.subjects, cfg.folds);
-  const folds: FoldMetrics[] = [];
-  let firstKeeper: KnowledgeKeeper | undefined;
-  for (const split of splits) {
-    const teacher = phase === "teacher" || phase === "all" ||
-        !existsSync(join(runDir, "checkpoints", `teacher-fold${split.fold}-best.json`))
-      ? await trainTeacher(ctx, split)
-      : await loaded(
-        buildTeacher(cfg, split.fold),
-        join(runDir, "checkpoints", `teacher-fold${split.fold}-best`),
-      );
-    if (phase === "teacher") continue;
-    const kkn =
-      phase === "fusion" && existsSync(join(runDir, "checkpoints", `keeper-fold${split.fold}-best.json`))
-        ? await loaded(
-          buildKeeper(cfg, split.fold),
-          join(runDir, "checkpoints", `keeper-fold${split.fold}-best`),
-          "keeper.",
-        )
-        : await trainKeeper(ctx, split, teacher);
-    folds.push(await evaluateFold(split, teacher, kkn));
-    if (split.fold === 1) firstKeeper = kkn;
-    else kkn.dispose();
-    teacher.dispose();
-  }
-  let fusion: FusionMetrics | null = null;
-  if ((phase === "fusion" || phase === "all") && firstKeeper) {
-    const tissue = await loadCohort(join(data, "tissue"));
-    fusion = await trainFusion(ctx, tissue.subjects, firstKeeper);
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  const rss = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/);
-  const metrics = {
-    run: runDir,
-    profile,
-    backend: currentBackend(),
-    data,
-    spacing: paired.manifest.grid.spacing,
-    wallSeconds: seconds,
-    peakRssMiB: rss ? Number(rss[1]) / 1024 : null,
-    folds,
-    fusion,
-  };
-  await writeJson(join(runDir, "metrics.json"), metrics);
-  await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion));
-  console.log(summary(folds, fusion, seconds));
-  return runDir;
-}
-
-async function loaded<M extends Module>(m: M, path: string, prefix = ""): Promise<M> {
-  await loadCheckpoint(path, m, {}, prefix);
-  return m;
-}
-
-function summary(folds: FoldMetrics[], fusion: FusionMetrics | null, seconds: number): string {
-  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-  const lines = [`finished in ${(seconds / 60).toFixed(1)} min`];
-  if (folds.length) {
-    lines.push(
-      `teacher   PSNR ${mean(folds.map((f) => f.teacher.psnr)).toFixed(2)} SSIM ${
-        mean(folds.map((f) => f.teacher.ssim)).toFixed(4)
-      }`,
-      `KKN       PSNR ${mean(folds.map((f) => f.keeper.psnr)).toFixed(2)} SSIM ${
-        mean(folds.map((f) => f.keeper.ssim)).toFixed(4)
-      }`,
-      `3T floor  PSNR ${mean(folds.map((f) => f.floor3T.psnr)).toFixed(2)} SSIM ${
-        mean(folds.map((f) => f.floor3T.ssim)).toFixed(4)
-      }`,
-    );
-  }
-  if (fusion) {
-    for (const t of fusion.tTest) {
-      lines.push(
-        `Dice ${t.class.padEnd(10)} baseline ${t.baselineMean.toFixed(4)} guided ${
-          t.guidedMean.toFixed(4)
-        } (paired t p=${t.p.toFixed(3)})`,
-      );
-    }
-  }
-  return lines.join("\n");
-}
 
 if (import.meta.main) {
   await runCommand(TRAIN_COMMAND, async (args) => {

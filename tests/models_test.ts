@@ -25,6 +25,9 @@ import { trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { readNifti } from "../lib/io/nifti.ts";
+import { writeFigures } from "../scripts/figures.ts";
+import { chromiumPath, pointCount } from "../lib/viz/plotly.ts";
+import { decodePng, imageVariety } from "../lib/viz/png.ts";
 
 await initBackend("cpu", { quiet: true });
 const TOL = 3e-3;
@@ -268,5 +271,20 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assertEquals(b.affine, a.affine);
   const labels = new Set(Array.from(b.data));
   assert([...labels].every((l) => l >= 0 && l <= 3) && labels.size > 1, `labels ${[...labels]}`);
+  // figures regenerated from the run: no blank image, no plot without data
+  if (chromiumPath()) {
+    const figDir = join(out, "figures");
+    const files = await writeFigures(runDir, figDir);
+    for (const f of files.filter((n) => n.endsWith(".png"))) {
+      const v = imageVariety(await decodePng(await Deno.readFile(join(figDir, f))));
+      assert(v.lumaSd > 2 && v.colours > 2, `${f} is blank`);
+    }
+    for (const f of files.filter((n) => n.endsWith(".json"))) {
+      assert(pointCount(JSON.parse(await Deno.readTextFile(join(figDir, f)))) > 0, `${f}: plot without data`);
+    }
+    assert(
+      files.includes("feature-distances.md") && files.includes("dice.csv") && files.includes("README.md"),
+    );
+  }
   await Deno.remove(out, { recursive: true });
 });

@@ -190,7 +190,11 @@ Deno.test({
     compare("sum", () => [tf.sum(x, [0, 1, 2, 3]), tf.sum(x, [1, 2, 3], true)], "Sum");
     compare("mean", () => [tf.mean(x, [1, 2, 3]), tf.mean(x), tf.mean(x, [0, 1, 2, 3], true)], "Mean");
     const gate = randn([1, 5, 4, 3, 1], 75);
-    compare("per-voxel gate", () => [tf.mul(x, gate), tf.mul(gate, x), tf.div(x, tf.add(tf.abs(gate), 1))], "Multiply");
+    compare(
+      "per-voxel gate",
+      () => [tf.mul(x, gate), tf.mul(gate, x), tf.div(x, tf.add(tf.abs(gate), 1))],
+      "Multiply",
+    );
     // a broadcast the fast path does not cover falls back to the JS kernel and stays correct
     const odd = randn([1, 5, 1, 3, 1], 74);
     setNativeKernels(true);

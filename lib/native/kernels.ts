@@ -207,7 +207,13 @@ function channelsLast(format: string | undefined): boolean {
   return format === undefined || format === "NHWC" || format === "NDHWC" || format === "channelsLast";
 }
 
-type BinaryLoops = (av: Float32Array, bv: Float32Array, out: Float32Array, lastA: number, lastB: number) => boolean;
+type BinaryLoops = (
+  av: Float32Array,
+  bv: Float32Array,
+  out: Float32Array,
+  lastA: number,
+  lastB: number,
+) => boolean;
 
 /**
  * Loops for one elementwise expression of `x` and `y`, generated per operation so that V8
@@ -241,7 +247,12 @@ function binaryLoops(expr: string): BinaryLoops {
  * along leading axes, or one side with a trailing axis of 1 against full channels. Other
  * broadcasts go to the JavaScript kernel, whose general path indexes every element.
  */
-function binary(backend: CpuBackend, a: tf.TensorInfo, b: tf.TensorInfo, loops: BinaryLoops): tf.TensorInfo | null {
+function binary(
+  backend: CpuBackend,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  loops: BinaryLoops,
+): tf.TensorInfo | null {
   if (a.dtype !== "float32" || b.dtype !== "float32") return null;
   const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
   const av = values(backend, a), bv = values(backend, b);
@@ -259,7 +270,9 @@ function binary(backend: CpuBackend, a: tf.TensorInfo, b: tf.TensorInfo, loops: 
   const c = outShape[outShape.length - 1];
   const lastA = av.length !== n && lastOne(a.shape) ? c : 0;
   const lastB = bv.length !== n && lastOne(b.shape) ? c : 0;
-  if (!lastA && !lastB && ((av.length !== n && !trailing(a.shape)) || (bv.length !== n && !trailing(b.shape)))) {
+  if (
+    !lastA && !lastB && ((av.length !== n && !trailing(a.shape)) || (bv.length !== n && !trailing(b.shape)))
+  ) {
     return null;
   }
   if ((lastA && bv.length !== n) || (lastB && av.length !== n)) return null;

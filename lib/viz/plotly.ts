@@ -14,7 +14,14 @@ export interface PlotlyFigure {
 const FONT = { family: "DejaVu Sans, Arial, sans-serif", size: 13 };
 
 function baseLayout(title: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { title: { text: title }, font: FONT, template: "plotly_white", margin: { t: 60, l: 70, r: 30, b: 60 }, ...extra };
+  return {
+    title: { text: title },
+    font: FONT,
+    template: "plotly_white",
+    margin: { t: 60, l: 70, r: 70, b: 100 },
+    legend: { orientation: "h", yanchor: "top", y: -0.18, x: 0 },
+    ...extra,
+  };
 }
 
 /** Grouped box plots: one trace per series, x = category of each value. */
@@ -24,7 +31,14 @@ export function boxPlot(
   yTitle: string,
 ): PlotlyFigure {
   return {
-    data: series.map((s) => ({ type: "box", name: s.name, x: s.categories, y: s.values, boxpoints: "all", jitter: 0.3 })),
+    data: series.map((s) => ({
+      type: "box",
+      name: s.name,
+      x: s.categories,
+      y: s.values,
+      boxpoints: "all",
+      jitter: 0.3,
+    })),
     layout: baseLayout(title, { boxmode: "group", yaxis: { title: { text: yTitle } } }),
   };
 }
@@ -38,7 +52,14 @@ export function linePlot(
   y2Title?: string,
 ): PlotlyFigure {
   return {
-    data: series.map((s) => ({ type: "scatter", mode: "lines+markers", name: s.name, x: s.x, y: s.y, yaxis: s.yaxis ?? "y" })),
+    data: series.map((s) => ({
+      type: "scatter",
+      mode: "lines+markers",
+      name: s.name,
+      x: s.x,
+      y: s.y,
+      yaxis: s.yaxis ?? "y",
+    })),
     layout: baseLayout(title, {
       xaxis: { title: { text: xTitle } },
       yaxis: { title: { text: yTitle } },
@@ -127,8 +148,15 @@ export async function renderFigures(
     }).output();
     const html = new TextDecoder().decode(r.stdout);
     const m = html.match(/<pre id="out">([\s\S]*?)<\/pre>/);
-    const text = m ? m[1].replaceAll("&quot;", '"').replaceAll("&amp;", "&").replaceAll("&lt;", "<").replaceAll("&gt;", ">") : "";
-    if (!text.startsWith("[")) throw new Error(`Chromium did not render the figures: ${text.slice(0, 200) || "no output"}`);
+    const text = m
+      ? m[1].replaceAll("&quot;", '"').replaceAll("&amp;", "&").replaceAll("&lt;", "<").replaceAll(
+        "&gt;",
+        ">",
+      )
+      : "";
+    if (!text.startsWith("[")) {
+      throw new Error(`Chromium did not render the figures: ${text.slice(0, 200) || "no output"}`);
+    }
     const parsed = JSON.parse(text) as { png: string; svg: string }[];
     return parsed.map((p) => ({
       png: Uint8Array.from(atob(p.png.slice(p.png.indexOf(",") + 1)), (c) => c.charCodeAt(0)),
@@ -149,11 +177,11 @@ function jupyter(): JupyterDisplay | null {
 
 /**
  * Shows a figure in a notebook: the interactive plotly JSON, a PNG rendered by Chromium (when
- * available) and an HTML fallback. Outside Jupyter it does nothing and returns false.
+ * available) and an HTML fallback. Outside Jupyter it does nothing.
  */
-export async function showFigure(fig: PlotlyFigure): Promise<boolean> {
+export async function showFigure(fig: PlotlyFigure): Promise<void> {
   const j = jupyter();
-  if (!j) return false;
+  if (!j) return;
   const bundle: Record<string, unknown> = { "application/vnd.plotly.v1+json": fig };
   if (chromiumPath()) {
     const [{ png }] = await renderFigures([fig]);
@@ -161,21 +189,18 @@ export async function showFigure(fig: PlotlyFigure): Promise<boolean> {
   }
   bundle["text/plain"] = `plotly figure: ${JSON.stringify(fig.layout.title)} (${pointCount(fig)} values)`;
   await j.display(bundle, { raw: true });
-  return true;
 }
 
 /** Shows a PNG image (bytes) in a notebook. */
-export async function showPng(png: Uint8Array, caption = "image"): Promise<boolean> {
+export async function showPng(png: Uint8Array, caption = "image"): Promise<void> {
   const j = jupyter();
-  if (!j) return false;
+  if (!j) return;
   await j.display({ "image/png": encodeBase64(png), "text/plain": caption }, { raw: true });
-  return true;
 }
 
 /** Shows HTML (e.g. a table) in a notebook. */
-export async function showHtml(html: string, text = "table"): Promise<boolean> {
+export async function showHtml(html: string, text = "table"): Promise<void> {
   const j = jupyter();
-  if (!j) return false;
+  if (!j) return;
   await j.display({ "text/html": html, "text/plain": text }, { raw: true });
-  return true;
 }

@@ -172,3 +172,86 @@ export function drawSlice(
   }
   return { width: outW, height: outH };
 }
+
+/**
+ * Decodes an 8-bit, non-interlaced greyscale, RGB or RGBA PNG (what Chromium, plotly and
+ * `encodePng` write) to RGB. Used to check rendered figures and screenshots are not blank.
+ */
+export async function decodePng(bytes: Uint8Array): Promise<RgbImage> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 8 || view.getUint32(0) !== 0x89504e47) throw new Error("decodePng: not a PNG");
+  let width = 0, height = 0, colourType = 0, depth = 0, interlace = 0;
+  const idat: Uint8Array[] = [];
+  for (let o = 8; o + 8 <= bytes.length;) {
+    const len = view.getUint32(o);
+    const type = new TextDecoder().decode(bytes.subarray(o + 4, o + 8));
+    const body = bytes.subarray(o + 8, o + 8 + len);
+    if (type === "IHDR") {
+      const h = new DataView(body.buffer, body.byteOffset, body.byteLength);
+      [width, height, depth, colourType, interlace] = [
+        h.getUint32(0),
+        h.getUint32(4),
+        body[8],
+        body[9],
+        body[12],
+      ];
+    } else if (type === "IDAT") idat.push(body);
+    else if (type === "IEND") break;
+    o += 12 + len;
+  }
+  const channels = { 0: 1, 2: 3, 6: 4, 4: 2 }[colourType];
+  if (depth !== 8 || !channels || interlace) {
+    throw new Error(
+      `decodePng: unsupported PNG (depth ${depth}, colour type ${colourType}, interlace ${interlace})`,
+    );
+  }
+  const joined = new Uint8Array(idat.reduce((s, c) => s + c.length, 0));
+  let p = 0;
+  for (const c of idat) joined.set(c, p), (p += c.length);
+  const raw = new Uint8Array(
+    await new Response(new Blob([joined]).stream().pipeThrough(new DecompressionStream("deflate")))
+      .arrayBuffer(),
+  );
+  const stride = width * channels;
+  const pixels = new Uint8Array(stride * height);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    const out = pixels.subarray(y * stride, (y + 1) * stride);
+    const prev = y > 0 ? pixels.subarray((y - 1) * stride, y * stride) : new Uint8Array(stride);
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? out[x - channels] : 0,
+        b = prev[x],
+        c = x >= channels ? prev[x - channels] : 0;
+      let v = line[x];
+      if (filter === 1) v += a;
+      else if (filter === 2) v += b;
+      else if (filter === 3) v += (a + b) >> 1;
+      else if (filter === 4) {
+        const pa = Math.abs(b - c), pb = Math.abs(a - c), pc = Math.abs(a + b - 2 * c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      }
+      out[x] = v & 255;
+    }
+  }
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0; i < width * height; i++) {
+    for (let k = 0; k < 3; k++) rgb[i * 3 + k] = pixels[i * channels + (channels < 3 ? 0 : k)];
+  }
+  return { width, height, data: rgb };
+}
+
+/** Standard deviation of the luminance and the number of distinct colours (a blank image has ~0 and 1). */
+export function imageVariety(img: RgbImage): { lumaSd: number; colours: number } {
+  const n = img.width * img.height;
+  let s = 0, s2 = 0;
+  const colours = new Set<number>();
+  for (let i = 0; i < n; i++) {
+    const [r, g, b] = [img.data[3 * i], img.data[3 * i + 1], img.data[3 * i + 2]];
+    const l = 0.299 * r + 0.587 * g + 0.114 * b;
+    s += l, s2 += l * l;
+    if (colours.size < 4096) colours.add((r << 16) | (g << 8) | b);
+  }
+  const m = s / n;
+  return { lumaSd: Math.sqrt(Math.max(0, s2 / n - m * m)), colours: colours.size };
+}

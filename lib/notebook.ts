@@ -1,0 +1,53 @@
+/**
+ * What the notebooks share: which run to show, trained on demand.
+ *
+ * A notebook shows the run named by the `UHF_RUN` environment variable (a finished
+ * `deno task train` run: it only loads and plots). Without it, it uses `runs/notebook-<profile>`
+ * (profile `UHF_PROFILE`, default `quick`), training it first when it is missing: a few seconds
+ * on the quick profile.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { initBackend } from "./backend.ts";
+import { generateCohorts, type PhantomProfile } from "./phantom/cohort.ts";
+import { runTraining } from "./train/run.ts";
+
+export function notebookProfile(): PhantomProfile["name"] {
+  return (Deno.env.get("UHF_PROFILE") ?? "quick") as PhantomProfile["name"];
+}
+
+/** The project root (notebooks run with their own folder as working directory). */
+export const ROOT = new URL("../", import.meta.url).pathname;
+
+/** The cohort root for a profile, generated when absent. */
+export async function ensureCohort(profile = notebookProfile()): Promise<string> {
+  const dir = join(ROOT, "data", "generated", profile);
+  if (!existsSync(join(dir, "paired", "manifest.json"))) await generateCohorts(profile, dir, { seed: 0 });
+  return dir;
+}
+
+/** The run folder to show: `UHF_RUN`, or `runs/notebook-<profile>` trained now if missing. */
+export async function notebookRun(): Promise<string> {
+  await initBackend(undefined, { quiet: true });
+  const given = Deno.env.get("UHF_RUN");
+  if (given) {
+    if (!existsSync(join(given, "metrics.json"))) throw new Error(`UHF_RUN=${given}: no metrics.json there`);
+    return given;
+  }
+  const profile = notebookProfile();
+  const name = `notebook-${profile}`;
+  const dir = join(ROOT, "runs", name);
+  if (!existsSync(join(dir, "metrics.json"))) {
+    const data = await ensureCohort(profile);
+    await runTraining({
+      profile,
+      seed: 0,
+      out: join(ROOT, "runs"),
+      name,
+      phase: "all",
+      data,
+      progress: false,
+    });
+  }
+  return dir;
+}
