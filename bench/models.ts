@@ -29,7 +29,7 @@ export const CASE_MODELS = [
     name: "teacher",
     description: "paper teacher (nf 16, 5 levels) training step, 64^3",
     backends: ["cpu"],
-    async run(steps: number) {
+    run(steps: number) {
       const t = new Teacher({ ...DEFAULT_TEACHER }, 0);
       const y = tf.randomUniform([1, ...GRID, 1], 0, 1, "float32", 1) as tf.Tensor5D;
       const opt = adam(2e-4);
@@ -38,14 +38,14 @@ export const CASE_MODELS = [
         () => tf.dispose(opt.minimize(() => t.loss(y, ++i).total, true, t.parameters())!),
         steps,
       );
-      return { step_s: step, note: `${(t.parameterCount() / 1e6).toFixed(2)} M parameters` };
+      return Promise.resolve({ step_s: step, note: `${(t.parameterCount() / 1e6).toFixed(2)} M parameters` });
     },
   },
   {
     name: "keeper",
     description: "paper KKN (nf 16) training step with the frozen teacher decoder, 64^3",
     backends: ["cpu"],
-    async run(steps: number) {
+    run(steps: number) {
       const t = new Teacher({ ...DEFAULT_TEACHER }, 0);
       const k = new KnowledgeKeeper({ ...DEFAULT_KEEPER }, 1);
       const x = tf.randomUniform([1, ...GRID, 1], 0, 1, "float32", 2) as tf.Tensor5D;
@@ -66,7 +66,7 @@ export const CASE_MODELS = [
             k.parameters(),
           )!,
         ), steps);
-      return { step_s: step, note: `${(k.parameterCount() / 1e6).toFixed(2)} M parameters` };
+      return Promise.resolve({ step_s: step, note: `${(k.parameterCount() / 1e6).toFixed(2)} M parameters` });
     },
   },
   {

@@ -343,31 +343,53 @@ export async function trainFusion(
   };
   const better = (cur: Scores, best: Scores | null) => !best || cur.diceSum > best.diceSum;
 
+  // one loop for both stages: cross-entropy on augmented whole volumes, best by validation Dice
+  const trainSegmentation = async (
+    label: string,
+    name: string,
+    epochs: number,
+    module: Module,
+    seedTag: number,
+    logits: (x: tf.Tensor5D, keeper: tf.Tensor5D[]) => tf.Tensor5D,
+    withKeeper: boolean,
+  ) => {
+    const opt = adam(ctx.cfg.learningRate);
+    await trainLoop({
+      label,
+      checkpoint: ckpt(ctx, name),
+      epochs,
+      items: train,
+      module,
+      optimizers: { [name]: opt },
+      progress: ctx.cfg.progress,
+      step: (s, epoch, i) => {
+        const a = sample(ctx, s, seedOf(ctx.cfg.seed, seedTag, epoch, i), ["tissue"]);
+        const x = toTensor(a[segInput(s)], s.shape);
+        const y = tf.tensor(Int32Array.from(a.tissue), [a.tissue.length], "int32");
+        const fk = withKeeper ? keeperFeatures(x) : [];
+        const cost = opt.minimize(() => crossEntropy(logits(x, fk), y), true, module.parameters())!;
+        const loss = cost.dataSync()[0];
+        tf.dispose([x, y, cost, ...fk]);
+        return Promise.resolve({ loss });
+      },
+      validate: () => diceSum((x) => logits(x, withKeeper ? kkn.apply(x) : [])),
+      better,
+      log: ctx.log,
+    });
+    await loadCheckpoint(ckpt(ctx, `${name}-best`), module);
+    opt.dispose();
+  };
+
   const baseline = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
-  const optB = adam(ctx.cfg.learningRate);
-  await trainLoop({
-    label: "baseline 3D U-Net",
-    checkpoint: ckpt(ctx, "baseline"),
-    epochs: ctx.cfg.fusion.baselineEpochs,
-    items: train,
-    module: baseline,
-    optimizers: { baseline: optB },
-    progress: ctx.cfg.progress,
-    step: (s, epoch, i) => {
-      const a = sample(ctx, s, seedOf(ctx.cfg.seed, 13, epoch, i), ["tissue"]);
-      const x = toTensor(a[segInput(s)], s.shape),
-        y = tf.tensor(Int32Array.from(a.tissue), [a.tissue.length], "int32");
-      const cost = optB.minimize(() => crossEntropy(baseline.apply(x), y), true, baseline.parameters())!;
-      const loss = cost.dataSync()[0];
-      tf.dispose([x, y, cost]);
-      return Promise.resolve({ loss });
-    },
-    validate: () => diceSum((x) => baseline.apply(x)),
-    better,
-    log: ctx.log,
-  });
-  await loadCheckpoint(ckpt(ctx, "baseline-best"), baseline);
-  optB.dispose();
+  await trainSegmentation(
+    "baseline 3D U-Net",
+    "baseline",
+    ctx.cfg.fusion.baselineEpochs,
+    baseline,
+    13,
+    (x) => baseline.apply(x),
+    false,
+  );
   const baselineDice: number[][] = [];
   for (const s of test) {
     const x = toTensor(s.arrays[segInput(s)], s.shape);
@@ -379,31 +401,16 @@ export async function trainFusion(
 
   // fine-tune the baseline jointly with AFMs (KKN frozen)
   const guided = new GuidedSegmenter(baseline, kkn.widths, seedOf(ctx.cfg.seed, 5));
-  const optG = adam(ctx.cfg.learningRate);
-  await trainLoop({
-    label: "3D U-Net + AFM",
-    checkpoint: ckpt(ctx, "guided"),
-    epochs: ctx.cfg.fusion.fusionEpochs,
-    items: train,
-    module: guided,
-    optimizers: { guided: optG },
-    progress: ctx.cfg.progress,
-    step: (s, epoch, i) => {
-      const a = sample(ctx, s, seedOf(ctx.cfg.seed, 14, epoch, i), ["tissue"]);
-      const x = toTensor(a[segInput(s)], s.shape),
-        y = tf.tensor(Int32Array.from(a.tissue), [a.tissue.length], "int32");
-      const fk = keeperFeatures(x);
-      const cost = optG.minimize(() => crossEntropy(guided.apply(x, fk), y), true, guided.parameters())!;
-      const loss = cost.dataSync()[0];
-      tf.dispose([x, y, cost, ...fk]);
-      return Promise.resolve({ loss });
-    },
-    validate: () => diceSum((x) => guided.apply(x, kkn.apply(x))),
-    better,
-    log: ctx.log,
-  });
-  await loadCheckpoint(ckpt(ctx, "guided-best"), guided);
-  optG.dispose();
+  await trainSegmentation(
+    "3D U-Net + AFM",
+    "guided",
+    ctx.cfg.fusion.fusionEpochs,
+    guided,
+    14,
+    (x, fk) => guided.apply(x, fk),
+    true,
+  );
+
   const rows: FusionMetrics["subjects"] = [];
   for (const [n, s] of test.entries()) {
     const x = toTensor(s.arrays[segInput(s)], s.shape);
