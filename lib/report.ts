@@ -143,13 +143,14 @@ export function featureDistanceTable(run: RunData): dfd.DataFrame {
 export function diceBoxPlot(run: RunData): PlotlyFigure {
   const fu = run.metrics.fusion;
   if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
-  const series = (name: string, key: "baseline" | "guided") => ({
+  const series = (name: string, key: "baseline" | "baselineMatched" | "guided") => ({
     name,
     categories: fu.subjects.flatMap(() => fu.classes.slice(1)),
     values: fu.subjects.flatMap((s) => s[key].slice(1)),
   });
   return boxPlot("Tissue Dice on the test subjects", [
     series("3D U-Net", "baseline"),
+    series("3D U-Net, epoch-matched", "baselineMatched"),
     series("3D U-Net + AFM", "guided"),
   ], "Dice");
 }
@@ -157,12 +158,14 @@ export function diceBoxPlot(run: RunData): PlotlyFigure {
 export function diceTable(run: RunData): dfd.DataFrame {
   const fu = run.metrics.fusion;
   if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+  const num = (v: number) => (Number.isFinite(v) ? v : "n/a");
   return dataFrame(fu.tTest.map((t) => ({
     class: t.class,
     "3D U-Net": t.baselineMean,
+    "3D U-Net, epoch-matched": t.baselineMatchedMean,
     "3D U-Net + AFM": t.guidedMean,
-    "paired t": Number.isFinite(t.t) ? t.t : "n/a",
-    p: Number.isFinite(t.p) ? t.p : "n/a",
+    "p (AFM vs U-Net)": num(t.p),
+    "p (AFM vs epoch-matched)": num(t.pMatched),
   })));
 }
 

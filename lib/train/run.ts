@@ -165,9 +165,11 @@ function summary(folds: FoldMetrics[], fusion: FusionMetrics | null, seconds: nu
   if (fusion) {
     for (const t of fusion.tTest) {
       lines.push(
-        `Dice ${t.class.padEnd(10)} baseline ${t.baselineMean.toFixed(4)} guided ${
-          t.guidedMean.toFixed(4)
-        } (paired t p=${t.p.toFixed(3)})`,
+        `Dice ${t.class.padEnd(10)} baseline ${t.baselineMean.toFixed(4)} epoch-matched ${
+          t.baselineMatchedMean.toFixed(4)
+        } guided ${t.guidedMean.toFixed(4)} (paired t: p=${t.p.toFixed(4)} vs baseline, p=${
+          t.pMatched.toFixed(4)
+        } vs matched)`,
       );
     }
   }
