@@ -350,9 +350,10 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
   {
     file: "dice-boxplot.png/.svg",
     paper: "Table 1 / Fig. 7",
-    what: "tissue Dice per class, 3D U-Net vs 3D U-Net + AFM",
+    what:
+      "tissue Dice per class: 3D U-Net, the same trained as many extra epochs without AFMs (control), 3D U-Net + AFM",
   },
-  { file: "dice.csv/.md", paper: "Table 1", what: "mean Dice per class with a paired t-test" },
+  { file: "dice.csv/.md", paper: "Table 1", what: "mean Dice per class, paired t-tests of AFM against both" },
   {
     file: "segmentation-overlay.png",
     paper: "Fig. 7",
