@@ -260,6 +260,11 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
     assertEquals(losses.length, 4, phase);
     assert(losses[3] < losses[0], `${phase}: loss did not fall (${losses})`);
   }
+  // the real training steps of every phase leak no tensors (optimizer state appears in epoch 1)
+  for (const phase of new Set(log.map((l) => l.phase))) {
+    const counts = log.filter((l) => l.phase === phase).map((l) => l.tensors).slice(1);
+    assertEquals(new Set(counts).size, 1, `${phase}: tensor count changes across epochs (${counts})`);
+  }
   const csv = await Deno.readTextFile(join(runDir, "metrics.csv"));
   assert(csv.startsWith("phase,fold,subject,metric,index,value\n"));
   // inference on a new scan: labels on the input's own grid and affine

@@ -86,7 +86,14 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
       await saveCheckpoint(`${spec.checkpoint}-best`, spec.module, {}, { epoch, scores: val });
     }
     await saveCheckpoint(last, spec.module, spec.optimizers, { epoch, best, bestEpoch });
-    await spec.log({ phase: spec.label, epoch: epoch + 1, train: means, validation: val, best: improved });
+    await spec.log({
+      phase: spec.label,
+      epoch: epoch + 1,
+      train: means,
+      validation: val,
+      best: improved,
+      tensors: tf.memory().numTensors, // constant from the second epoch on: no leak
+    });
   }
   if (spec.progress !== false && total > 0) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
   // no epoch ever improved (e.g. NaN scores): keep the last weights as "best"

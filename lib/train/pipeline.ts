@@ -4,7 +4,8 @@
  * - Phase 1 (teacher), per leave-one-out fold of the paired cohort: fold f tests subject f,
  *   validates on subject f+1, trains on the rest. Best checkpoint: validation PSNR and SSIM both
  *   improve (the authors' rule).
- * - Phase 2 (keeper), same folds, teacher frozen: KKN and discriminator with LSGAN updates.
+ * - Phase 2 (keeper), same folds, teacher frozen: a KKN update (Algorithm 1), then an LSGAN
+ *   discriminator update on the same synthesis, detached.
  *   Best checkpoint: synthesis PSNR and SSIM both improve.
  * - Phase 3 (fusion) on the tissue cohort: the 3D U-Net baseline alone (cross-entropy), then the
  *   same network initialised from its best checkpoint and fine-tuned with AFMs, the first fold's
@@ -59,7 +60,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     learningRate: 2e-4,
     augment: true,
     teacher: { ...DEFAULT_TEACHER, nf, epochs: pick(100, 2, 12) },
-    keeper: { ...DEFAULT_KEEPER, nf, epochs: pick(100, 2, 4), discriminatorNf: nf },
+    keeper: { ...DEFAULT_KEEPER, nf, epochs: pick(100, 2, 6), discriminatorNf: nf },
     fusion: { nf, levels: 5, baselineEpochs: pick(100, 2, 8), fusionEpochs: pick(100, 2, 6), classes: 4 },
     progress: true,
   };
@@ -211,18 +212,16 @@ export async function trainKeeper(
       const a = sample(ctx, s, seedOf(ctx.cfg.seed, 12, split.fold, epoch, i), []);
       const x3 = toTensor(a["3T"], s.shape), y7 = toTensor(a["7T"], s.shape);
       const target = tf.tidy(() => teacher.encoder.apply(y7));
-      // discriminator update (LSGAN) on a detached synthesis
-      const fake = tf.tidy(() => teacher.decoder.apply(kkn.apply(x3)));
-      const dCost = optD.minimize(
-        () => discriminatorLoss(disc.apply(y7), disc.apply(fake)),
-        true,
-        disc.parameters(),
-      )!;
+      // Algorithm 1 lines 12-19: the KKN update through the frozen teacher decoder; its synthesis
+      // is kept (outside the gradient tape, i.e. detached) for the LSGAN discriminator update
+      // that follows, so one forward pass serves both.
       let parts: Record<string, number> = {};
+      let fake: tf.Tensor5D | undefined;
       const kCost = optK.minimize(
         () => {
           const feats = kkn.apply(x3);
           const syn = teacher.decoder.apply(feats);
+          fake = tf.keep(syn);
           const distill = distillationLoss(target, feats, distribution);
           const synthesis = l1(syn, y7);
           const adv = adversarialLoss(disc.apply(syn));
@@ -236,8 +235,13 @@ export async function trainKeeper(
         true,
         kkn.parameters(),
       )!;
+      const dCost = optD.minimize(
+        () => discriminatorLoss(disc.apply(y7), disc.apply(fake!)),
+        true,
+        disc.parameters(),
+      )!;
       const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts };
-      tf.dispose([x3, y7, target, fake, dCost, kCost]);
+      tf.dispose([x3, y7, target, fake!, dCost, kCost]);
       return Promise.resolve(out);
     },
     validate: async () => {

@@ -37,12 +37,17 @@ export async function saveCheckpoint(
   const params = module.namedParameters().map(([name, v]) => ({ name, tensor: v as tf.Tensor }));
   const opt: { name: string; tensor: tf.Tensor }[] = [];
   const optCounts: Record<string, number> = {};
+  const fresh: tf.Tensor[] = [];
   for (const [key, o] of Object.entries(optimizers)) {
     const w = await o.getWeights();
+    // getWeights() creates a new scalar for the iteration count ("iter"); the other entries are
+    // the optimizer's own variables and must stay
+    fresh.push(...w.filter((t) => t.name === "iter").map((t) => t.tensor));
     optCounts[key] = w.length;
     w.forEach((t, i) => opt.push({ name: `${key}/${i}`, tensor: t.tensor }));
   }
   const { index, bytes } = await pack([...params, ...opt]);
+  tf.dispose(fresh);
   await writeFileAtomic(`${path}.bin`, bytes);
   await writeFileAtomic(
     `${path}.json`,
