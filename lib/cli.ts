@@ -106,9 +106,24 @@ function convert(o: OptionSpec, raw: string, where: string): string | number | b
 }
 
 /**
+ * Errors that describe bad input rather than a defect (a missing or damaged volume, a backend
+ * that cannot start): shown as one line without a stack trace, exit code 1.
+ */
+const INPUT_ERRORS = new Set([
+  "VolumeError",
+  "VolumeNotFoundError",
+  "CorruptVolumeError",
+  "NotNiftiError",
+  "UnsupportedDatatypeError",
+  "DimensionError",
+  "GridMismatchError",
+  "BackendError",
+]);
+
+/**
  * Runs a command's `main` with parsed arguments: prints `--help` and exits 0, rejects
  * positional arguments unless `allowPositional`, and turns a `UsageError` into one line on
- * stderr naming the command, with exit code 64.
+ * stderr naming the command, with exit code 64 (input errors: one line, exit code 1).
  */
 export async function runCommand(
   spec: CommandSpec,
@@ -129,6 +144,10 @@ export async function runCommand(
     if (err instanceof UsageError) {
       console.error(`${spec.name}: ${err.message}`);
       Deno.exit(64);
+    }
+    if (err instanceof Error && INPUT_ERRORS.has(err.name)) {
+      console.error(`${spec.name}: ${err.name}: ${err.message}`);
+      Deno.exit(1);
     }
     throw err;
   }

@@ -46,3 +46,22 @@ Deno.test("option parsing: values, defaults, env, and errors that name the optio
   }
   assertStringIncludes(formatHelp(TRAIN_COMMAND), "Usage: deno task train");
 });
+
+Deno.test("deno task segment: a missing input is one line naming the file, exit code 1", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "scripts/segment.ts",
+      "/nonexistent/t1.nii.gz",
+      "/tmp/never-written.nii.gz",
+      "--backend",
+      "cpu",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(out.code, 1);
+  const err = new TextDecoder().decode(out.stderr).trim();
+  assertEquals(err, "deno task segment: VolumeNotFoundError: /nonexistent/t1.nii.gz: file not found");
+});
