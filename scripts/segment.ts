@@ -59,6 +59,7 @@ export async function segmentFile(
   runDir: string,
   spacingOpt?: number,
 ): Promise<void> {
+  const original = await readNifti(input); // the input first: a bad file is named before anything loads
   const cfgPath = join(runDir, "config.json");
   if (!existsSync(cfgPath)) {
     throw new UsageError(`--run ${runDir}: no config.json (not a finished training run)`);
@@ -73,7 +74,6 @@ export async function segmentFile(
   const cfg: RunConfig = JSON.parse(await Deno.readTextFile(cfgPath));
   const spacing = spacingOpt ??
     (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
-  const original = await readNifti(input);
   const { volume: canonical } = toCanonical(toFloat32(original));
   const grid = modelGrid(canonical, spacing);
   const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));

@@ -65,3 +65,23 @@ Deno.test("deno task segment: a missing input is one line naming the file, exit 
   const err = new TextDecoder().decode(out.stderr).trim();
   assertEquals(err, "deno task segment: VolumeNotFoundError: /nonexistent/t1.nii.gz: file not found");
 });
+
+Deno.test("deno task segment: a folder that is not a finished run is named, exit code 64", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "scripts/segment.ts",
+      "data-prep/atlas/colin27_gm.nii.gz",
+      "/tmp/never.nii.gz",
+      "--run",
+      "/nonexistent-run",
+      "--backend",
+      "cpu",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(out.code, 64);
+  assertStringIncludes(new TextDecoder().decode(out.stderr), "--run /nonexistent-run: no config.json");
+});
