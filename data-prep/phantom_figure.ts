@@ -4,9 +4,9 @@
  * Generates the quick cohort first when `--data` has none.
  */
 import { parseArgs } from "../lib/cli.ts";
-import { readNifti } from "../lib/io/nifti.ts";
+import { readNifti, writeFileAtomic } from "../lib/io/nifti.ts";
 import { generateCohorts } from "../lib/phantom/cohort.ts";
-import { drawSlice, newImage, slice, type View, writePng } from "../lib/viz/png.ts";
+import { montage } from "../lib/viz/png.ts";
 
 const args = parseArgs({
   name: "phantom_figure",
@@ -38,24 +38,13 @@ const w = whole.scans[0];
 const lf = await readNifti(`${root}/wholebrain/${w.files["1.5T"]}`);
 const st = await readNifti(`${root}/wholebrain/${w.files["structures"]}`);
 
-const views: View[] = ["axial", "coronal", "sagittal"];
-const zoom = Math.max(1, Math.round(256 / t3.shape[1]));
-const cell = Math.max(...t3.shape) * zoom + 6;
 const rows = [
-  { vol: t3, labels: undefined },
-  { vol: t7, labels: undefined },
+  { vol: t3 },
+  { vol: t7 },
   { vol: t3, labels: tis },
   { vol: lf, labels: st },
 ];
-const img = newImage(cell * views.length, cell * rows.length, 0);
-rows.forEach((row, r) => {
-  views.forEach((view, c) => {
-    const base = slice(row.vol, view);
-    const lab = row.labels ? slice(row.labels, view).values : undefined;
-    drawSlice(img, c * cell + 3, r * cell + 3, base, { lo: 0, hi: 1, zoom, labels: lab, alpha: 0.45 });
-  });
-});
-await writePng(String(args.out), img);
+await writeFileAtomic(String(args.out), await montage(rows, 256));
 console.log(
   `wrote ${args.out}: rows 3T MPRAGE, 7T MP2RAGE, 3T + tissue labels, 1.5T + 27 structures (${paired.profile} profile)`,
 );

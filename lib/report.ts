@@ -24,7 +24,9 @@ import { loadCheckpoint } from "./train/state.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
 import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
-import { drawSlice, encodePng, newImage, type RgbImage, slice, type View } from "./viz/png.ts";
+import { montage } from "./viz/png.ts";
+
+export { montage };
 
 export interface RunData {
   dir: string;
@@ -208,31 +210,6 @@ export async function testSubjects(run: RunData): Promise<{ paired: Subject; tis
 
 function asVolume(s: Subject, data: ArrayLike<number>): Volume<Float32Array> {
   return makeVolume(Float32Array.from(data), s.reference.shape, s.reference.affine);
-}
-
-const VIEWS: View[] = ["axial", "coronal", "sagittal"];
-
-/** Rows of volumes (optionally with label overlays) in three views, as one PNG. */
-export async function montage(
-  rows: { vol: Volume; labels?: Volume; lo?: number; hi?: number }[],
-  cellPx = 200,
-): Promise<Uint8Array> {
-  const zoom = Math.max(1, Math.round(cellPx / Math.max(...rows[0].vol.shape)));
-  const cell = Math.max(...rows[0].vol.shape) * zoom + 6;
-  const img: RgbImage = newImage(cell * VIEWS.length, cell * rows.length, 0);
-  rows.forEach((row, r) => {
-    VIEWS.forEach((view, c) => {
-      const labels = row.labels ? slice(row.labels, view).values : undefined;
-      drawSlice(img, c * cell + 3, r * cell + 3, slice(row.vol, view), {
-        lo: row.lo ?? 0,
-        hi: row.hi ?? 1,
-        zoom,
-        labels,
-        alpha: 0.45,
-      });
-    });
-  });
-  return await encodePng(img);
 }
 
 async function tensorValues(t: tf.Tensor): Promise<Float32Array> {

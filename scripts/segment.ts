@@ -11,10 +11,9 @@ import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { BACKENDS, initBackend } from "../lib/backend.ts";
 import { readNifti, writeNifti } from "../lib/io/nifti.ts";
-import { matmul4 } from "../lib/volume/affine.ts";
-import { gridForSpacing, resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
-import { makeVolume, toFloat32, type Vec3, type Volume } from "../lib/volume/volume.ts";
-import { normalizeIntensity } from "../lib/phantom/cohort.ts";
+import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
+import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
+import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
 import { GuidedSegmenter, UNet3D } from "../lib/models/fusion.ts";
 import { buildKeeper, type RunConfig } from "../lib/train/pipeline.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
@@ -40,19 +39,6 @@ export const SEGMENT_COMMAND: CommandSpec = {
   ],
 };
 
-/** The model grid: input FOV at `spacing`, padded (centred) to multiples of 16. */
-function modelGrid(vol: Volume, spacing: number): { shape: Vec3; affine: number[][] } {
-  const g = gridForSpacing(vol, [spacing, spacing, spacing]);
-  const shape = g.shape.map((s) => Math.max(16, Math.ceil(s / 16) * 16)) as Vec3;
-  const shift = [
-    [1, 0, 0, -Math.floor((shape[0] - g.shape[0]) / 2)],
-    [0, 1, 0, -Math.floor((shape[1] - g.shape[1]) / 2)],
-    [0, 0, 1, -Math.floor((shape[2] - g.shape[2]) / 2)],
-    [0, 0, 0, 1],
-  ];
-  return { shape, affine: matmul4(g.affine, shift) };
-}
-
 export async function segmentFile(
   input: string,
   output: string,
@@ -75,7 +61,9 @@ export async function segmentFile(
   const spacing = spacingOpt ??
     (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
   const { volume: canonical } = toCanonical(toFloat32(original));
-  const grid = modelGrid(canonical, spacing);
+  // the training grid's construction: the input's field of view at the run's spacing, padded
+  // (centred) to multiples of 16
+  const grid = commonGrid(canonical, spacing);
   const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
 
   const kkn = buildKeeper(cfg, 1);

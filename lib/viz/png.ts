@@ -255,3 +255,28 @@ export function imageVariety(img: RgbImage): { lumaSd: number; colours: number }
   const m = s / n;
   return { lumaSd: Math.sqrt(Math.max(0, s2 / n - m * m)), colours: colours.size };
 }
+
+const VIEWS: View[] = ["axial", "coronal", "sagittal"];
+
+/** Rows of volumes (optionally with label overlays) in three views, as one PNG. */
+export async function montage(
+  rows: { vol: Volume; labels?: Volume; lo?: number; hi?: number }[],
+  cellPx = 200,
+): Promise<Uint8Array> {
+  const zoom = Math.max(1, Math.round(cellPx / Math.max(...rows[0].vol.shape)));
+  const cell = Math.max(...rows[0].vol.shape) * zoom + 6;
+  const img = newImage(cell * VIEWS.length, cell * rows.length, 0);
+  rows.forEach((row, r) => {
+    VIEWS.forEach((view, c) => {
+      const labels = row.labels ? slice(row.labels, view).values : undefined;
+      drawSlice(img, c * cell + 3, r * cell + 3, slice(row.vol, view), {
+        lo: row.lo ?? 0,
+        hi: row.hi ?? 1,
+        zoom,
+        labels,
+        alpha: 0.45,
+      });
+    });
+  });
+  return await encodePng(img);
+}
