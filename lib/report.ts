@@ -18,7 +18,11 @@ import {
   type FoldMetrics,
   foldSplits,
   type FusionMetrics,
+  labelsOf,
+  predictVolume,
+  readAndDispose,
   type RunConfig,
+  segInput,
 } from "./train/pipeline.ts";
 import { loadCheckpoint } from "./train/state.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
@@ -212,18 +216,10 @@ function asVolume(s: Subject, data: ArrayLike<number>): Volume<Float32Array> {
   return makeVolume(Float32Array.from(data), s.reference.shape, s.reference.affine);
 }
 
-async function tensorValues(t: tf.Tensor): Promise<Float32Array> {
-  const v = (await t.data()) as Float32Array;
-  t.dispose();
-  return v;
-}
-
 /** Fig. 6: rows 3T input, KKN 7T-like synthesis, 7T ground truth, teacher reconstruction. */
 export async function synthesisMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
-  const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
-  const syn = await tensorValues(tf.tidy(() => m.teacher.decoder.apply(m.keeper.apply(x3))));
-  const rec = await tensorValues(tf.tidy(() => m.teacher.reconstruct(y7)));
-  tf.dispose([x3, y7]);
+  const syn = await predictVolume(s, "3T", (x) => m.teacher.decoder.apply(m.keeper.apply(x)));
+  const rec = await predictVolume(s, "7T", (y) => m.teacher.reconstruct(y));
   return await montage([
     { vol: asVolume(s, s.arrays["3T"]) },
     { vol: asVolume(s, syn) },
@@ -235,7 +231,7 @@ export async function synthesisMontage(m: TrainedModels, s: Subject): Promise<Ui
 /** Channel mean of a [1, D, H, W, C] feature map as a volume on its own (coarser) grid. */
 async function channelMeanVolume(f: tf.Tensor5D, s: Subject): Promise<Volume<Float32Array>> {
   const [, d, h, w] = f.shape;
-  const v = await tensorValues(tf.tidy(() => tf.mean(f, 4)));
+  const v = await readAndDispose(tf.tidy(() => tf.mean(f, 4)));
   const factor = s.shape[0] / d;
   const a = s.reference.affine.map((
     row,
@@ -264,13 +260,9 @@ export async function featureMontage(m: TrainedModels, s: Subject, level = 1): P
 
 /** Fig. 7: the low-field image with ground-truth, baseline and guided tissue labels. */
 export async function segmentationMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
-  const input = "1.5T" in s.arrays ? "1.5T" : "3T";
-  const x = toTensor(s.arrays[input], s.shape);
-  const predict = async (f: () => tf.Tensor5D) =>
-    await tensorValues(tf.tidy(() => tf.cast(tf.argMax(f(), 4), "float32")));
-  const base = await predict(() => m.baseline.apply(x));
-  const guided = await predict(() => m.guided.apply(x, m.keeper.apply(x)));
-  x.dispose();
+  const input = segInput(s);
+  const base = await predictVolume(s, input, (x) => labelsOf(m.baseline.apply(x)));
+  const guided = await predictVolume(s, input, (x) => labelsOf(m.guided.apply(x, m.keeper.apply(x))));
   const img = asVolume(s, s.arrays[input]);
   return await montage([
     { vol: img },
@@ -282,8 +274,7 @@ export async function segmentationMontage(m: TrainedModels, s: Subject): Promise
 
 /** Fig. C.1: at one encoder level, LF features, general guidance G, assimilable A and guided features. */
 export async function afmMontage(m: TrainedModels, s: Subject, level = 1): Promise<Uint8Array> {
-  const input = "1.5T" in s.arrays ? "1.5T" : "3T";
-  const x = toTensor(s.arrays[input], s.shape);
+  const x = toTensor(s.arrays[segInput(s)], s.shape);
   const fk = tf.tidy(() => m.keeper.apply(x));
   const fs = tf.tidy(() => m.guided.net.encode(x));
   const maps = m.guided.afms[level - 1].applyWithMaps(fk, fs[level - 1]);

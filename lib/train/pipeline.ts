@@ -94,7 +94,28 @@ function sample(ctx: Context, s: Subject, seed: number, labelKeys: string[]): Re
   return ctx.cfg.augment ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys) : s.arrays;
 }
 
-async function values(t: tf.Tensor): Promise<Float32Array> {
+/**
+ * A network's output for one subject, computed from the subject's image `key` (e.g. "3T"), as
+ * a flat array in the volume's voxel order.
+ */
+export async function predictVolume(
+  s: Subject,
+  key: string,
+  f: (x: tf.Tensor5D) => tf.Tensor,
+): Promise<Float32Array> {
+  const x = toTensor(s.arrays[key], s.shape);
+  const y = await readAndDispose(tf.tidy(() => f(x)));
+  x.dispose();
+  return y;
+}
+
+/** Per-voxel argmax of class logits, as float labels. */
+export function labelsOf(logits: tf.Tensor5D): tf.Tensor {
+  return tf.cast(tf.argMax(logits, 4), "float32");
+}
+
+/** A tensor's values, disposing the tensor. */
+export async function readAndDispose(t: tf.Tensor): Promise<Float32Array> {
   const v = (await t.data()) as Float32Array;
   t.dispose();
   return v;
@@ -167,10 +188,11 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
     },
     validate: async () => {
       const s = split.validation;
-      const y7 = toTensor(s.arrays["7T"], s.shape);
-      const recon = await values(tf.tidy(() => teacher.reconstruct(y7)));
-      y7.dispose();
-      return imageScores(recon, s.arrays["7T"], s.shape);
+      return imageScores(
+        await predictVolume(s, "7T", (y) => teacher.reconstruct(y)),
+        s.arrays["7T"],
+        s.shape,
+      );
     },
     better: bothImprove,
     log: ctx.log,
@@ -246,9 +268,7 @@ export async function trainKeeper(
     },
     validate: async () => {
       const s = split.validation;
-      const x3 = toTensor(s.arrays["3T"], s.shape);
-      const syn = await values(tf.tidy(() => teacher.decoder.apply(kkn.apply(x3))));
-      x3.dispose();
+      const syn = await predictVolume(s, "3T", (x) => teacher.decoder.apply(kkn.apply(x)));
       return imageScores(syn, s.arrays["7T"], s.shape);
     },
     better: bothImprove,
@@ -278,11 +298,11 @@ export async function evaluateFold(
 ): Promise<FoldMetrics> {
   const s = split.test;
   const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
-  const recon = await values(tf.tidy(() => teacher.reconstruct(y7)));
+  const recon = await readAndDispose(tf.tidy(() => teacher.reconstruct(y7)));
   const f7 = tf.tidy(() => teacher.encoder.apply(y7));
   const f3 = tf.tidy(() => teacher.encoder.apply(x3));
   const fk = tf.tidy(() => kkn.apply(x3));
-  const syn = await values(tf.tidy(() => teacher.decoder.apply(fk)));
+  const syn = await readAndDispose(tf.tidy(() => teacher.decoder.apply(fk)));
   const distances = [];
   for (let i = 0; i < f7.length; i++) {
     const c = f7[i].shape[4];
@@ -325,15 +345,9 @@ export interface FusionMetrics {
   }[];
 }
 
-function segInput(s: Subject): string {
+/** The low-field image a segmentation subject is segmented from. */
+export function segInput(s: Subject): string {
   return "1.5T" in s.arrays ? "1.5T" : "3T";
-}
-
-async function predictLabels(logits: tf.Tensor5D): Promise<Int32Array> {
-  const am = tf.argMax(logits, 4);
-  const v = (await am.data()) as Int32Array;
-  tf.dispose([am, logits]);
-  return v;
 }
 
 /** Phase 3 on the tissue cohort: baseline, then baseline + AFMs; Dice on the test subjects. */
@@ -350,15 +364,18 @@ export async function trainFusion(
     throw new Error("tissue cohort: needs train, validation and test subjects in its manifest");
   }
   const keeperFeatures = (x: tf.Tensor5D) => tf.tidy(() => kkn.apply(x));
-  const diceSum = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
-    let total = 0;
-    for (const s of val) {
-      const x = toTensor(s.arrays[segInput(s)], s.shape);
-      const labels = await predictLabels(tf.tidy(() => predict(x)));
-      x.dispose();
-      total += dicePerClass(labels, s.arrays.tissue, classes).reduce((a, b) => a + b, 0);
+  /** Dice per class of each subject. */
+  const diceOf = async (subjects: Subject[], predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
+    const out: number[][] = [];
+    for (const s of subjects) {
+      const labels = await predictVolume(s, segInput(s), (x) => labelsOf(predict(x)));
+      out.push(dicePerClass(labels, s.arrays.tissue, classes));
     }
-    return { diceSum: total / val.length };
+    return out;
+  };
+  const diceSum = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
+    const sums = (await diceOf(val, predict)).map((d) => d.reduce((a, b) => a + b, 0));
+    return { diceSum: sums.reduce((a, b) => a + b, 0) / val.length };
   };
   const better = (cur: Scores, best: Scores | null) => !best || cur.diceSum > best.diceSum;
 
@@ -409,15 +426,7 @@ export async function trainFusion(
     (x) => baseline.apply(x),
     false,
   );
-  const testDice = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
-    const out: number[][] = [];
-    for (const s of test) {
-      const x = toTensor(s.arrays[segInput(s)], s.shape);
-      out.push(dicePerClass(await predictLabels(tf.tidy(() => predict(x))), s.arrays.tissue, classes));
-      x.dispose();
-    }
-    return out;
-  };
+  const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) => diceOf(test, predict);
   const baselineDice = await testDice((x) => baseline.apply(x));
 
   // control: the best baseline trained on, without AFMs, for as many epochs as the fine-tuning
