@@ -11,6 +11,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { initBackend } from "../lib/backend.ts";
+import { peakRssMiB } from "../lib/memory.ts";
 import { adam } from "../lib/nn/module.ts";
 import { oneDnn, sgemm } from "../lib/native/onednn.ts";
 import { bceWithLogits, ReferenceUNet } from "./reference_unet.ts";
@@ -202,15 +203,6 @@ const BENCH_COMMAND: CommandSpec = {
     "* long: runs only when named.",
   ],
 };
-
-function peakRssMiB(): number {
-  try {
-    const m = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/);
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
 async function runChild(caseName: string, backend: string, steps: number): Promise<void> {
   const c = CASES.find((x) => x.name === caseName)!;

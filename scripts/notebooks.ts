@@ -7,8 +7,8 @@
  */
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { chromiumPath } from "../lib/viz/plotly.ts";
-import { decodePng, imageVariety } from "../lib/viz/png.ts";
+import { chromiumPath, runChromium } from "../lib/viz/chromium.ts";
+import { decodePng, isBlank } from "../lib/viz/png.ts";
 
 export const NOTEBOOKS_COMMAND: CommandSpec = {
   name: "deno task notebooks",
@@ -53,8 +53,7 @@ export async function inspectNotebook(
       if (typeof png === "string") {
         images++;
         const img = await decodePng(Uint8Array.from(atob(png.replace(/\s/g, "")), (ch) => ch.charCodeAt(0)));
-        const v = imageVariety(img);
-        if (v.lumaSd < 2 || v.colours < 3) {
+        if (isBlank(img)) {
           problems.push(`cell ${c + 1}: image ${img.width}x${img.height} is blank`);
         }
       }
@@ -64,23 +63,9 @@ export async function inspectNotebook(
 }
 
 async function screenshot(htmlPath: string, pngPath: string): Promise<string | null> {
-  const chromium = chromiumPath();
-  if (!chromium) return "Chromium is not installed (no screenshot)";
-  await new Deno.Command(chromium, {
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--hide-scrollbars",
-      "--window-size=1100,1600",
-      `--screenshot=${pngPath}`,
-      `file://${htmlPath}`,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  const v = imageVariety(await decodePng(await Deno.readFile(pngPath)));
-  return v.lumaSd < 2 ? `screenshot ${pngPath} is blank` : null;
+  if (!chromiumPath()) return "Chromium is not installed (no screenshot)";
+  await runChromium(htmlPath, ["--hide-scrollbars", "--window-size=1100,1600", `--screenshot=${pngPath}`]);
+  return isBlank(await decodePng(await Deno.readFile(pngPath))) ? `screenshot ${pngPath} is blank` : null;
 }
 
 export async function runNotebooks(

@@ -718,37 +718,33 @@ export function fastResample<T extends tf.Tensor4D | tf.Tensor5D>(x: T, tables: 
     s[a + 1] = t.i0.length;
     shapes.push(s);
   });
-  const geometry = (a: number) => {
-    const s = shapes[a];
-    return [
-      s.slice(0, a + 1).reduce((p, q) => p * q, 1),
-      s[a + 1],
-      s.slice(a + 2).reduce((p, q) => p * q, 1),
-    ];
-  };
+  // per axis: its [outer, n, inner] view; axes a table leaves unchanged are skipped
+  const steps = tables.map((t, a) => {
+    const sh = shapes[a];
+    return {
+      t,
+      outer: sh.slice(0, a + 1).reduce((p, q) => p * q, 1),
+      n: sh[a + 1],
+      inner: sh.slice(a + 2).reduce((p, q) => p * q, 1),
+    };
+  }).filter(({ t, n }) => t.i0.length !== n || t.w1.some((w, d) => w !== 0 || t.i0[d] !== d));
   const op = tf.customGrad(
     ((input: tf.Tensor) => {
-      let y = input.dataSync() as Float32Array;
-      tables.forEach((t, a) => {
-        const [outer, n, inner] = geometry(a);
-        if (t.i0.length !== n || t.w1.some((w, d) => w !== 0 || t.i0[d] !== d)) {
-          y = resampleAxis(y, outer, n, inner, t);
-        }
-      });
+      const xv = input.dataSync() as Float32Array;
+      let y = xv;
+      for (const { t, outer, n, inner } of steps) y = resampleAxis(y, outer, n, inner, t);
       count("Resample", true);
       return {
-        value: tf.tensor(y === input.dataSync() ? y.slice() : y, shapes[tables.length]),
+        value: tf.tensor(y === xv ? y.slice() : y, shapes[tables.length]),
         gradFunc: (dy: tf.Tensor) => {
-          let g = dy.dataSync() as Float32Array;
-          for (let a = tables.length - 1; a >= 0; a--) {
-            const t = tables[a];
-            const [outer, n, inner] = geometry(a);
-            if (t.i0.length !== n || t.w1.some((w, d) => w !== 0 || t.i0[d] !== d)) {
-              g = resampleAxisGrad(g, outer, n, inner, t);
-            }
+          const dyv = dy.dataSync() as Float32Array;
+          let g = dyv;
+          for (let k = steps.length - 1; k >= 0; k--) {
+            const { t, outer, n, inner } = steps[k];
+            g = resampleAxisGrad(g, outer, n, inner, t);
           }
           count("ResampleGrad", true);
-          return tf.tensor(g === dy.dataSync() ? g.slice() : g, inShape);
+          return tf.tensor(g === dyv ? g.slice() : g, inShape);
         },
       };
       // deno-lint-ignore no-explicit-any

@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../cli.ts";
 import { currentBackend } from "../backend.ts";
+import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
@@ -123,7 +124,8 @@ export async function runTraining(
     fusion = await trainFusion(ctx, tissue.subjects, firstKeeper);
   }
   const seconds = (performance.now() - t0) / 1000;
-  const rss = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/);
+  const rss = peakRssMiB();
+  const peakRss = Number.isFinite(rss) ? rss : null;
   const metrics = {
     run: runDir,
     profile,
@@ -131,7 +133,7 @@ export async function runTraining(
     data,
     spacing: paired.manifest.grid.spacing,
     wallSeconds: seconds,
-    peakRssMiB: rss ? Number(rss[1]) / 1024 : null,
+    peakRssMiB: peakRss,
     folds,
     fusion,
   };

@@ -5,6 +5,9 @@
  * fallbacks (JupyterLab and VS Code draw the interactive figure; exported HTML shows the PNG).
  */
 import { encodeBase64 } from "./base64.ts";
+import { chromiumPath, runChromium } from "./chromium.ts";
+
+export { chromiumPath };
 
 export interface PlotlyFigure {
   data: Record<string, unknown>[];
@@ -93,16 +96,6 @@ export function pointCount(fig: PlotlyFigure): number {
 
 const PLOTLY_JS = new URL("../../node_modules/plotly.js-dist-min/plotly.min.js", import.meta.url);
 
-export function chromiumPath(): string | null {
-  for (const p of ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]) {
-    try {
-      Deno.statSync(p);
-      return p;
-    } catch { /* next */ }
-  }
-  return null;
-}
-
 /**
  * Renders figures to PNG bytes and SVG text in one headless Chromium run (about 3 s plus a
  * fraction of a second per figure). Throws, naming the figure, if one has no data.
@@ -114,8 +107,7 @@ export async function renderFigures(
   figs.forEach((f, i) => {
     if (pointCount(f) === 0) throw new Error(`figure ${i} ("${JSON.stringify(f.layout.title)}") has no data`);
   });
-  const chromium = chromiumPath();
-  if (!chromium) throw new Error("rendering plots needs Chromium (Debian package `chromium`)");
+  if (!chromiumPath()) throw new Error("rendering plots needs Chromium (Debian package `chromium`)");
   const dir = await Deno.makeTempDir({ prefix: "plotly-" });
   try {
     const page = `${dir}/render.html`;
@@ -133,20 +125,11 @@ export async function renderFigures(
 })().catch((e) => (document.getElementById("out").textContent = "ERROR " + e));
 </script></body></html>`,
     );
-    const r = await new Deno.Command(chromium, {
-      args: [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--allow-file-access-from-files",
-        `--virtual-time-budget=${20000 + 2000 * figs.length}`,
-        "--dump-dom",
-        `file://${page}`,
-      ],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const html = new TextDecoder().decode(r.stdout);
+    const html = await runChromium(page, [
+      "--allow-file-access-from-files",
+      `--virtual-time-budget=${20000 + 2000 * figs.length}`,
+      "--dump-dom",
+    ]);
     const m = html.match(/<pre id="out">([\s\S]*?)<\/pre>/);
     const text = m
       ? m[1].replaceAll("&quot;", '"').replaceAll("&amp;", "&").replaceAll("&lt;", "<").replaceAll(

@@ -241,6 +241,15 @@ export async function decodePng(bytes: Uint8Array): Promise<RgbImage> {
   return { width, height, data: rgb };
 }
 
+/**
+ * Whether an image shows nothing: luminance SD at most 2 (of 255), or at most two colours.
+ * Used on rendered figures, notebook images and page screenshots.
+ */
+export function isBlank(img: RgbImage): boolean {
+  const v = imageVariety(img);
+  return v.lumaSd <= 2 || v.colours <= 2;
+}
+
 /** Standard deviation of the luminance and the number of distinct colours (a blank image has ~0 and 1). */
 export function imageVariety(img: RgbImage): { lumaSd: number; colours: number } {
   const n = img.width * img.height;
