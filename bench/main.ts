@@ -16,6 +16,7 @@ import { adam } from "../lib/nn/module.ts";
 import { oneDnn, sgemm } from "../lib/native/onednn.ts";
 import { bceWithLogits, ReferenceUNet } from "./reference_unet.ts";
 import { CASE_MODELS } from "./models.ts";
+import { medianSeconds } from "./timing.ts";
 
 export interface CaseResult {
   case: string;
@@ -39,11 +40,6 @@ interface Case {
   run(steps: number): Promise<Omit<CaseResult, "case" | "backend" | "peak_rss_mib">>;
   /** The same case in PyTorch, where it exists: [D, H, W]. */
   torchShape?: [number, number, number];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 const CONV_KERNELS = [
@@ -83,28 +79,21 @@ async function timeTraining(
   steps: number,
 ): Promise<number> {
   const opt = adam(1e-3);
-  const times: number[] = [];
-  for (let i = 0; i <= steps; i++) {
-    const t0 = performance.now();
+  const t = await medianSeconds(async () => {
     const cost = opt.minimize(apply, true, params)!;
     await cost.data();
     cost.dispose();
-    times.push((performance.now() - t0) / 1000);
-  }
+  }, steps);
   opt.dispose();
-  return median(times.slice(1));
+  return t;
 }
 
-async function timeInference(apply: () => tf.Tensor, steps: number): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i <= steps; i++) {
-    const t0 = performance.now();
+function timeInference(apply: () => tf.Tensor, steps: number): Promise<number> {
+  return medianSeconds(async () => {
     const y = tf.tidy(apply);
     await y.data();
     y.dispose();
-    times.push((performance.now() - t0) / 1000);
-  }
-  return median(times.slice(1));
+  }, steps);
 }
 
 function referenceUNetCase(name: string, shape: [number, number, number], backends: string[]): Case {
@@ -131,20 +120,14 @@ const CASES: Case[] = [
     name: "peak",
     description: "oneDNN sgemm 1024x1024x1024: the practical fp32 peak of this machine",
     backends: ["cpu"],
-    run() {
-      if (!oneDnn()) return Promise.resolve({ note: "oneDNN not available" });
+    async run() {
+      if (!oneDnn()) return { note: "oneDNN not available" };
       const n = 1024;
       const a = Float32Array.from({ length: n * n }, (_, i) => (i % 7) / 7);
       const b = Float32Array.from({ length: n * n }, (_, i) => (i % 5) / 5);
       const c = new Float32Array(n * n);
-      const times: number[] = [];
-      for (let i = 0; i < 11; i++) {
-        const t0 = performance.now();
-        sgemm(false, false, n, n, n, a, b, c);
-        times.push((performance.now() - t0) / 1000);
-      }
-      const t = median(times.slice(1));
-      return Promise.resolve({ step_s: t, gflops: (2 * n ** 3) / t / 1e9 });
+      const t = await medianSeconds(() => sgemm(false, false, n, n, n, a, b, c), 10);
+      return { step_s: t, gflops: (2 * n ** 3) / t / 1e9 };
     },
   },
   {
@@ -159,15 +142,11 @@ const CASES: Case[] = [
       const grads = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
         tf.sum(tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, 1, "same"))
       );
-      const times: number[] = [];
-      for (let i = 0; i <= steps; i++) {
-        const t0 = performance.now();
+      const step = await medianSeconds(async () => {
         const gs = grads([x, w]);
         await Promise.all(gs.map((g) => g.data()));
         tf.dispose(gs);
-        times.push((performance.now() - t0) / 1000);
-      }
-      const step = median(times.slice(1));
+      }, steps);
       return {
         step_s: step,
         infer_s: infer,

@@ -10,49 +10,39 @@ import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { DEFAULT_KEEPER, distillationLoss, KnowledgeKeeper } from "../lib/models/keeper.ts";
 import { l1 } from "../lib/models/blocks.ts";
 import { generateCohorts } from "../lib/phantom/cohort.ts";
+import { medianSeconds } from "./timing.ts";
 
 const GRID: [number, number, number] = [64, 64, 64];
-
-function medianStep(step: () => void, steps: number): number {
-  const times: number[] = [];
-  for (let i = 0; i <= steps; i++) {
-    const t0 = performance.now();
-    step();
-    times.push((performance.now() - t0) / 1000);
-  }
-  const s = times.slice(1).sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 export const CASE_MODELS = [
   {
     name: "teacher",
     description: "paper teacher (nf 16, 5 levels) training step, 64^3",
     backends: ["cpu"],
-    run(steps: number) {
+    async run(steps: number) {
       const t = new Teacher({ ...DEFAULT_TEACHER }, 0);
       const y = tf.randomUniform([1, ...GRID, 1], 0, 1, "float32", 1) as tf.Tensor5D;
       const opt = adam(2e-4);
       let i = 0;
-      const step = medianStep(
+      const step = await medianSeconds(
         () => tf.dispose(opt.minimize(() => t.loss(y, ++i).total, true, t.parameters())!),
         steps,
       );
-      return Promise.resolve({ step_s: step, note: `${(t.parameterCount() / 1e6).toFixed(2)} M parameters` });
+      return { step_s: step, note: `${(t.parameterCount() / 1e6).toFixed(2)} M parameters` };
     },
   },
   {
     name: "keeper",
     description: "paper KKN (nf 16) training step with the frozen teacher decoder, 64^3",
     backends: ["cpu"],
-    run(steps: number) {
+    async run(steps: number) {
       const t = new Teacher({ ...DEFAULT_TEACHER }, 0);
       const k = new KnowledgeKeeper({ ...DEFAULT_KEEPER }, 1);
       const x = tf.randomUniform([1, ...GRID, 1], 0, 1, "float32", 2) as tf.Tensor5D;
       const y = tf.randomUniform([1, ...GRID, 1], 0, 1, "float32", 3) as tf.Tensor5D;
       const target = t.encoder.apply(y);
       const opt = adam(2e-4);
-      const step = medianStep(() =>
+      const step = await medianSeconds(() =>
         tf.dispose(
           opt.minimize(
             () => {
@@ -66,7 +56,7 @@ export const CASE_MODELS = [
             k.parameters(),
           )!,
         ), steps);
-      return Promise.resolve({ step_s: step, note: `${(k.parameterCount() / 1e6).toFixed(2)} M parameters` });
+      return { step_s: step, note: `${(k.parameterCount() / 1e6).toFixed(2)} M parameters` };
     },
   },
   {
