@@ -118,6 +118,7 @@ const INPUT_ERRORS = new Set([
   "DimensionError",
   "GridMismatchError",
   "BackendError",
+  "ConvergenceError",
 ]);
 
 /**

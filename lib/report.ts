@@ -4,6 +4,7 @@
  * run's checkpoints applied to its test subjects (each figure names the paper figure or table
  * it corresponds to in `FIGURES`).
  */
+import type { ConvergenceReport } from "./train/schedule.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -43,7 +44,15 @@ export interface RunData {
     folds: FoldMetrics[];
     fusion: FusionMetrics | null;
   };
-  log: { phase: string; epoch: number; train: Record<string, number>; validation: Record<string, number> }[];
+  /** log.jsonl: one line per round, and one convergence verdict per phase. */
+  log: {
+    phase: string;
+    epoch: number;
+    steps?: number;
+    train: Record<string, number>;
+    validation: Record<string, number>;
+    convergence?: ConvergenceReport;
+  }[];
 }
 
 export async function loadRun(dir: string): Promise<RunData> {
@@ -71,27 +80,44 @@ const sd = (v: number[]) => {
   return v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
 };
 
-/** Training loss and validation score per epoch of one phase (e.g. "teacher fold 1"). */
+/**
+ * Training loss and validation score per round of one phase (e.g. "teacher fold 1") against
+ * optimisation steps, with the phase's floor (the 3T input's own PSNR, or the Dice sanity floor)
+ * as a dashed line on the validation axis.
+ */
 export function trainingCurves(run: RunData, phase: string): PlotlyFigure {
-  const rows = run.log.filter((l) => l.phase === phase);
+  const rows = run.log.filter((l) => l.phase === phase && l.validation);
   if (!rows.length) throw new Error(`${run.dir}/log.jsonl: no epochs logged for "${phase}"`);
-  const x = rows.map((r) => r.epoch);
-  const valKey = Object.keys(rows[0].validation)[0];
-  return linePlot(
-    `Training: ${phase}`,
-    [
-      { name: "training loss", x, y: rows.map((r) => r.train.loss) },
-      { name: `validation ${valKey}`, x, y: rows.map((r) => r.validation[valKey]), yaxis: "y2" },
-    ],
-    "epoch",
-    "loss",
-    `validation ${valKey}`,
-  );
+  const x = rows.map((r) => r.steps ?? r.epoch);
+  const conv = run.log.find((l) => l.phase === phase && l.convergence)?.convergence;
+  const valKey = "dice" in rows[0].validation ? "dice" : Object.keys(rows[0].validation)[0];
+  const valName = valKey === "dice" ? "mean foreground Dice" : valKey;
+  const series = [
+    { name: "training loss", x, y: rows.map((r) => r.train.loss) },
+    { name: `validation ${valName}`, x, y: rows.map((r) => r.validation[valKey]), yaxis: "y2" as const },
+  ];
+  if (conv?.floor != null) {
+    series.push({
+      name: valKey === "dice" ? "Dice floor" : "3T input (floor)",
+      x: [x[0], x[x.length - 1]],
+      y: [conv.floor, conv.floor],
+      yaxis: "y2" as const,
+    });
+  }
+  const fig = linePlot(`Training: ${phase}`, series, "optimisation steps", "loss", `validation ${valName}`);
+  if (conv?.floor != null) {
+    const last = fig.data[fig.data.length - 1] as Record<string, unknown>;
+    last.mode = "lines";
+    last.line = { dash: "dash" };
+  }
+  fig.data[0] = { ...(fig.data[0] as Record<string, unknown>), yaxis: "y" };
+  (fig.layout as Record<string, unknown>).yaxis = { title: { text: "loss" }, type: "log" };
+  return fig;
 }
 
 /** Phases with logged epochs, in order. */
 export function loggedPhases(run: RunData): string[] {
-  return [...new Set(run.log.map((l) => l.phase))];
+  return [...new Set(run.log.filter((l) => l.validation).map((l) => l.phase))];
 }
 
 /** PSNR or SSIM per test subject: teacher reconstruction, KKN synthesis, 3T floor (Fig. 6 numbers). */
@@ -207,7 +233,7 @@ export async function testSubjects(run: RunData): Promise<{ paired: Subject; tis
   const paired = await loadCohort(join(root, "paired"));
   const tissue = await loadCohort(join(root, "tissue"));
   return {
-    paired: foldSplits(paired.subjects, 1)[0].test,
+    paired: foldSplits(paired.subjects, { folds: 1, testPerFold: run.config.testPerFold ?? 1 })[0].test[0],
     tissue: tissue.subjects.find((s) => s.split === "test")!,
   };
 }

@@ -23,7 +23,7 @@ export const TRAIN_COMMAND: CommandSpec = {
     {
       name: "profile",
       description: "cohort and model size",
-      choices: ["quick", "default", "paper"],
+      choices: ["quick", "default", "long", "paper"],
       default: "default",
     },
     {
@@ -33,7 +33,11 @@ export const TRAIN_COMMAND: CommandSpec = {
       default: "auto",
       env: "TFJS_BACKEND",
     },
-    { name: "epochs", description: "epochs per phase (overrides the profile)", type: "integer" },
+    {
+      name: "epochs",
+      description: "validation rounds per phase, each of the phase's steps per round (an epoch in the paper profile)",
+      type: "integer",
+    },
     {
       name: "folds",
       description: "leave-one-out folds of the paired 3T/7T cohort to run (the paper profile runs all 15)",
@@ -47,6 +51,12 @@ export const TRAIN_COMMAND: CommandSpec = {
       description: "JSON file with any further settings (learning rate, loss weights, widths...)",
     },
     { name: "seed", description: "random seed", type: "integer", default: 0 },
+    {
+      name: "allow-unconverged",
+      description: "continue (with a warning) when a phase ends with its validation score still rising or below its floor",
+      type: "boolean",
+      default: false,
+    },
     {
       name: "progress",
       description: "show the progress line (--progress=false to hide)",

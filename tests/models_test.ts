@@ -18,7 +18,7 @@ import {
   KnowledgeKeeper,
   PRM,
 } from "../lib/models/keeper.ts";
-import { AFM, crossEntropy } from "../lib/models/fusion.ts";
+import { AFM, crossEntropy, softDiceLoss } from "../lib/models/fusion.ts";
 import { l1, mse } from "../lib/models/blocks.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { trainLoop } from "../lib/train/loop.ts";
@@ -132,6 +132,22 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
     Math.log(4),
     1e-6,
   );
+  // soft Dice over the foreground: logits [0, 0] on 2 voxels of 2 classes -> p = 0.5 each;
+  // labels [1, 0]: class 1 has sum p g = 0.5, sum p = 1, sum g = 1 -> Dice 0.5, loss 0.5
+  assertAlmostEquals(
+    softDiceLoss(tf.zeros([1, 1, 1, 2, 2]) as tf.Tensor5D, tf.tensor([1, 0], [2], "int32"), 0).dataSync()[0],
+    0.5,
+    1e-6,
+  );
+  // a confident correct prediction gives a loss near 0
+  assertAlmostEquals(
+    softDiceLoss(
+      tf.tensor([20, -20, -20, 20], [1, 1, 1, 2, 2]) as tf.Tensor5D,
+      tf.tensor([0, 1], [2], "int32"),
+    ).dataSync()[0],
+    0,
+    1e-5,
+  );
   // distillation: identical features give 0 in both modes
   const f = [randn([1, 2, 2, 2, 3], 9) as tf.Tensor5D];
   for (const mode of ["paper", "code"] as const) {
@@ -151,6 +167,15 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
         crossEntropy(
           x as tf.Tensor5D,
           tf.tensor(Int32Array.from({ length: 12 }, (_, i) => i % 3), [12], "int32"),
+        ),
+      [t],
+    ],
+    [
+      "soft Dice",
+      (x) =>
+        softDiceLoss(
+          x as tf.Tensor5D,
+          tf.tensor(Int32Array.from({ length: 12 }, (_, i) => (i * 7) % 3), [12], "int32"),
         ),
       [t],
     ],

@@ -1,6 +1,6 @@
 import { assert, assertAlmostEquals, assertEquals, assertGreater } from "@std/assert";
 import { assertSameGrid, gaussian, makeVolume, mulberry32, readNifti, type Vec3 } from "../lib/mod.ts";
-import { equalPosteriorThreshold, fitGaussianMixture } from "../lib/phantom/gmm.ts";
+import { equalPosteriorThreshold, fitGaussianMixture, otsuThreshold } from "../lib/phantom/gmm.ts";
 import { DEFAULT_DEFORMATION, minJacobian, randomDiffeomorphism } from "../lib/phantom/deform.ts";
 import {
   acquire,
@@ -115,6 +115,19 @@ Deno.test("mixture model: recovers two Gaussians and their equal-posterior thres
   const dens = (g: typeof a, x: number) => (g.weight / g.sd) * Math.exp(-0.5 * ((x - g.mean) / g.sd) ** 2);
   assertAlmostEquals(dens(a, t) / dens(b, t), 1, 1e-3);
   assert(t > 100 && t < 112, `threshold ${t}`);
+});
+
+Deno.test("Otsu threshold: hand-computed value and the split of two separated classes", () => {
+  // {1, 1, 2, 8, 9, 9}: t = 2 separates {1, 1, 2} (mean 4/3) from {8, 9, 9} (mean 26/3): the
+  // between-class variance 3 * 3 * (22/3)^2 = 484 is the largest (t = 1: 2 * 4 * 6^2 = 288; t = 3..7 tie with t = 2, the first is kept).
+  assertEquals(otsuThreshold([1, 1, 2, 8, 9, 9], 16), 2);
+  const r = mulberry32(5);
+  const values = [
+    ...Array.from({ length: 30000 }, () => 80 + 10 * gaussian(r)),
+    ...Array.from({ length: 20000 }, () => 115 + 4 * gaussian(r)),
+  ];
+  const t = otsuThreshold(values);
+  assert(t > 90 && t < 105, `threshold ${t}`);
 });
 
 Deno.test("random deformations are diffeomorphic (positive Jacobian)", () => {

@@ -22,14 +22,14 @@ import {
   MPRAGE_3T,
   type MPSequence,
   mpSignals,
-  nominalSnr,
+  acquisitionSnr,
   PHYSICS_CLASSES,
   RECEIVE_BIAS_AMPLITUDE,
   tissueProperties,
   transmitScale,
 } from "./physics.ts";
 
-export const GENERATOR_VERSION = "1.0.0";
+export const GENERATOR_VERSION = "1.1.0";
 export const ATLAS_DIR = new URL("../../data-prep/atlas/", import.meta.url);
 
 export interface PhantomProfile {
@@ -44,7 +44,7 @@ export interface PhantomProfile {
   tissue: { train: number; validation: number; test: number };
   wholeBrain: { subjects: number; rescans: number; train: number; validation: number };
   deformation: DeformationParams;
-  /** Reference SNR of WM at 3T and 1 mm^3 (others follow `nominalSnr`). */
+  /** Reference SNR of WM at 3T and 1 mm^3 (others follow `acquisitionSnr`). */
   snr3T1mm: number;
 }
 
@@ -342,9 +342,9 @@ export function acquire(
     ref.affine,
   );
   const mask = resampleToGrid(brain, grid.shape, grid.affine, "linear").data;
-  // Noise: sigma from the nominal SNR of white matter in the last block.
+  // Noise: sigma from the SNR of white matter in the last block at the acquisition voxel.
   const wmRef = Math.abs(lut[WM][Math.round((1 - B1_MIN) / (B1_MAX - B1_MIN) * (B1_STEPS - 1))][blocks - 1]);
-  const noise = wmRef / nominalSnr(field, seq.voxel, profile.snr3T1mm);
+  const noise = wmRef / acquisitionSnr(field, seq.voxel, acqVoxel, profile.snr3T1mm);
   const out = new Float32Array(mask.length);
   for (let q = 0; q < out.length; q++) {
     const re = acquired.map((a) => a[q] + gaussian(rand) * noise);

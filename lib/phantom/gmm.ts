@@ -80,3 +80,33 @@ export function equalPosteriorThreshold(a: Gaussian1D, b: Gaussian1D): number {
   }
   return (lo + hi) / 2;
 }
+
+/**
+ * Otsu's threshold (Otsu, IEEE Trans Syst Man Cybern 9:62-66, 1979): of integer-rounded `values`
+ * clamped to [0, `levels` - 1], the level t that maximises the between-class variance
+ * w0 w1 (m0 - m1)^2 of {v <= t} and {v > t}. Parameter-free, it does not assume either class is
+ * Gaussian (the mixture fit does, and a narrow WM peak in an averaged template pulls its
+ * equal-posterior point deep into the WM tail).
+ */
+export function otsuThreshold(values: ArrayLike<number>, levels = 256): number {
+  const h = new Float64Array(levels);
+  for (let i = 0; i < values.length; i++) h[Math.min(levels - 1, Math.max(0, Math.round(values[i])))]++;
+  let n = 0, total = 0;
+  for (let t = 0; t < levels; t++) {
+    n += h[t];
+    total += t * h[t];
+  }
+  let best = -1, threshold = 0, w0 = 0, s0 = 0;
+  for (let t = 0; t < levels; t++) {
+    w0 += h[t];
+    s0 += t * h[t];
+    const w1 = n - w0;
+    if (w0 === 0 || w1 === 0) continue;
+    const between = w0 * w1 * (s0 / w0 - (total - s0) / w1) ** 2;
+    if (between > best) {
+      best = between;
+      threshold = t;
+    }
+  }
+  return threshold;
+}

@@ -205,6 +205,17 @@ export function nominalSnr(field: Field, voxelMm: number, snr3T1mm = 40): number
 }
 
 /**
+ * SNR of a sequence acquired at `acquiredMm` instead of its nominal `voxelMm` over the same field
+ * of view and readout bandwidth per voxel: SNR is proportional to voxel volume times the square
+ * root of the total sampling time, and the sampling time is proportional to the number of voxels,
+ * so SNR scales as sqrt(voxel volume) (Haacke et al., Magnetic Resonance Imaging, 1999, ch. 15):
+ * the same as block-averaging the nominal image down to the coarser grid.
+ */
+export function acquisitionSnr(field: Field, voxelMm: number, acquiredMm: number, snr3T1mm = 40): number {
+  return nominalSnr(field, voxelMm, snr3T1mm) * (acquiredMm / voxelMm) ** 1.5;
+}
+
+/**
  * Transmit-field (B1+) scale at a distance `r` mm from the head centre: centre-bright at 7T
  * (about 1.2 at the centre, 0.8 at 100 mm; cf. Vaughan et al., Magn Reson Med 46:24-30, 2001),
  * mild at 3T, nearly flat at 1.5T. `tilt` adds a seeded left-right/anterior-posterior gradient.

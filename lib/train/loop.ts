@@ -31,6 +31,8 @@ export interface LoopSpec<S> {
 
 export interface LoopResult {
   best: Scores | null;
+  /** Validation scores of every epoch (round) so far, including those before a resume. */
+  history: Scores[];
   bestEpoch: number;
   epochsRun: number;
   resumedFrom: number;
@@ -46,12 +48,14 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
   let start = 0;
   let best: Scores | null = null;
   let bestEpoch = -1;
+  let history: Scores[] = [];
   const last = `${spec.checkpoint}-last`;
   if (existsSync(`${last}.json`)) {
     const meta = await loadCheckpoint(last, spec.module, spec.optimizers);
     start = Number(meta.epoch) + 1;
     best = (meta.best as Scores | null) ?? null;
     bestEpoch = Number(meta.bestEpoch ?? -1);
+    history = (meta.history as Scores[] | undefined) ?? [];
     if (spec.progress !== false) {
       console.error(`${spec.label}: resuming after epoch ${start} of ${spec.epochs}`);
     }
@@ -79,16 +83,18 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
     }
     const means = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / spec.items.length]));
     const val = await spec.validate();
+    history.push(val);
     const improved = spec.better(val, best);
     if (improved) {
       best = val;
       bestEpoch = epoch;
       await saveCheckpoint(`${spec.checkpoint}-best`, spec.module, {}, { epoch, scores: val });
     }
-    await saveCheckpoint(last, spec.module, spec.optimizers, { epoch, best, bestEpoch });
+    await saveCheckpoint(last, spec.module, spec.optimizers, { epoch, best, bestEpoch, history });
     await spec.log({
       phase: spec.label,
       epoch: epoch + 1,
+      steps: (epoch + 1) * spec.items.length,
       train: means,
       validation: val,
       best: improved,
@@ -103,5 +109,5 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
       scores: null,
     });
   }
-  return { best, bestEpoch, epochsRun: spec.epochs - start, resumedFrom };
+  return { best, history, bestEpoch, epochsRun: spec.epochs - start, resumedFrom };
 }

@@ -27,42 +27,128 @@ import {
   KnowledgeKeeper,
   PatchDiscriminator,
 } from "../models/keeper.ts";
-import { crossEntropy, GuidedSegmenter, UNet3D } from "../models/fusion.ts";
+import { GuidedSegmenter, type SegmentationLoss, segmentationLoss, UNet3D } from "../models/fusion.ts";
 import { l1 } from "../models/blocks.ts";
 import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
 import { type Scores, trainLoop } from "./loop.ts";
 import { loadCheckpoint } from "./state.ts";
+import {
+  ConvergenceError,
+  type ConvergenceReport,
+  isPatchStep,
+  judgeConvergence,
+  learningRateAt,
+  paperSchedule,
+  roundsOf,
+  samplePatch,
+  type Schedule,
+  setLearningRate,
+} from "./schedule.ts";
 
 export interface RunConfig {
   profile: string;
   seed: number;
-  /** Leave-one-out folds of the paired cohort to run (1..subjects). */
+  /** Cross-validation folds of the paired cohort to run (1..subjects / testPerFold). */
   folds: number;
-  learningRate: number;
+  /** Test subjects per fold (1: leave-one-out, the paper's protocol). */
+  testPerFold: number;
   augment: boolean;
-  teacher: TeacherConfig & { epochs: number };
-  keeper: KeeperConfig & { epochs: number; discriminatorNf: number };
-  fusion: { nf: number; levels: number; baselineEpochs: number; fusionEpochs: number; classes: number };
+  teacher: TeacherConfig & { train: Schedule };
+  keeper: KeeperConfig & { discriminatorNf: number; train: Schedule };
+  fusion: {
+    nf: number;
+    levels: number;
+    classes: number;
+    /** `ce`: the authors' cross-entropy; `ce+dice`: plus soft Dice over the foreground classes. */
+    loss: SegmentationLoss;
+    baseline: Schedule;
+    /** AFM fine-tuning (and the epoch-matched control, which gets the same schedule). */
+    fusion: Schedule;
+  };
+  /** Convergence checks at the end of every phase (see `judgeConvergence`). */
+  checks: {
+    enforce: boolean;
+    /** Fraction of a phase's steps, at the end, over which the validation gain is measured. */
+    window: number;
+    /** Largest validation PSNR gain (dB) over the window for teacher and KKN. */
+    maxGainPsnr: number;
+    /** Largest validation mean foreground Dice gain over the window for segmentation. */
+    maxGainDice: number;
+    /** Segmentation floor: validation mean foreground Dice. */
+    minDice: number;
+  };
   progress: boolean;
 }
 
-/** Model sizes and epochs per profile (`--epochs` and the config file override them). */
+/**
+ * Model sizes and schedules per profile (`--epochs` and the config file override them).
+ *
+ * - `paper`: the paper's protocol exactly: nf 16, whole volumes, Adam 2e-4 constant, 100 epochs,
+ *   leave-one-out over 15 subjects (13 training subjects a fold), CE for the tissue networks.
+ * - `default`: sized for the main job's budget on two CPU cores (20 minutes with cohort
+ *   generation): steps as the unit, 32^3 patches with a foreground bias and a whole-volume finish,
+ *   a 10x larger peak learning rate with warm-up and cosine decay, CE + soft Dice, one fold of
+ *   three test subjects.
+ * - `long`: the default's recipe on a larger budget (see README): about 8 hours here.
+ * - `quick`: a smoke test of every code path (seconds); it does not converge and is not checked.
+ */
 export function profileConfig(profile: string, seed = 0): RunConfig {
-  const small = profile === "quick";
-  const paper = profile === "paper";
-  // default: sized so that the main job fits in about 20 minutes on two CPU cores
-  const nf = paper ? 16 : small ? 4 : 8;
-  const pick = (p: number, q: number, d: number) => (paper ? p : small ? q : d);
-  return {
+  const nf = profile === "paper" ? 16 : profile === "quick" ? 4 : 8;
+  const base = {
     profile,
     seed,
-    folds: pick(15, 1, 2),
-    learningRate: 2e-4,
     augment: true,
-    teacher: { ...DEFAULT_TEACHER, nf, epochs: pick(100, 2, 12) },
-    keeper: { ...DEFAULT_KEEPER, nf, epochs: pick(100, 2, 6), discriminatorNf: nf },
-    fusion: { nf, levels: 5, baselineEpochs: pick(100, 2, 8), fusionEpochs: pick(100, 2, 6), classes: 4 },
     progress: true,
+    checks: { enforce: true, window: 0.15, maxGainPsnr: 0.5, maxGainDice: 0.01, minDice: 0.5 },
+  };
+  const recipe = (steps: number, every: number, lr: number, patch = 32): Schedule => ({
+    steps,
+    validateEvery: every,
+    learningRate: lr,
+    warmupSteps: Math.round(steps * 0.05),
+    minLearningRate: lr / 100,
+    patch,
+    foregroundBias: 0.5,
+    wholeFraction: 0.2,
+  });
+  const teacher = { ...DEFAULT_TEACHER, nf };
+  const keeper = { ...DEFAULT_KEEPER, nf, discriminatorNf: nf };
+  const fusion = { nf, levels: 5, classes: 4 };
+  if (profile === "paper") {
+    return {
+      ...base,
+      folds: 15,
+      testPerFold: 1,
+      teacher: { ...teacher, train: paperSchedule(100, 13) },
+      keeper: { ...keeper, train: paperSchedule(100, 13) },
+      fusion: { ...fusion, loss: "ce", baseline: paperSchedule(100, 7), fusion: paperSchedule(100, 7) },
+    };
+  }
+  if (profile === "quick") {
+    const q = (steps: number) => ({ ...recipe(steps, 1, 2e-3, 0), warmupSteps: 0 });
+    return {
+      ...base,
+      checks: { ...base.checks, enforce: false },
+      folds: 1,
+      testPerFold: 1,
+      teacher: { ...teacher, train: q(2) },
+      keeper: { ...keeper, train: q(2) },
+      fusion: { ...fusion, loss: "ce+dice", baseline: q(2), fusion: q(2) },
+    };
+  }
+  const long = profile === "long";
+  return {
+    ...base,
+    folds: long ? 5 : 1,
+    testPerFold: 3,
+    teacher: { ...teacher, train: recipe(long ? 4000 : 500, long ? 200 : 50, 2e-3) },
+    keeper: { ...keeper, train: recipe(long ? 3000 : 400, long ? 150 : 40, 2e-3) },
+    fusion: {
+      ...fusion,
+      loss: "ce+dice",
+      baseline: recipe(long ? 3000 : 400, long ? 150 : 40, 2e-3),
+      fusion: { ...recipe(long ? 1500 : 160, long ? 75 : 16, 5e-4), warmupSteps: long ? 150 : 16 },
+    },
   };
 }
 
@@ -81,6 +167,10 @@ export interface Context {
   cfg: RunConfig;
   runDir: string;
   log(line: Record<string, unknown>): Promise<void>;
+  /** Convergence verdicts of the phases run so far. */
+  reports: ConvergenceReport[];
+  /** Continue past a phase that has not converged (a warning instead of an error). */
+  allowUnconverged: boolean;
 }
 
 const ckpt = (ctx: Context, name: string) => join(ctx.runDir, "checkpoints", name);
@@ -89,9 +179,45 @@ function seedOf(...parts: number[]): number {
   return parts.reduce((h, p) => (Math.imul(h ^ p, 2654435761) >>> 0) + 0x9e37, 0x811c9dc5) >>> 0;
 }
 
-/** Subject arrays for a step, augmented when enabled. */
-function sample(ctx: Context, s: Subject, seed: number, labelKeys: string[]): Record<string, Float32Array> {
-  return ctx.cfg.augment ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys) : s.arrays;
+/**
+ * The training sample of 0-based step `step` of a phase: the subject `train[step % n]`,
+ * augmented (when enabled, seeded by the step), then cropped to a random patch while the
+ * schedule trains on patches. `foregroundKey` names the array whose non-zero voxels attract patches.
+ */
+function drawSample(
+  ctx: Context,
+  schedule: Schedule,
+  train: Subject[],
+  step: number,
+  seed: number,
+  labelKeys: string[],
+  foregroundKey: string,
+): { arrays: Record<string, Float32Array>; shape: [number, number, number] } {
+  const s = train[step % train.length];
+  const arrays = ctx.cfg.augment
+    ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys)
+    : s.arrays;
+  if (!isPatchStep(schedule, step)) return { arrays, shape: s.shape };
+  return samplePatch(arrays, s.shape, schedule.patch, arrays[foregroundKey], schedule.foregroundBias, seed ^ 0x2545);
+}
+
+/** Rounds and per-round step indices of a schedule, for `trainLoop`. */
+function loopShape(schedule: Schedule): { epochs: number; items: number[] } {
+  return { epochs: roundsOf(schedule), items: Array.from({ length: schedule.validateEvery }, (_, i) => i) };
+}
+
+/** Records a phase's convergence verdict; throws unless the run allows unconverged phases. */
+async function checkPhase(ctx: Context, report: ConvergenceReport): Promise<void> {
+  ctx.reports.push(report);
+  await ctx.log({ phase: report.phase, convergence: report });
+  if (!report.problems.length) return;
+  const line = `${report.phase}: ${report.problems.join("; ")}`;
+  if (ctx.cfg.checks.enforce && !ctx.allowUnconverged) {
+    throw new ConvergenceError(
+      `${line} (train longer through --config, or pass --allow-unconverged to continue)`,
+    );
+  }
+  console.error(`warning: ${line}`);
 }
 
 /**
@@ -131,20 +257,36 @@ const bothImprove = (cur: Scores, best: Scores | null) =>
 
 export interface FoldSplit {
   fold: number;
-  test: Subject;
+  test: Subject[];
   validation: Subject;
   train: Subject[];
 }
 
-export function foldSplits(subjects: Subject[], folds: number): FoldSplit[] {
-  const n = subjects.length;
-  if (n < 3) throw new Error(`paired cohort: leave-one-out needs at least 3 subjects, found ${n}`);
-  return Array.from({ length: Math.min(folds, n) }, (_, f) => ({
-    fold: f + 1,
-    test: subjects[f],
-    validation: subjects[(f + 1) % n],
-    train: subjects.filter((_, i) => i !== f && i !== (f + 1) % n),
-  }));
+export interface FoldSplitsOptions {
+  folds: number;
+  /** Test subjects per fold (1: leave-one-out). */
+  testPerFold: number;
+}
+
+/**
+ * Cross-validation folds: fold f tests subjects f*t .. f*t+t-1 (t = testPerFold), validates on
+ * the next subject and trains on the rest; t = 1 is the paper's leave-one-out.
+ */
+export function foldSplits(subjects: Subject[], { folds, testPerFold }: FoldSplitsOptions): FoldSplit[] {
+  const n = subjects.length, t = testPerFold;
+  if (n < t + 2) {
+    throw new Error(`paired cohort: ${t} test subjects a fold need at least ${t + 2} subjects, found ${n}`);
+  }
+  return Array.from({ length: Math.min(folds, Math.floor(n / t)) }, (_, f) => {
+    const test = Array.from({ length: t }, (_, i) => f * t + i);
+    const v = (f * t + t) % n;
+    return {
+      fold: f + 1,
+      test: test.map((i) => subjects[i]),
+      validation: subjects[v],
+      train: subjects.filter((_, i) => !test.includes(i) && i !== v),
+    };
+  });
 }
 
 export function buildTeacher(cfg: RunConfig, fold: number): Teacher {
@@ -155,23 +297,32 @@ export function buildKeeper(cfg: RunConfig, fold: number): KnowledgeKeeper {
   return new KnowledgeKeeper(cfg.keeper, seedOf(cfg.seed, 2, fold));
 }
 
+/** PSNR/SSIM of the 3T input itself against 7T: the floor a synthesis has to beat. */
+function floorScores(s: Subject): Scores {
+  return imageScores(s.arrays["3T"], s.arrays["7T"], s.shape);
+}
+
 /** Phase 1 for one fold. */
 export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teacher> {
   const teacher = buildTeacher(ctx.cfg, split.fold);
-  const opt = adam(ctx.cfg.learningRate);
+  const schedule = ctx.cfg.teacher.train;
+  const opt = adam(schedule.learningRate);
   const params = teacher.parameters();
-  await trainLoop({
-    label: `teacher fold ${split.fold}`,
+  const label = `teacher fold ${split.fold}`;
+  const result = await trainLoop({
+    label,
     checkpoint: ckpt(ctx, `teacher-fold${split.fold}`),
-    epochs: ctx.cfg.teacher.epochs,
-    items: split.train,
+    ...loopShape(schedule),
     module: teacher,
     optimizers: { teacher: opt },
     progress: ctx.cfg.progress,
-    step: (s, epoch, i) => {
-      const seed = seedOf(ctx.cfg.seed, 11, split.fold, epoch, i);
-      const a = sample(ctx, s, seed, []);
-      const y7 = toTensor(a["7T"], s.shape);
+    step: (i, round) => {
+      const step = round * schedule.validateEvery + i;
+      const seed = seedOf(ctx.cfg.seed, 11, split.fold, step);
+      const lr = learningRateAt(schedule, step);
+      setLearningRate(opt, lr);
+      const a = drawSample(ctx, schedule, split.train, step, seed, [], "7T");
+      const y7 = toTensor(a.arrays["7T"], a.shape);
       let parts: Record<string, number> = {};
       const cost = opt.minimize(
         () => {
@@ -184,7 +335,7 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
       )!;
       const loss = cost.dataSync()[0];
       tf.dispose([cost, y7]);
-      return Promise.resolve({ loss, ...parts });
+      return Promise.resolve({ loss, ...parts, lr });
     },
     validate: async () => {
       const s = split.validation;
@@ -197,9 +348,21 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
     better: bothImprove,
     log: ctx.log,
   });
+  await checkPhase(ctx, judgeImage(ctx, label, result.history, schedule, floorScores(split.validation)));
   await loadCheckpoint(ckpt(ctx, `teacher-fold${split.fold}-best`), teacher);
   opt.dispose();
   return teacher;
+}
+
+/** Convergence of an image phase: validation PSNR, floored by the 3T input's own PSNR. */
+function judgeImage(ctx: Context, label: string, history: Scores[], schedule: Schedule, floor: Scores) {
+  const { window, maxGainPsnr } = ctx.cfg.checks;
+  return judgeConvergence(label, "PSNR", history.map((h) => h.psnr), schedule.validateEvery, {
+    window,
+    maxGain: maxGainPsnr,
+    floor: floor.psnr,
+    floorName: "the 3T input's own PSNR",
+  });
 }
 
 /** KKN and discriminator as one module, so one checkpoint resumes both. */
@@ -219,20 +382,25 @@ export async function trainKeeper(
 ): Promise<KnowledgeKeeper> {
   const kkn = buildKeeper(ctx.cfg, split.fold);
   const disc = new PatchDiscriminator(ctx.cfg.keeper.discriminatorNf, seedOf(ctx.cfg.seed, 3, split.fold));
-  const optK = adam(ctx.cfg.learningRate), optD = adam(ctx.cfg.learningRate);
+  const schedule = ctx.cfg.keeper.train;
+  const optK = adam(schedule.learningRate), optD = adam(schedule.learningRate);
   const { lambdaSyn, lambdaAdv, distribution } = ctx.cfg.keeper;
   const pair = new KeeperPair(kkn, disc);
-  await trainLoop({
-    label: `keeper fold ${split.fold}`,
+  const label = `keeper fold ${split.fold}`;
+  const result = await trainLoop({
+    label,
     checkpoint: ckpt(ctx, `keeper-fold${split.fold}`),
-    epochs: ctx.cfg.keeper.epochs,
-    items: split.train,
+    ...loopShape(schedule),
     module: pair,
     optimizers: { keeper: optK, discriminator: optD },
     progress: ctx.cfg.progress,
-    step: (s, epoch, i) => {
-      const a = sample(ctx, s, seedOf(ctx.cfg.seed, 12, split.fold, epoch, i), []);
-      const x3 = toTensor(a["3T"], s.shape), y7 = toTensor(a["7T"], s.shape);
+    step: (i, round) => {
+      const step = round * schedule.validateEvery + i;
+      const lr = learningRateAt(schedule, step);
+      setLearningRate(optK, lr);
+      setLearningRate(optD, lr);
+      const a = drawSample(ctx, schedule, split.train, step, seedOf(ctx.cfg.seed, 12, split.fold, step), [], "7T");
+      const x3 = toTensor(a.arrays["3T"], a.shape), y7 = toTensor(a.arrays["7T"], a.shape);
       const target = tf.tidy(() => teacher.encoder.apply(y7));
       // Algorithm 1 lines 12-19: the KKN update through the frozen teacher decoder; its synthesis
       // is kept (outside the gradient tape, i.e. detached) for the LSGAN discriminator update
@@ -262,7 +430,7 @@ export async function trainKeeper(
         true,
         disc.parameters(),
       )!;
-      const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts };
+      const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts, lr };
       tf.dispose([x3, y7, target, fake!, dCost, kCost]);
       return Promise.resolve(out);
     },
@@ -274,6 +442,7 @@ export async function trainKeeper(
     better: bothImprove,
     log: ctx.log,
   });
+  await checkPhase(ctx, judgeImage(ctx, label, result.history, schedule, floorScores(split.validation)));
   await loadCheckpoint(ckpt(ctx, `keeper-fold${split.fold}-best`), pair);
   optK.dispose();
   optD.dispose();
@@ -295,8 +464,18 @@ export async function evaluateFold(
   split: FoldSplit,
   teacher: Teacher,
   kkn: KnowledgeKeeper,
+): Promise<FoldMetrics[]> {
+  const out: FoldMetrics[] = [];
+  for (const s of split.test) out.push(await evaluateSubject(split.fold, s, teacher, kkn));
+  return out;
+}
+
+async function evaluateSubject(
+  fold: number,
+  s: Subject,
+  teacher: Teacher,
+  kkn: KnowledgeKeeper,
 ): Promise<FoldMetrics> {
-  const s = split.test;
   const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
   const recon = await readAndDispose(tf.tidy(() => teacher.reconstruct(y7)));
   const f7 = tf.tidy(() => teacher.encoder.apply(y7));
@@ -316,11 +495,11 @@ export async function evaluateFold(
   }
   tf.dispose([x3, y7, ...f7, ...f3, ...fk]);
   return {
-    fold: split.fold,
+    fold,
     subject: s.id,
     teacher: imageScores(recon, s.arrays["7T"], s.shape),
     keeper: imageScores(syn, s.arrays["7T"], s.shape),
-    floor3T: imageScores(s.arrays["3T"], s.arrays["7T"], s.shape),
+    floor3T: floorScores(s),
     featureDistance: distances,
   };
 }
@@ -373,45 +552,64 @@ export async function trainFusion(
     }
     return out;
   };
-  const diceSum = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
-    const sums = (await diceOf(val, predict)).map((d) => d.reduce((a, b) => a + b, 0));
-    return { diceSum: sums.reduce((a, b) => a + b, 0) / val.length };
+  /** Validation: the authors' rule (sum of per-class Dice) and the mean foreground Dice. */
+  const validationDice = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
+    const d = await diceOf(val, predict);
+    const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+    return {
+      diceSum: mean(d.map((r) => r.reduce((a, b) => a + b, 0))),
+      dice: mean(d.map((r) => mean(r.slice(1)))),
+    };
   };
   const better = (cur: Scores, best: Scores | null) => !best || cur.diceSum > best.diceSum;
+  const { loss: lossKind } = ctx.cfg.fusion;
 
-  // one loop for both stages: cross-entropy on augmented whole volumes, best by validation Dice
+  // one loop for every stage: the segmentation loss on augmented patches or volumes, best by
+  // validation Dice
   const trainSegmentation = async (
     label: string,
     name: string,
-    epochs: number,
+    schedule: Schedule,
     module: Module,
     seedTag: number,
     logits: (x: tf.Tensor5D, keeper: tf.Tensor5D[]) => tf.Tensor5D,
     withKeeper: boolean,
   ) => {
-    const opt = adam(ctx.cfg.learningRate);
-    await trainLoop({
+    const opt = adam(schedule.learningRate);
+    const result = await trainLoop({
       label,
       checkpoint: ckpt(ctx, name),
-      epochs,
-      items: train,
+      ...loopShape(schedule),
       module,
       optimizers: { [name]: opt },
       progress: ctx.cfg.progress,
-      step: (s, epoch, i) => {
-        const a = sample(ctx, s, seedOf(ctx.cfg.seed, seedTag, epoch, i), ["tissue"]);
-        const x = toTensor(a[segInput(s)], s.shape);
-        const y = tf.tensor(Int32Array.from(a.tissue), [a.tissue.length], "int32");
+      step: (i, round) => {
+        const step = round * schedule.validateEvery + i;
+        const lr = learningRateAt(schedule, step);
+        setLearningRate(opt, lr);
+        const a = drawSample(ctx, schedule, train, step, seedOf(ctx.cfg.seed, seedTag, step), ["tissue"], "tissue");
+        const x = toTensor(a.arrays[segInput(train[0])], a.shape);
+        const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
         const fk = withKeeper ? keeperFeatures(x) : [];
-        const cost = opt.minimize(() => crossEntropy(logits(x, fk), y), true, module.parameters())!;
+        const cost = opt.minimize(() => segmentationLoss(lossKind, logits(x, fk), y), true, module.parameters())!;
         const loss = cost.dataSync()[0];
         tf.dispose([x, y, cost, ...fk]);
-        return Promise.resolve({ loss });
+        return Promise.resolve({ loss, lr });
       },
-      validate: () => diceSum((x) => logits(x, withKeeper ? kkn.apply(x) : [])),
+      validate: () => validationDice((x) => logits(x, withKeeper ? kkn.apply(x) : [])),
       better,
       log: ctx.log,
     });
+    const { window, maxGainDice, minDice } = ctx.cfg.checks;
+    await checkPhase(
+      ctx,
+      judgeConvergence(label, "mean foreground Dice", result.history.map((h) => h.dice), schedule.validateEvery, {
+        window,
+        maxGain: maxGainDice,
+        floor: minDice,
+        floorName: "the sanity floor",
+      }),
+    );
     await loadCheckpoint(ckpt(ctx, `${name}-best`), module);
     opt.dispose();
   };
@@ -420,7 +618,7 @@ export async function trainFusion(
   await trainSegmentation(
     "baseline 3D U-Net",
     "baseline",
-    ctx.cfg.fusion.baselineEpochs,
+    ctx.cfg.fusion.baseline,
     baseline,
     13,
     (x) => baseline.apply(x),
@@ -435,7 +633,7 @@ export async function trainFusion(
   await trainSegmentation(
     "baseline 3D U-Net, epoch-matched",
     "baseline-matched",
-    ctx.cfg.fusion.fusionEpochs,
+    ctx.cfg.fusion.fusion,
     matched,
     14,
     (x) => matched.apply(x),
@@ -449,7 +647,7 @@ export async function trainFusion(
   await trainSegmentation(
     "3D U-Net + AFM",
     "guided",
-    ctx.cfg.fusion.fusionEpochs,
+    ctx.cfg.fusion.fusion,
     guided,
     14,
     (x, fk) => guided.apply(x, fk),

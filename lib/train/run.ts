@@ -14,6 +14,7 @@ import type { KnowledgeKeeper } from "../models/keeper.ts";
 import { generateCohorts } from "../phantom/cohort.ts";
 import { loadCohort } from "./data.ts";
 import { loadCheckpoint } from "./state.ts";
+import { scheduleProblem } from "./schedule.ts";
 import {
   buildKeeper,
   buildTeacher,
@@ -50,24 +51,35 @@ export async function runTraining(
     }
   }
   if (opts.epochs !== undefined) {
+    // rounds per phase: each phase keeps its steps per round (one epoch in the paper profile)
     const e = Number(opts.epochs);
-    if (e < 1) throw new UsageError("--epochs: must be at least 1");
-    cfg.teacher.epochs =
-      cfg.keeper.epochs =
-      cfg.fusion.baselineEpochs =
-      cfg.fusion.fusionEpochs =
-        e;
+    if (!(e >= 1)) throw new UsageError("--epochs: must be at least 1");
+    for (const s of [cfg.teacher.train, cfg.keeper.train, cfg.fusion.baseline, cfg.fusion.fusion]) {
+      s.steps = e * s.validateEvery;
+      s.warmupSteps = Math.min(s.warmupSteps, Math.floor(s.steps / 4));
+    }
   }
   if (opts.folds !== undefined) {
     if (Number(opts.folds) < 1) throw new UsageError("--folds: must be at least 1");
     cfg.folds = Number(opts.folds);
   }
+  for (
+    const [where, sch] of [
+      ["teacher.train", cfg.teacher.train],
+      ["keeper.train", cfg.keeper.train],
+      ["fusion.baseline", cfg.fusion.baseline],
+      ["fusion.fusion", cfg.fusion.fusion],
+    ] as const
+  ) {
+    const problem = scheduleProblem(where, sch);
+    if (problem) throw new UsageError(`${opts.config ? `--config ${opts.config}: ` : ""}${problem}`);
+  }
   if (opts.progress === false) cfg.progress = false;
-  const data = String(opts.data ?? `data/generated/${profile}`);
+  const data = String(opts.data ?? `data/generated/${cohortProfile(profile)}`);
   if (!existsSync(join(data, "paired", "manifest.json"))) {
     if (opts.data) throw new UsageError(`--data ${data}: no paired/manifest.json there`);
     console.log(`cohort ${data} absent: generating the "${profile}" phantom cohorts`);
-    await generateCohorts(profile as "quick" | "default" | "paper", data, { seed: Number(opts.seed) });
+    await generateCohorts(cohortProfile(profile), data, { seed: Number(opts.seed) });
   }
   const runDir = join(String(opts.out), String(opts.name ?? profile));
   await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
@@ -85,6 +97,8 @@ export async function runTraining(
   const ctx: Context = {
     cfg,
     runDir,
+    reports: [],
+    allowUnconverged: opts["allow-unconverged"] === true,
     log: async (line) =>
       await Deno.writeTextFile(logPath, JSON.stringify({ time: new Date().toISOString(), ...line }) + "\n", {
         append: true,
@@ -93,7 +107,7 @@ export async function runTraining(
   const phase = String(opts.phase);
   const t0 = performance.now();
   const paired = await loadCohort(join(data, "paired"));
-  const splits = foldSplits(paired.subjects, cfg.folds);
+  const splits = foldSplits(paired.subjects, cfg);
   const folds: FoldMetrics[] = [];
   let firstKeeper: KnowledgeKeeper | undefined;
   for (const split of splits) {
@@ -113,7 +127,7 @@ export async function runTraining(
           "keeper.",
         )
         : await trainKeeper(ctx, split, teacher);
-    folds.push(await evaluateFold(split, teacher, kkn));
+    folds.push(...await evaluateFold(split, teacher, kkn));
     if (split.fold === 1) firstKeeper = kkn;
     else kkn.dispose();
     teacher.dispose();
@@ -136,11 +150,17 @@ export async function runTraining(
     peakRssMiB: peakRss,
     folds,
     fusion,
+    convergence: ctx.reports,
   };
   await writeJson(join(runDir, "metrics.json"), metrics);
   await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion));
   console.log(summary(folds, fusion, seconds));
   return runDir;
+}
+
+/** The phantom cohort a training profile runs on (`long` trains longer on the default cohort). */
+export function cohortProfile(profile: string): "quick" | "default" | "paper" {
+  return profile === "long" ? "default" : profile as "quick" | "default" | "paper";
 }
 
 async function loaded<M extends Module>(m: M, path: string, prefix = ""): Promise<M> {
