@@ -35,7 +35,8 @@ export const TRAIN_COMMAND: CommandSpec = {
     },
     {
       name: "epochs",
-      description: "validation rounds per phase, each of the phase's steps per round (an epoch in the paper profile)",
+      description:
+        "validation rounds per phase, each of the phase's steps per round (an epoch in the paper profile)",
       type: "integer",
     },
     {
@@ -53,7 +54,8 @@ export const TRAIN_COMMAND: CommandSpec = {
     { name: "seed", description: "random seed", type: "integer", default: 0 },
     {
       name: "allow-unconverged",
-      description: "continue (with a warning) when a phase ends with its validation score still rising or below its floor",
+      description:
+        "continue (with a warning) when a phase ends with its validation score still rising or below its floor",
       type: "boolean",
       default: false,
     },

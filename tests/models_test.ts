@@ -277,9 +277,13 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assertEquals(metrics.folds.length, 1);
   assertEquals(metrics.folds[0].featureDistance.length, 5);
   assertEquals(metrics.fusion.subjects[0].baseline.length, 4);
-  const log = (await Deno.readTextFile(join(runDir, "log.jsonl"))).trim().split("\n").map((l) =>
+  const lines = (await Deno.readTextFile(join(runDir, "log.jsonl"))).trim().split("\n").map((l) =>
     JSON.parse(l)
   );
+  const log = lines.filter((l) => l.train); // one line per round
+  // one convergence verdict per phase (the quick profile reports them, it does not enforce them)
+  const verdicts = lines.filter((l) => l.convergence).map((l) => l.phase);
+  assertEquals(verdicts.length, 5, `${verdicts}`);
   for (const phase of ["teacher fold 1", "keeper fold 1", "baseline 3D U-Net"]) {
     const losses = log.filter((l) => l.phase === phase).map((l) => l.train.loss);
     assertEquals(losses.length, 4, phase);

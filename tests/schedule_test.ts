@@ -96,7 +96,9 @@ Deno.test("schedules from --config are validated", () => {
   assertEquals(scheduleProblem("x", S), null);
   assert(scheduleProblem("x", { ...S, patch: 16 })!.includes("x.patch"));
   assert(scheduleProblem("x", { ...S, steps: 0 })!.includes("x.steps"));
-  assert(scheduleProblem("x", { ...S, learningRate: "0.1" as unknown as number })!.includes("x.learningRate"));
+  assert(
+    scheduleProblem("x", { ...S, learningRate: "0.1" as unknown as number })!.includes("x.learningRate"),
+  );
   assert(scheduleProblem("x", { ...S, minLearningRate: 1 })!.includes("learning rates"));
   for (const p of ["default", "long", "paper", "quick"]) {
     const c = profileConfig(p);

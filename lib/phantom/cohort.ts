@@ -15,6 +15,7 @@ import { makeVolume, type Volume } from "../volume/volume.ts";
 import { gaussian, mulberry32 } from "../random.ts";
 import { DEFAULT_DEFORMATION, type DeformationParams, randomDiffeomorphism, sampleField } from "./deform.ts";
 import {
+  acquisitionSnr,
   type Field,
   MP2RAGE_7T,
   mp2rageUni,
@@ -22,7 +23,6 @@ import {
   MPRAGE_3T,
   type MPSequence,
   mpSignals,
-  acquisitionSnr,
   PHYSICS_CLASSES,
   RECEIVE_BIAS_AMPLITUDE,
   tissueProperties,

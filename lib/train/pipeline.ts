@@ -198,7 +198,14 @@ function drawSample(
     ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys)
     : s.arrays;
   if (!isPatchStep(schedule, step)) return { arrays, shape: s.shape };
-  return samplePatch(arrays, s.shape, schedule.patch, arrays[foregroundKey], schedule.foregroundBias, seed ^ 0x2545);
+  return samplePatch(
+    arrays,
+    s.shape,
+    schedule.patch,
+    arrays[foregroundKey],
+    schedule.foregroundBias,
+    seed ^ 0x2545,
+  );
 }
 
 /** Rounds and per-round step indices of a schedule, for `trainLoop`. */
@@ -399,7 +406,15 @@ export async function trainKeeper(
       const lr = learningRateAt(schedule, step);
       setLearningRate(optK, lr);
       setLearningRate(optD, lr);
-      const a = drawSample(ctx, schedule, split.train, step, seedOf(ctx.cfg.seed, 12, split.fold, step), [], "7T");
+      const a = drawSample(
+        ctx,
+        schedule,
+        split.train,
+        step,
+        seedOf(ctx.cfg.seed, 12, split.fold, step),
+        [],
+        "7T",
+      );
       const x3 = toTensor(a.arrays["3T"], a.shape), y7 = toTensor(a.arrays["7T"], a.shape);
       const target = tf.tidy(() => teacher.encoder.apply(y7));
       // Algorithm 1 lines 12-19: the KKN update through the frozen teacher decoder; its synthesis
@@ -587,11 +602,23 @@ export async function trainFusion(
         const step = round * schedule.validateEvery + i;
         const lr = learningRateAt(schedule, step);
         setLearningRate(opt, lr);
-        const a = drawSample(ctx, schedule, train, step, seedOf(ctx.cfg.seed, seedTag, step), ["tissue"], "tissue");
+        const a = drawSample(
+          ctx,
+          schedule,
+          train,
+          step,
+          seedOf(ctx.cfg.seed, seedTag, step),
+          ["tissue"],
+          "tissue",
+        );
         const x = toTensor(a.arrays[segInput(train[0])], a.shape);
         const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
         const fk = withKeeper ? keeperFeatures(x) : [];
-        const cost = opt.minimize(() => segmentationLoss(lossKind, logits(x, fk), y), true, module.parameters())!;
+        const cost = opt.minimize(
+          () => segmentationLoss(lossKind, logits(x, fk), y),
+          true,
+          module.parameters(),
+        )!;
         const loss = cost.dataSync()[0];
         tf.dispose([x, y, cost, ...fk]);
         return Promise.resolve({ loss, lr });
@@ -603,12 +630,18 @@ export async function trainFusion(
     const { window, maxGainDice, minDice } = ctx.cfg.checks;
     await checkPhase(
       ctx,
-      judgeConvergence(label, "mean foreground Dice", result.history.map((h) => h.dice), schedule.validateEvery, {
-        window,
-        maxGain: maxGainDice,
-        floor: minDice,
-        floorName: "the sanity floor",
-      }),
+      judgeConvergence(
+        label,
+        "mean foreground Dice",
+        result.history.map((h) => h.dice),
+        schedule.validateEvery,
+        {
+          window,
+          maxGain: maxGainDice,
+          floor: minDice,
+          floorName: "the sanity floor",
+        },
+      ),
     );
     await loadCheckpoint(ckpt(ctx, `${name}-best`), module);
     opt.dispose();

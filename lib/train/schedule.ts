@@ -49,7 +49,9 @@ export function paperSchedule(epochs: number, trainSubjects: number, learningRat
  */
 export function scheduleProblem(where: string, s: Schedule): string | null {
   const num = (k: keyof Schedule) => typeof s[k] === "number" && Number.isFinite(s[k]);
-  for (const k of Object.keys(s) as (keyof Schedule)[]) if (!num(k)) return `${where}.${k}: not a finite number`;
+  for (const k of Object.keys(s) as (keyof Schedule)[]) {
+    if (!num(k)) return `${where}.${k}: not a finite number`;
+  }
   if (!Number.isInteger(s.steps) || s.steps < 1) return `${where}.steps: must be a positive integer`;
   if (!Number.isInteger(s.validateEvery) || s.validateEvery < 1) {
     return `${where}.validateEvery: must be a positive integer`;
@@ -168,7 +170,12 @@ export function judgeConvergence(
   metric: string,
   scores: number[],
   stepsPerRound: number,
-  { window, maxGain, floor, floorName }: { window: number; maxGain: number; floor?: number; floorName?: string },
+  { window, maxGain, floor, floorName }: {
+    window: number;
+    maxGain: number;
+    floor?: number;
+    floorName?: string;
+  },
 ): ConvergenceReport {
   const n = scores.length;
   const problems: string[] = [];
@@ -188,7 +195,11 @@ export function judgeConvergence(
     );
   }
   if (floor !== undefined && Number.isFinite(final) && final < floor) {
-    problems.push(`validation ${metric} ${final.toPrecision(4)} is below ${floorName ?? "the floor"} ${floor.toPrecision(4)}`);
+    problems.push(
+      `validation ${metric} ${final.toPrecision(4)} is below ${floorName ?? "the floor"} ${
+        floor.toPrecision(4)
+      }`,
+    );
   }
   return { phase, metric, final, recentGain, slopePer100Steps: slope, floor: floor ?? null, problems };
 }
