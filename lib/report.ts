@@ -92,25 +92,20 @@ export function trainingCurves(run: RunData, phase: string): PlotlyFigure {
   const conv = run.log.find((l) => l.phase === phase && l.convergence)?.convergence;
   const valKey = "dice" in rows[0].validation ? "dice" : Object.keys(rows[0].validation)[0];
   const valName = valKey === "dice" ? "mean foreground Dice" : valKey;
-  const series = [
+  const series: Parameters<typeof linePlot>[1] = [
     { name: "training loss", x, y: rows.map((r) => r.train.loss) },
-    { name: `validation ${valName}`, x, y: rows.map((r) => r.validation[valKey]), yaxis: "y2" as const },
+    { name: `validation ${valName}`, x, y: rows.map((r) => r.validation[valKey]), yaxis: "y2" },
   ];
   if (conv?.floor != null) {
     series.push({
       name: valKey === "dice" ? "Dice floor" : "3T input (floor)",
       x: [x[0], x[x.length - 1]],
       y: [conv.floor, conv.floor],
-      yaxis: "y2" as const,
+      yaxis: "y2",
+      dashed: true,
     });
   }
   const fig = linePlot(`Training: ${phase}`, series, "optimisation steps", "loss", `validation ${valName}`);
-  if (conv?.floor != null) {
-    const last = fig.data[fig.data.length - 1] as Record<string, unknown>;
-    last.mode = "lines";
-    last.line = { dash: "dash" };
-  }
-  fig.data[0] = { ...(fig.data[0] as Record<string, unknown>), yaxis: "y" };
   (fig.layout as Record<string, unknown>).yaxis = { title: { text: "loss" }, type: "log" };
   return fig;
 }

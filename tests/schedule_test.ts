@@ -12,7 +12,7 @@ import {
   type Schedule,
   scheduleProblem,
 } from "../lib/train/schedule.ts";
-import { foldSplits, profileConfig } from "../lib/train/pipeline.ts";
+import { foldSplits, profileConfig, schedulesOf } from "../lib/train/pipeline.ts";
 import type { Subject } from "../lib/train/data.ts";
 import { runTraining } from "../scripts/train.ts";
 import { initBackend } from "../lib/mod.ts";
@@ -102,9 +102,7 @@ Deno.test("schedules from --config are validated", () => {
   assert(scheduleProblem("x", { ...S, minLearningRate: 1 })!.includes("learning rates"));
   for (const p of ["default", "long", "paper", "quick"]) {
     const c = profileConfig(p);
-    for (const s of [c.teacher.train, c.keeper.train, c.fusion.baseline, c.fusion.fusion]) {
-      assertEquals(scheduleProblem(p, s), null);
-    }
+    for (const [where, s] of schedulesOf(c)) assertEquals(scheduleProblem(`${p} ${where}`, s), null);
   }
 });
 

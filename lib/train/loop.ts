@@ -8,6 +8,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
 import type { Module } from "../nn/module.ts";
 import { loadCheckpoint, saveCheckpoint } from "./state.ts";
+import { setLearningRate } from "./schedule.ts";
 
 export type Scores = Record<string, number>;
 
@@ -20,8 +21,13 @@ export interface LoopSpec<S> {
   items: S[];
   module: Module;
   optimizers: Record<string, tf.Optimizer>;
-  /** One training step; returns named scalar losses (numbers). */
-  step(item: S, epoch: number, index: number): Promise<Record<string, number>>;
+  /**
+   * One training step; returns named scalar losses (numbers). `step` counts from 0 over the whole
+   * phase (epoch * items + index).
+   */
+  step(item: S, epoch: number, index: number, step: number): Promise<Record<string, number>>;
+  /** Learning rate of every optimizer at a step (set before the step and logged as `lr`). */
+  learningRate?(step: number): number;
   validate(): Promise<Scores>;
   /** Whether `current` beats `best` (the phase's checkpoint rule). */
   better(current: Scores, best: Scores | null): boolean;
@@ -67,7 +73,11 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
   for (let epoch = start; epoch < spec.epochs; epoch++) {
     const sums: Record<string, number> = {};
     for (let i = 0; i < spec.items.length; i++) {
-      const losses = await spec.step(spec.items[i], epoch, i);
+      const step = epoch * spec.items.length + i;
+      const lr = spec.learningRate?.(step);
+      if (lr !== undefined) { for (const o of Object.values(spec.optimizers)) setLearningRate(o, lr); }
+      const losses = await spec.step(spec.items[i], epoch, i, step);
+      if (lr !== undefined) losses.lr = lr;
       for (const [k, v] of Object.entries(losses)) sums[k] = (sums[k] ?? 0) + v;
       done++;
       if (spec.progress !== false) {

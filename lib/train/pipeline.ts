@@ -42,7 +42,6 @@ import {
   roundsOf,
   samplePatch,
   type Schedule,
-  setLearningRate,
 } from "./schedule.ts";
 
 export interface RunConfig {
@@ -89,7 +88,7 @@ export interface RunConfig {
  *   generation): steps as the unit, 32^3 patches with a foreground bias and a whole-volume finish,
  *   a 10x larger peak learning rate with warm-up and cosine decay, CE + soft Dice, one fold of
  *   three test subjects.
- * - `long`: the default's recipe on a larger budget (see README): about 8 hours here.
+ * - `long`: the default's recipe on a larger budget (see README): about 6.5 hours here.
  * - `quick`: a smoke test of every code path (seconds); it does not converge and is not checked.
  */
 export function profileConfig(profile: string, seed = 0): RunConfig {
@@ -152,6 +151,16 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
   };
 }
 
+/** Every schedule of a configuration with its `config.json` key. */
+export function schedulesOf(cfg: RunConfig): [string, Schedule][] {
+  return [
+    ["teacher.train", cfg.teacher.train],
+    ["keeper.train", cfg.keeper.train],
+    ["fusion.baseline", cfg.fusion.baseline],
+    ["fusion.fusion", cfg.fusion.fusion],
+  ];
+}
+
 /** Recursively overlays `patch` on `base` (objects merge, other values replace). */
 export function mergeConfig<T>(base: T, patch: unknown): T {
   if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch as T;
@@ -192,25 +201,34 @@ function drawSample(
   seed: number,
   labelKeys: string[],
   foregroundKey: string,
-): { arrays: Record<string, Float32Array>; shape: [number, number, number] } {
+): { subject: Subject; arrays: Record<string, Float32Array>; shape: [number, number, number] } {
   const s = train[step % train.length];
   const arrays = ctx.cfg.augment
     ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys)
     : s.arrays;
-  if (!isPatchStep(schedule, step)) return { arrays, shape: s.shape };
-  return samplePatch(
-    arrays,
-    s.shape,
-    schedule.patch,
-    arrays[foregroundKey],
-    schedule.foregroundBias,
-    seed ^ 0x2545,
-  );
+  if (!isPatchStep(schedule, step)) return { subject: s, arrays, shape: s.shape };
+  return {
+    subject: s,
+    ...samplePatch(
+      arrays,
+      s.shape,
+      schedule.patch,
+      arrays[foregroundKey],
+      schedule.foregroundBias,
+      seed ^ 0x2545,
+    ),
+  };
 }
 
-/** Rounds and per-round step indices of a schedule, for `trainLoop`. */
-function loopShape(schedule: Schedule): { epochs: number; items: number[] } {
-  return { epochs: roundsOf(schedule), items: Array.from({ length: schedule.validateEvery }, (_, i) => i) };
+/** Rounds, per-round step indices and the learning rate of a schedule, for `trainLoop`. */
+function loopShape(
+  schedule: Schedule,
+): { epochs: number; items: number[]; learningRate: (step: number) => number } {
+  return {
+    epochs: roundsOf(schedule),
+    items: Array.from({ length: schedule.validateEvery }, (_, i) => i),
+    learningRate: (step) => learningRateAt(schedule, step),
+  };
 }
 
 /** Records a phase's convergence verdict; throws unless the run allows unconverged phases. */
@@ -323,11 +341,8 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
     module: teacher,
     optimizers: { teacher: opt },
     progress: ctx.cfg.progress,
-    step: (i, round) => {
-      const step = round * schedule.validateEvery + i;
+    step: (_i, _round, _index, step) => {
       const seed = seedOf(ctx.cfg.seed, 11, split.fold, step);
-      const lr = learningRateAt(schedule, step);
-      setLearningRate(opt, lr);
       const a = drawSample(ctx, schedule, split.train, step, seed, [], "7T");
       const y7 = toTensor(a.arrays["7T"], a.shape);
       let parts: Record<string, number> = {};
@@ -342,7 +357,7 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
       )!;
       const loss = cost.dataSync()[0];
       tf.dispose([cost, y7]);
-      return Promise.resolve({ loss, ...parts, lr });
+      return Promise.resolve({ loss, ...parts });
     },
     validate: async () => {
       const s = split.validation;
@@ -401,11 +416,7 @@ export async function trainKeeper(
     module: pair,
     optimizers: { keeper: optK, discriminator: optD },
     progress: ctx.cfg.progress,
-    step: (i, round) => {
-      const step = round * schedule.validateEvery + i;
-      const lr = learningRateAt(schedule, step);
-      setLearningRate(optK, lr);
-      setLearningRate(optD, lr);
+    step: (_i, _round, _index, step) => {
       const a = drawSample(
         ctx,
         schedule,
@@ -445,7 +456,7 @@ export async function trainKeeper(
         true,
         disc.parameters(),
       )!;
-      const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts, lr };
+      const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts };
       tf.dispose([x3, y7, target, fake!, dCost, kCost]);
       return Promise.resolve(out);
     },
@@ -598,10 +609,7 @@ export async function trainFusion(
       module,
       optimizers: { [name]: opt },
       progress: ctx.cfg.progress,
-      step: (i, round) => {
-        const step = round * schedule.validateEvery + i;
-        const lr = learningRateAt(schedule, step);
-        setLearningRate(opt, lr);
+      step: (_i, _round, _index, step) => {
         const a = drawSample(
           ctx,
           schedule,
@@ -611,7 +619,7 @@ export async function trainFusion(
           ["tissue"],
           "tissue",
         );
-        const x = toTensor(a.arrays[segInput(train[0])], a.shape);
+        const x = toTensor(a.arrays[segInput(a.subject)], a.shape);
         const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
         const fk = withKeeper ? keeperFeatures(x) : [];
         const cost = opt.minimize(
@@ -621,7 +629,7 @@ export async function trainFusion(
         )!;
         const loss = cost.dataSync()[0];
         tf.dispose([x, y, cost, ...fk]);
-        return Promise.resolve({ loss, lr });
+        return Promise.resolve({ loss });
       },
       validate: () => validationDice((x) => logits(x, withKeeper ? kkn.apply(x) : [])),
       better,

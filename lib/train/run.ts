@@ -26,6 +26,7 @@ import {
   mergeConfig,
   metricsCsv,
   profileConfig,
+  schedulesOf,
   trainFusion,
   trainKeeper,
   trainTeacher,
@@ -54,7 +55,7 @@ export async function runTraining(
     // rounds per phase: each phase keeps its steps per round (one epoch in the paper profile)
     const e = Number(opts.epochs);
     if (!(e >= 1)) throw new UsageError("--epochs: must be at least 1");
-    for (const s of [cfg.teacher.train, cfg.keeper.train, cfg.fusion.baseline, cfg.fusion.fusion]) {
+    for (const [, s] of schedulesOf(cfg)) {
       s.steps = e * s.validateEvery;
       s.warmupSteps = Math.min(s.warmupSteps, Math.floor(s.steps / 4));
     }
@@ -63,14 +64,7 @@ export async function runTraining(
     if (Number(opts.folds) < 1) throw new UsageError("--folds: must be at least 1");
     cfg.folds = Number(opts.folds);
   }
-  for (
-    const [where, sch] of [
-      ["teacher.train", cfg.teacher.train],
-      ["keeper.train", cfg.keeper.train],
-      ["fusion.baseline", cfg.fusion.baseline],
-      ["fusion.fusion", cfg.fusion.fusion],
-    ] as const
-  ) {
+  for (const [where, sch] of schedulesOf(cfg)) {
     const problem = scheduleProblem(where, sch);
     if (problem) throw new UsageError(`${opts.config ? `--config ${opts.config}: ` : ""}${problem}`);
   }

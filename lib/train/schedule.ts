@@ -76,11 +76,15 @@ export function roundsOf(s: Schedule): number {
   return Math.ceil(s.steps / s.validateEvery);
 }
 
+/** Steps a schedule actually runs: `steps` rounded up to whole rounds. */
+function totalSteps(s: Schedule): number {
+  return roundsOf(s) * s.validateEvery;
+}
+
 /** Learning rate at 0-based `step`: linear warm-up, then cosine decay to the minimum. */
 export function learningRateAt(s: Schedule, step: number): number {
   if (step < s.warmupSteps) return (s.learningRate * (step + 1)) / s.warmupSteps;
-  const total = roundsOf(s) * s.validateEvery;
-  const span = Math.max(1, total - s.warmupSteps - 1);
+  const span = Math.max(1, totalSteps(s) - s.warmupSteps - 1);
   const t = Math.min(1, (step - s.warmupSteps) / span);
   return s.minLearningRate + 0.5 * (s.learningRate - s.minLearningRate) * (1 + Math.cos(Math.PI * t));
 }
@@ -93,8 +97,7 @@ export function setLearningRate(opt: tf.Optimizer, lr: number): void {
 /** Whether 0-based `step` trains on a patch (else on the whole volume). */
 export function isPatchStep(s: Schedule, step: number): boolean {
   if (s.patch <= 0) return false;
-  const total = roundsOf(s) * s.validateEvery;
-  return step < Math.round(total * (1 - s.wholeFraction));
+  return step < Math.round(totalSteps(s) * (1 - s.wholeFraction));
 }
 
 /**

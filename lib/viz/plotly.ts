@@ -49,7 +49,7 @@ export function boxPlot(
 /** Lines (e.g. training curves). */
 export function linePlot(
   title: string,
-  series: { name: string; x: number[]; y: number[]; yaxis?: "y" | "y2" }[],
+  series: { name: string; x: number[]; y: number[]; yaxis?: "y" | "y2"; dashed?: boolean }[],
   xTitle: string,
   yTitle: string,
   y2Title?: string,
@@ -57,7 +57,9 @@ export function linePlot(
   return {
     data: series.map((s) => ({
       type: "scatter",
-      mode: "lines+markers",
+      // a dashed series is a reference line (a floor, a threshold): no markers
+      mode: s.dashed ? "lines" : "lines+markers",
+      ...(s.dashed ? { line: { dash: "dash" } } : {}),
       name: s.name,
       x: s.x,
       y: s.y,
