@@ -12,6 +12,7 @@ import { Init } from "../lib/nn/module.ts";
 import { adam } from "../lib/nn/module.ts";
 import {
   adversarialLoss,
+  DEFAULT_KEEPER,
   discriminatorLoss,
   distillationLoss,
   GuideBlock,
@@ -189,7 +190,7 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
 Deno.test("training steps leak no tensors (teacher and knowledge keeper)", () => {
   const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 4, levels: 3 }, 1);
   const kkn = new KnowledgeKeeper(
-    { nf: 4, levels: 3, distribution: "paper", lambdaSyn: 100, lambdaAdv: 0.5 },
+    { ...DEFAULT_KEEPER, nf: 4, levels: 3 },
     2,
   );
   const opt = adam(2e-4), optK = adam(2e-4);

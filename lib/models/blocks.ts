@@ -5,22 +5,42 @@ import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { instanceNorm, leakyRelu, relu } from "../nn/ops.ts";
 
-/** conv (no bias) -> InstanceNorm (no affine) -> LeakyReLU(0.01), as the authors' ConvBlock. */
+/**
+ * Normalisation inside a ConvBlock. `instance` (the authors' code): InstanceNorm without affine
+ * parameters after a bias-free conv. It makes a block exactly invariant to a positive scaling of
+ * its input, so a network built from such blocks cannot see absolute intensity and has to infer
+ * it from context, with statistics that differ between a patch and a whole volume. `none`: a conv
+ * with bias and no normalisation, which keeps intensity (for the networks that regress images).
+ */
+export type Norm = "instance" | "none";
+
+export interface ConvBlockOptions {
+  /** Kernel size (default 3). */
+  k?: number;
+  stride?: number;
+  activation?: "leaky" | "relu";
+  norm?: Norm;
+}
+
+/** conv -> InstanceNorm (no affine) -> LeakyReLU(0.01), as the authors' ConvBlock; see `Norm`. */
 export class ConvBlock extends Module {
   readonly conv: Conv;
+  readonly activation: "leaky" | "relu";
+  readonly norm: Norm;
   constructor(
     init: Init,
     cin: number,
     cout: number,
-    k = 3,
-    stride = 1,
-    readonly activation: "leaky" | "relu" = "leaky",
+    { k = 3, stride = 1, activation = "leaky", norm = "instance" }: ConvBlockOptions = {},
   ) {
     super();
-    this.conv = this.child("conv", new Conv(init, 3, cin, cout, k, { stride }));
+    this.activation = activation;
+    this.norm = norm;
+    this.conv = this.child("conv", new Conv(init, 3, cin, cout, k, { stride, bias: norm === "none" }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const y = instanceNorm(this.conv.apply(x));
+    const c = this.conv.apply(x);
+    const y = this.norm === "instance" ? instanceNorm(c) : c;
     return this.activation === "relu" ? relu(y) : leakyRelu(y);
   }
 }

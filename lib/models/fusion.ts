@@ -29,8 +29,8 @@ class DoubleConv extends Module {
   private readonly b: ConvBlock;
   constructor(init: Init, cin: number, cout: number) {
     super();
-    this.a = this.child("a", new ConvBlock(init, cin, cout, 3, 1, "relu"));
-    this.b = this.child("b", new ConvBlock(init, cout, cout, 3, 1, "relu"));
+    this.a = this.child("a", new ConvBlock(init, cin, cout, { activation: "relu" }));
+    this.b = this.child("b", new ConvBlock(init, cout, cout, { activation: "relu" }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
     return this.b.apply(this.a.apply(x));

@@ -17,7 +17,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { resizeLinear } from "../nn/ops.ts";
-import { cat, ConvBlock, levelWidths, mse, spatialSize } from "./blocks.ts";
+import { cat, ConvBlock, levelWidths, mse, type Norm, spatialSize } from "./blocks.ts";
 
 export type DistributionMatching = "paper" | "code";
 
@@ -28,6 +28,8 @@ export interface KeeperConfig {
   distribution: DistributionMatching;
   lambdaSyn: number;
   lambdaAdv: number;
+  /** Normalisation in the extractor's and guide blocks' ConvBlocks (the authors' code: `instance`). */
+  norm: Norm;
 }
 
 export const DEFAULT_KEEPER: KeeperConfig = {
@@ -36,6 +38,7 @@ export const DEFAULT_KEEPER: KeeperConfig = {
   distribution: "paper",
   lambdaSyn: 100,
   lambdaAdv: 0.5,
+  norm: "instance",
 };
 
 export class PRM extends Module {
@@ -90,10 +93,10 @@ export class GuideBlock extends Module {
   readonly local: ConvBlock;
   readonly attention: Conv;
   readonly prm: PRM;
-  constructor(init: Init, denseC: number, deeperC: number, c: number) {
+  constructor(init: Init, denseC: number, deeperC: number, c: number, norm: Norm = "instance") {
     super();
     this.project = this.child("project", new Conv(init, 3, deeperC, c, 1));
-    this.local = this.child("local", new ConvBlock(init, denseC, c, 7));
+    this.local = this.child("local", new ConvBlock(init, denseC, c, { k: 7, norm }));
     this.attention = this.child("attention", new Conv(init, 3, 2 * c, 2, 1));
     this.prm = this.child("prm", new PRM());
   }
@@ -112,10 +115,10 @@ export class GuideBlock extends Module {
 
 class DenseLevel extends Module {
   private readonly convs: ConvBlock[];
-  constructor(init: Init, cin: number, growth: number) {
+  constructor(init: Init, cin: number, growth: number, norm: Norm) {
     super();
     this.convs = [0, 1, 2].map((i) =>
-      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, 7))
+      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, { k: 7, norm }))
     );
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
@@ -140,18 +143,18 @@ export class KnowledgeKeeper extends Module {
     const growth = this.widths.map((_, k) => nfDown * 2 ** k);
     const inC = growth.map((_, k) => (k === 0 ? 1 : growth[k - 1]));
     const denseC = inC.map((c, k) => c + 3 * growth[k]);
-    this.dense = growth.map((g, k) => this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g)));
+    this.dense = growth.map((g, k) => this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g, cfg.norm)));
     this.transitions = growth.slice(0, -1).map((g, k) =>
-      this.child(`transition${k + 1}`, new ConvBlock(init, denseC[k], g, 4, 2))
+      this.child(`transition${k + 1}`, new ConvBlock(init, denseC[k], g, { k: 4, stride: 2, norm: cfg.norm }))
     );
     const L = cfg.levels;
-    this.top = this.child(`guide${L}`, new ConvBlock(init, denseC[L - 1], this.widths[L - 1], 7));
+    this.top = this.child(`guide${L}`, new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: 7, norm: cfg.norm }));
     this.topPrm = this.child(`guide${L}prm`, new PRM());
     this.guides = [];
     for (let k = L - 2; k >= 0; k--) {
       this.guides[k] = this.child(
         `guide${k + 1}`,
-        new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k]),
+        new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm),
       );
     }
   }
@@ -187,7 +190,7 @@ export class PatchDiscriminator extends Module {
     const init = new Init(seed);
     const w = levelWidths(nf, 4);
     this.blocks = w.map((c, i) =>
-      this.child(`block${i + 1}`, new ConvBlock(init, i === 0 ? 1 : w[i - 1], c, 4, 2))
+      this.child(`block${i + 1}`, new ConvBlock(init, i === 0 ? 1 : w[i - 1], c, { k: 4, stride: 2 }))
     );
     this.out = this.child("out", new Conv(init, 3, w[3], 1, 4, { padding: "valid", bias: true }));
   }

@@ -14,7 +14,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { resizeLinear } from "../nn/ops.ts";
-import { cat, ConvBlock, l1, levelWidths, mse, pool, spatialSize } from "./blocks.ts";
+import { cat, ConvBlock, l1, levelWidths, mse, type Norm, pool, spatialSize } from "./blocks.ts";
 
 export type SkipNoise = "paper" | "code" | "none";
 
@@ -26,6 +26,8 @@ export interface TeacherConfig {
   noiseSigma: number;
   /** Weight of the image reconstruction loss, lambda_img. */
   lambdaImg: number;
+  /** Normalisation in every ConvBlock (the authors' code: `instance`). */
+  norm: Norm;
 }
 
 export const DEFAULT_TEACHER: TeacherConfig = {
@@ -34,6 +36,7 @@ export const DEFAULT_TEACHER: TeacherConfig = {
   skipNoise: "paper",
   noiseSigma: 0.1,
   lambdaImg: 100,
+  norm: "instance",
 };
 
 export class TeacherEncoder extends Module {
@@ -43,7 +46,7 @@ export class TeacherEncoder extends Module {
     super();
     this.widths = levelWidths(cfg.nf, cfg.levels);
     this.blocks = this.widths.map((c, i) =>
-      this.child(`level${i + 1}`, new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c))
+      this.child(`level${i + 1}`, new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c, { norm: cfg.norm }))
     );
   }
   /** Features F^T_1..L of an image [1, D, H, W, 1]. */
@@ -59,15 +62,15 @@ export class TeacherDecoder extends Module {
   private readonly reduce: Conv[];
   private readonly blocks: ConvBlock[];
   private readonly head: Conv;
-  constructor(init: Init, readonly widths: number[]) {
+  constructor(init: Init, readonly widths: number[], norm: Norm = "instance") {
     super();
     const L = widths.length;
-    this.bottleneck = this.child("bottleneck", new ConvBlock(init, widths[L - 1], widths[L - 1]));
+    this.bottleneck = this.child("bottleneck", new ConvBlock(init, widths[L - 1], widths[L - 1], { norm }));
     this.reduce = [];
     this.blocks = [];
     for (let k = L - 2; k >= 0; k--) {
       this.reduce[k] = this.child(`up${k + 1}`, new Conv(init, 3, widths[k + 1], widths[k], 1));
-      this.blocks[k] = this.child(`level${k + 1}`, new ConvBlock(init, 2 * widths[k], widths[k]));
+      this.blocks[k] = this.child(`level${k + 1}`, new ConvBlock(init, 2 * widths[k], widths[k], { norm }));
     }
     this.head = this.child("head", new Conv(init, 3, widths[0], 1, 1));
   }
@@ -87,10 +90,10 @@ export class TeacherDecoder extends Module {
 class FeatureHead extends Module {
   private readonly reduce: Conv;
   private readonly block: ConvBlock;
-  constructor(init: Init, cDeep: number, c: number) {
+  constructor(init: Init, cDeep: number, c: number, norm: Norm) {
     super();
     this.reduce = this.child("reduce", new Conv(init, 3, cDeep, c, 1));
-    this.block = this.child("block", new ConvBlock(init, c, c));
+    this.block = this.child("block", new ConvBlock(init, c, c, { norm }));
   }
   apply(deeper: tf.Tensor5D, size: [number, number, number]): tf.Tensor5D {
     return this.block.apply(this.reduce.apply(resizeLinear(deeper, size)));
@@ -105,10 +108,10 @@ export class Teacher extends Module {
     super();
     const init = new Init(seed);
     this.encoder = this.child("encoder", new TeacherEncoder(init, cfg));
-    this.decoder = this.child("decoder", new TeacherDecoder(init, this.encoder.widths));
+    this.decoder = this.child("decoder", new TeacherDecoder(init, this.encoder.widths, cfg.norm));
     const w = this.encoder.widths;
     this.heads = w.slice(0, -1).map((c, k) =>
-      this.child(`featureHead${k + 1}`, new FeatureHead(init, w[k + 1], c))
+      this.child(`featureHead${k + 1}`, new FeatureHead(init, w[k + 1], c, cfg.norm))
     );
   }
 

@@ -140,8 +140,14 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     ...base,
     folds: long ? 5 : 1,
     testPerFold: 3,
-    teacher: { ...teacher, train: recipe(long ? 4000 : 500, long ? 200 : 50, 2e-3) },
-    keeper: { ...keeper, train: recipe(long ? 3000 : 400, long ? 150 : 40, 2e-3) },
+    // Without normalisation the teacher is translation-equivariant, so patches teach it what a
+    // whole volume needs: no whole-volume steps
+    teacher: {
+      ...teacher,
+      norm: "none",
+      train: { ...recipe(long ? 4000 : 600, long ? 200 : 50, 2e-3), wholeFraction: 0 },
+    },
+    keeper: { ...keeper, norm: "none", train: recipe(long ? 3000 : 400, long ? 150 : 40, 2e-3) },
     fusion: {
       ...fusion,
       loss: "ce+dice",
