@@ -119,6 +119,7 @@ const INPUT_ERRORS = new Set([
   "GridMismatchError",
   "BackendError",
   "ConvergenceError",
+  "DivergenceError",
 ]);
 
 /**

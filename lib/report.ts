@@ -312,7 +312,8 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
   {
     file: "training-curves-*.png/.svg",
     paper: "(training logs)",
-    what: "training loss and validation score per round against optimisation steps, with the phase's floor dashed, one per phase",
+    what:
+      "training loss and validation score per round against optimisation steps, with the phase's floor dashed, one per phase",
   },
   {
     file: "synthesis-psnr.png/.svg, synthesis-ssim.png/.svg",

@@ -4,7 +4,7 @@
  * pipeline on the quick profile; resuming gives the uninterrupted result.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { gradCheck, initBackend, mulberry32 } from "../lib/mod.ts";
@@ -20,9 +20,9 @@ import {
   PRM,
 } from "../lib/models/keeper.ts";
 import { AFM, crossEntropy, softDiceLoss } from "../lib/models/fusion.ts";
-import { l1, mse } from "../lib/models/blocks.ts";
+import { ConvBlock, l1, mse } from "../lib/models/blocks.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
-import { trainLoop } from "../lib/train/loop.ts";
+import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { readNifti } from "../lib/io/nifti.ts";
@@ -75,6 +75,25 @@ function variableGradCheck(loss: () => tf.Scalar, vars: tf.Variable[], eps = 1e-
   tf.dispose(Object.values(grads));
   return worst;
 }
+
+Deno.test("ConvBlock norms: instance is blind to the input's scale, none keeps it (hand value)", () => {
+  const x = randn([1, 4, 3, 5, 2], 21);
+  const inst = new ConvBlock(new Init(3), 2, 3);
+  const same = tf.tidy(() =>
+    tf.max(tf.abs(tf.sub(inst.apply(x as tf.Tensor5D), inst.apply(tf.mul(x, 2.5) as tf.Tensor5D))))
+      .dataSync()[0]
+  );
+  assert(same < 1e-4, `instance norm block changed with the input's scale by ${same}`);
+  // norm "none", 1x1x1 kernel: y = LeakyReLU(w x + b), slope 0.01, checked by hand
+  const plain = new ConvBlock(new Init(3), 1, 1, { k: 1, norm: "none" });
+  assertEquals(plain.parameters().length, 2);
+  plain.conv.weight.assign(tf.fill([1, 1, 1, 1, 1], 2));
+  plain.conv.bias!.assign(tf.tensor1d([-1]));
+  const y = tf.tidy(() => plain.apply(tf.tensor5d([0, 0.25, 1, 3], [1, 1, 1, 4, 1])).dataSync());
+  [-0.01, -0.005, 1, 5].forEach((v, i) => assertAlmostEquals(y[i], v, 1e-6));
+  const r = gradCheck((xi) => plain.apply(xi as tf.Tensor5D), [randn([1, 2, 3, 2, 1], 4)], { samples: 8 });
+  assert(r.maxRelError < TOL, `ConvBlock (none) input: ${JSON.stringify(r.worst)}`);
+});
 
 Deno.test("finite-difference gradients: PRM (input and every parameter)", () => {
   const prm = new PRM();
@@ -321,4 +340,36 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
     );
   }
   await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("a non-finite loss stops the phase with DivergenceError, keeping the finished round", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 2, levels: 2 }, 3);
+    const losses = [0.5, 0.4, Number.NaN];
+    let calls = 0;
+    const err = await assertRejects(
+      () =>
+        trainLoop({
+          label: "teacher fold 9",
+          checkpoint: join(dir, "t"),
+          epochs: 2,
+          items: [0, 1],
+          module: teacher,
+          optimizers: {},
+          progress: false,
+          step: () => Promise.resolve({ image: losses[calls++] }),
+          validate: () => Promise.resolve({ psnr: 1 }),
+          better: () => true,
+          log: () => Promise.resolve(),
+        }),
+      DivergenceError,
+    );
+    assert(err.message.includes('loss "image" is NaN at step 3 (round 2)'), err.message);
+    assert(existsSync(join(dir, "t-last.json")), "the first round's checkpoint is kept");
+    const meta = JSON.parse(await Deno.readTextFile(join(dir, "t-last.json"))).meta;
+    assertEquals(meta.epoch, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

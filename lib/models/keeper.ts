@@ -148,7 +148,10 @@ export class KnowledgeKeeper extends Module {
       this.child(`transition${k + 1}`, new ConvBlock(init, denseC[k], g, { k: 4, stride: 2, norm: cfg.norm }))
     );
     const L = cfg.levels;
-    this.top = this.child(`guide${L}`, new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: 7, norm: cfg.norm }));
+    this.top = this.child(
+      `guide${L}`,
+      new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: 7, norm: cfg.norm }),
+    );
     this.topPrm = this.child(`guide${L}prm`, new PRM());
     this.guides = [];
     for (let k = L - 2; k >= 0; k--) {

@@ -46,7 +46,10 @@ export class TeacherEncoder extends Module {
     super();
     this.widths = levelWidths(cfg.nf, cfg.levels);
     this.blocks = this.widths.map((c, i) =>
-      this.child(`level${i + 1}`, new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c, { norm: cfg.norm }))
+      this.child(
+        `level${i + 1}`,
+        new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c, { norm: cfg.norm }),
+      )
     );
   }
   /** Features F^T_1..L of an image [1, D, H, W, 1]. */

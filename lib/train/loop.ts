@@ -12,6 +12,11 @@ import { setLearningRate } from "./schedule.ts";
 
 export type Scores = Record<string, number>;
 
+/** A training step whose loss is not finite (NaN or infinite): the phase stops at once. */
+export class DivergenceError extends Error {
+  override name = "DivergenceError";
+}
+
 export interface LoopSpec<S> {
   /** e.g. "teacher fold 1" */
   label: string;
@@ -77,6 +82,13 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
       const lr = spec.learningRate?.(step);
       if (lr !== undefined) { for (const o of Object.values(spec.optimizers)) setLearningRate(o, lr); }
       const losses = await spec.step(spec.items[i], epoch, i, step);
+      const bad = Object.entries(losses).find(([, v]) => !Number.isFinite(v));
+      if (bad) {
+        throw new DivergenceError(
+          `${spec.label}: loss "${bad[0]}" is ${bad[1]} at step ${step + 1} (round ${epoch + 1}); ` +
+            `checkpoints keep the last finished round; lower the learning rate through --config`,
+        );
+      }
       if (lr !== undefined) losses.lr = lr;
       for (const [k, v] of Object.entries(losses)) sums[k] = (sums[k] ?? 0) + v;
       done++;
