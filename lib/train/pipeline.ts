@@ -85,10 +85,10 @@ export interface RunConfig {
  * - `paper`: the paper's protocol exactly: nf 16, whole volumes, Adam 2e-4 constant, 100 epochs,
  *   leave-one-out over 15 subjects (13 training subjects a fold), CE for the tissue networks.
  * - `default`: sized for the main job's budget on two CPU cores (20 minutes with cohort
- *   generation): steps as the unit, 32^3 patches with a foreground bias and a whole-volume finish,
- *   a 10x larger peak learning rate with warm-up and cosine decay, CE + soft Dice, one fold of
- *   three test subjects.
- * - `long`: the default's recipe on a larger budget (see README): about 6.5 hours here.
+ *   generation): steps as the unit, 32^3 patches with a foreground bias (and a whole-volume finish
+ *   for every network but the teacher), teacher and KKN without normalisation, a 10x larger peak
+ *   learning rate with warm-up and cosine decay, CE + soft Dice, one fold of three test subjects.
+ * - `long`: the default's recipe on a larger budget (see README): about 5 hours here.
  * - `quick`: a smoke test of every code path (seconds); it does not converge and is not checked.
  */
 export function profileConfig(profile: string, seed = 0): RunConfig {
