@@ -14,6 +14,7 @@ import type { KnowledgeKeeper } from "./models/keeper.ts";
 import type { Teacher } from "./models/teacher.ts";
 import { loadCohort, type Subject, toTensor } from "./train/data.ts";
 import {
+  buildGuided,
   buildKeeper,
   buildTeacher,
   type FoldMetrics,
@@ -217,7 +218,7 @@ export async function loadModels(run: RunData): Promise<TrainedModels> {
   const { nf, levels, classes } = cfg.fusion;
   const baseline = new UNet3D(classes, nf, levels, 0);
   await loadCheckpoint(ck("baseline-best"), baseline);
-  const guided = new GuidedSegmenter(new UNet3D(classes, nf, levels, 0), keeper.widths, 0);
+  const guided = buildGuided(cfg, new UNet3D(classes, nf, levels, 0), keeper.widths);
   await loadCheckpoint(ck("guided-best"), guided);
   return { teacher, keeper, baseline, guided };
 }

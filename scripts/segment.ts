@@ -14,8 +14,8 @@ import { readNifti, writeNifti } from "../lib/io/nifti.ts";
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
 import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
-import { GuidedSegmenter, UNet3D } from "../lib/models/fusion.ts";
-import { buildKeeper, type RunConfig } from "../lib/train/pipeline.ts";
+import { UNet3D } from "../lib/models/fusion.ts";
+import { buildGuided, buildKeeper, type RunConfig } from "../lib/train/pipeline.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 
 export const SEGMENT_COMMAND: CommandSpec = {
@@ -69,7 +69,7 @@ export async function segmentFile(
   const kkn = buildKeeper(cfg, 1);
   await loadCheckpoint(join(runDir, "checkpoints", "keeper-fold1-best"), kkn, {}, "keeper.");
   const net = new UNet3D(cfg.fusion.classes, cfg.fusion.nf, cfg.fusion.levels, 0);
-  const guided = new GuidedSegmenter(net, kkn.widths, 0);
+  const guided = buildGuided(cfg, net, kkn.widths);
   await loadCheckpoint(join(runDir, "checkpoints", "guided-best"), guided);
 
   const [ni, nj, nk] = grid.shape;

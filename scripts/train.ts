@@ -16,8 +16,9 @@ export const TRAIN_COMMAND: CommandSpec = {
   options: [
     {
       name: "phase",
-      description: "which phase(s) to run",
-      choices: ["teacher", "keeper", "fusion", "all"],
+      description:
+        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling)",
+      choices: ["teacher", "keeper", "fusion", "all", "baseline"],
       default: "all",
     },
     {

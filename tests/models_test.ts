@@ -135,6 +135,26 @@ Deno.test("finite-difference gradients: guide block (Eq. 3-4) and AFM (Eq. 7-9) 
   assert(ra.maxRelError < TOL, `AFM: ${JSON.stringify(ra.worst)}`);
 });
 
+Deno.test("AFM zero gate: the segmentation features pass unchanged at init; the gate's gradient is sum(A * dL/dF)", () => {
+  const afm = new AFM(new Init(4), [2, 3], 5, "zero");
+  const k1 = randn([1, 4, 4, 4, 2], 6), k2 = randn([1, 2, 2, 2, 3], 7), fs = randn([1, 4, 4, 4, 5], 8);
+  const maps = afm.applyWithMaps([k1 as tf.Tensor5D, k2 as tf.Tensor5D], fs as tf.Tensor5D);
+  assertEquals(maps.fused.dataSync(), fs.dataSync());
+  // L = sum(F^F * P): dL/dgate = sum(A * P) at any gate value (F^F = F^S + gate * A)
+  const proj = randn([1, 4, 4, 4, 5], 9);
+  const loss = () =>
+    tf.sum(tf.mul(afm.apply([k1 as tf.Tensor5D, k2 as tf.Tensor5D], fs as tf.Tensor5D), proj)) as tf.Scalar;
+  const { grads } = tf.variableGrads(loss, [afm.gate!]);
+  const hand = tf.sum(tf.mul(maps.assimilable, proj)).dataSync()[0];
+  assertAlmostEquals(grads[afm.gate!.name].dataSync()[0], hand, 1e-3 * Math.max(1, Math.abs(hand)));
+  // with the gate moved off zero, every parameter's gradient matches finite differences
+  afm.gate!.assign(tf.tensor1d([0.7]));
+  const worst = variableGradCheck(loss, afm.parameters(), 1e-3);
+  assert(worst < TOL, `AFM parameters: ${worst}`);
+  // the paper's AFM has no gate and adds A as it is
+  assertEquals(new AFM(new Init(4), [2, 3], 5).gate, null);
+});
+
 Deno.test("losses: hand-computed values and finite-difference gradients", () => {
   const a = tf.tensor([0, 1, 2, 3]), b = tf.tensor([1, 1, 0, 3]);
   assertAlmostEquals(l1(a, b).dataSync()[0], 0.75, 1e-6);

@@ -198,6 +198,27 @@ Deno.test("warped pseudo-subjects keep every structure with a plausible volume",
   }
 });
 
+Deno.test("ideal acquisition: noise-free and bias-free, drawing no randomness; the noisy one differs by noise", () => {
+  const anatomy = blockAnatomy();
+  const profile = { ...PROFILES.quick, resolutionScale: 2 };
+  const ideal = (seed: number) => acquire(anatomy, MPRAGE_15T, profile, mulberry32(seed), { ideal: true });
+  const [a, b] = [ideal(3), ideal(4)];
+  assertEquals(a.data, b.data); // nothing random left
+  const noisy = acquire(anatomy, MPRAGE_15T, profile, mulberry32(3));
+  // inside the brain the noisy image scatters about the ideal one, outside both are stripped
+  let d2 = 0, n = 0;
+  for (let q = 0; q < a.data.length; q++) {
+    if (a.data[q] === 0) {
+      assertEquals(noisy.data[q], 0);
+      continue;
+    }
+    d2 += (noisy.data[q] - a.data[q]) ** 2;
+    n++;
+  }
+  assertGreater(n, 0);
+  assertGreater(Math.sqrt(d2 / n), 0);
+});
+
 Deno.test("quick cohorts: deterministic checksums, paper-shaped splits, images and labels on one grid", async () => {
   const a = await Deno.makeTempDir({ prefix: "uhf-phantom-a-" });
   const b = await Deno.makeTempDir({ prefix: "uhf-phantom-b-" });
@@ -211,6 +232,7 @@ Deno.test("quick cohorts: deterministic checksums, paper-shaped splits, images a
   );
 
   assertEquals(ma.tissue.scans.map((s) => s.split), ["train", "validation", "test"]);
+  assertEquals(Object.keys(ma.tissue.scans[0].files), ["1.5T", "tissue", "1.5T-ideal"]);
   assertEquals(ma.wholebrain.scans.length, 4); // 3 subjects, the last scanned twice
   assertEquals(ma.wholebrain.scans.filter((s) => s.subject === "sub-03").length, 2);
   const manifest: CohortManifest = JSON.parse(await Deno.readTextFile(`${a}/paired/manifest.json`));
@@ -232,7 +254,7 @@ Deno.test("quick cohorts: deterministic checksums, paper-shaped splits, images a
         if (k === "structures") {
           assert(new Set(v.data).size >= 26, `${scan.id}: ${new Set(v.data).size} labels`);
         }
-        if (["3T", "7T", "1.5T"].includes(k)) {
+        if (["3T", "7T", "1.5T", "1.5T-ideal"].includes(k)) {
           let mx = 0;
           for (const x of v.data) mx = Math.max(mx, x);
           assertAlmostEquals(mx, 1, 1e-6);

@@ -117,6 +117,13 @@ export interface AfmMaps {
   fused: tf.Tensor5D;
 }
 
+/**
+ * How an AFM's assimilable features join the segmentation features: `none` is the paper's
+ * F^F = F^S + A (Eq. 10); `zero` scales A by a learnable scalar that starts at 0 (as in
+ * ReZero, Bachlechner et al. 2021), so that a pretrained baseline starts the fine-tuning unchanged.
+ */
+export type AfmGate = "none" | "zero";
+
 /** One adaptive fusion module for an encoder level with `c` channels. */
 export class AFM extends Module {
   private readonly aggregate: Conv[];
@@ -125,7 +132,9 @@ export class AFM extends Module {
   private readonly combine: Conv;
   private readonly positive: ChannelBranch;
   private readonly negative: ChannelBranch;
-  constructor(init: Init, keeperWidths: number[], readonly c: number) {
+  /** The learnable scale of A (`gate: "zero"`), or null (the paper's plain sum). */
+  readonly gate: tf.Variable | null;
+  constructor(init: Init, keeperWidths: number[], readonly c: number, gate: AfmGate = "none") {
     super();
     const middle = Math.max(1, Math.floor(c / 5));
     this.aggregate = keeperWidths.map((kc, j) =>
@@ -136,6 +145,7 @@ export class AFM extends Module {
     this.combine = this.child("combine", new Conv(init, 3, 2 * c, c, 3));
     this.positive = this.child("positive", new ChannelBranch(init, c));
     this.negative = this.child("negative", new ChannelBranch(init, c));
+    this.gate = gate === "zero" ? this.param("gate", tf.zeros([1])) : null;
   }
   applyWithMaps(keeperFeatures: tf.Tensor5D[], fs: tf.Tensor5D): AfmMaps {
     const size = spatialSize(fs);
@@ -148,7 +158,8 @@ export class AFM extends Module {
     const dPos = relu(refined);
     const dNeg = tf.sub(refined, dPos) as tf.Tensor5D;
     const assimilable = tf.add(this.positive.apply(dPos), this.negative.apply(dNeg)) as tf.Tensor5D;
-    return { guidance, refined, assimilable, fused: tf.add(fs, assimilable) as tf.Tensor5D };
+    const added = this.gate ? tf.mul(this.gate, assimilable) : assimilable;
+    return { guidance, refined, assimilable, fused: tf.add(fs, added) as tf.Tensor5D };
   }
   apply(keeperFeatures: tf.Tensor5D[], fs: tf.Tensor5D): tf.Tensor5D {
     return this.applyWithMaps(keeperFeatures, fs).fused;
@@ -158,11 +169,18 @@ export class AFM extends Module {
 /** A segmentation network with one AFM per encoder level (Eq. 10). */
 export class GuidedSegmenter extends Module {
   readonly afms: AFM[];
-  constructor(readonly net: SegmentationNetwork, keeperWidths: number[], seed: number) {
+  constructor(
+    readonly net: SegmentationNetwork,
+    keeperWidths: number[],
+    seed: number,
+    gate: AfmGate = "none",
+  ) {
     super();
     this.child("net", net);
     const init = new Init(seed);
-    this.afms = net.levelChannels.map((c, i) => this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c)));
+    this.afms = net.levelChannels.map((c, i) =>
+      this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate))
+    );
   }
   /** Logits from the low-field image and the (frozen) KKN's 7T-like features. */
   apply(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D {

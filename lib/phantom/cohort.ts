@@ -29,7 +29,12 @@ import {
   transmitScale,
 } from "./physics.ts";
 
-export const GENERATOR_VERSION = "1.1.0";
+export const GENERATOR_VERSION = "1.2.0";
+/**
+ * The tissue cohort's noise-free image (no noise, receive bias or transmit tilt; partial volume
+ * and the acquisition's resolution only), for measuring what segmentation can reach at the grid.
+ */
+export const IDEAL_KEY = "1.5T-ideal";
 export const ATLAS_DIR = new URL("../../data-prep/atlas/", import.meta.url);
 
 export interface PhantomProfile {
@@ -276,12 +281,16 @@ function receiveField(rand: () => number, amplitude: number): (x: number, y: num
  * Acquires one image of `anatomy` with `seq`: signal on the simulation grid (partial volume,
  * B1+ scaling of the flip angles, receive bias), blurred to and resampled on the acquisition
  * grid, Rician noise, skull-stripped. MP2RAGE returns the uniform image shifted to [0, 1].
+ * `ideal`: the same sequence without noise, receive bias or transmit tilt (only partial volume and
+ * the acquisition's resolution remain), drawing nothing from `rand`: the image a segmentation
+ * ceiling is measured on.
  */
 export function acquire(
   anatomy: Anatomy,
   seq: MPSequence,
   profile: PhantomProfile,
   rand: () => number,
+  { ideal = false }: { ideal?: boolean } = {},
 ): Volume<Float32Array> {
   const field: Field = seq.field;
   const blocks = seq.ti.length;
@@ -298,8 +307,8 @@ export function acquire(
   const [nx, ny, nz] = ref.shape;
   const n = nx * ny * nz;
   const centre = centroidOf(anatomy.structures, Array.from({ length: 27 }, (_, i) => i + 1));
-  const tilt = [gaussian(rand) * 0.002, gaussian(rand) * 0.002];
-  const rx = receiveField(rand, RECEIVE_BIAS_AMPLITUDE[field]);
+  const tilt = ideal ? [0, 0] : [gaussian(rand) * 0.002, gaussian(rand) * 0.002];
+  const rx = ideal ? () => 1 : receiveField(rand, RECEIVE_BIAS_AMPLITUDE[field]);
   const signal = Array.from({ length: blocks }, () => new Float32Array(n));
   let p = 0;
   for (let k = 0; k < nz; k++) {
@@ -345,10 +354,11 @@ export function acquire(
   // Noise: sigma from the SNR of white matter in the last block at the acquisition voxel.
   const wmRef = Math.abs(lut[WM][Math.round((1 - B1_MIN) / (B1_MAX - B1_MIN) * (B1_STEPS - 1))][blocks - 1]);
   const noise = wmRef / acquisitionSnr(field, seq.voxel, acqVoxel, profile.snr3T1mm);
+  const draw = ideal ? () => 0 : () => gaussian(rand) * noise;
   const out = new Float32Array(mask.length);
   for (let q = 0; q < out.length; q++) {
-    const re = acquired.map((a) => a[q] + gaussian(rand) * noise);
-    const im = acquired.map(() => gaussian(rand) * noise);
+    const re = acquired.map((a) => a[q] + draw());
+    const im = acquired.map(() => draw());
     if (mask[q] < 0.5) continue; // skull stripped
     out[q] = blocks === 2 ? mp2rageUni(re[0], im[0], re[1], im[1]) + 0.5 : Math.hypot(re[0], im[0]);
   }
@@ -561,8 +571,18 @@ export async function generateCohorts(
           onCommon(acquire(anatomy, MPRAGE_15T, profile, scanRand), "linear") as Volume<Float32Array>,
         );
         await write("1.5T", lf);
-        if (cohort === "tissue") await write("tissue", tissue);
-        else await write("structures", onCommon(anatomy.structures, "nearest"));
+        if (cohort === "tissue") {
+          await write("tissue", tissue);
+          // the segmentation ceiling's input: partial volume at the acquisition's resolution only
+          await write(
+            IDEAL_KEY,
+            normalizeIntensity(
+              onCommon(acquire(anatomy, MPRAGE_15T, profile, scanRand, { ideal: true }), "linear") as Volume<
+                Float32Array
+              >,
+            ),
+          );
+        } else await write("structures", onCommon(anatomy.structures, "nearest"));
       }
       scans.push({ ...item, files });
       log(`${cohort} ${item.id}: ${((performance.now() - t0) / 1000).toFixed(2)} s`);

@@ -27,11 +27,19 @@ import {
   KnowledgeKeeper,
   PatchDiscriminator,
 } from "../models/keeper.ts";
-import { GuidedSegmenter, type SegmentationLoss, segmentationLoss, UNet3D } from "../models/fusion.ts";
+import {
+  type AfmGate,
+  GuidedSegmenter,
+  type SegmentationLoss,
+  segmentationLoss,
+  type SegmentationNetwork,
+  UNet3D,
+} from "../models/fusion.ts";
 import { l1 } from "../models/blocks.ts";
 import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
 import { type Scores, trainLoop } from "./loop.ts";
 import { loadCheckpoint } from "./state.ts";
+import { GENERATOR_VERSION, IDEAL_KEY } from "../phantom/cohort.ts";
 import {
   ConvergenceError,
   type ConvergenceReport,
@@ -58,6 +66,10 @@ export interface RunConfig {
     nf: number;
     levels: number;
     classes: number;
+    /** The tissue image the segmenters read (`ideal`: noise-free, for a ceiling). */
+    input: SegmentationInput;
+    /** How AFM outputs join the segmentation features (`none`: the paper's plain sum). */
+    afmGate: AfmGate;
     /** `ce`: the authors' cross-entropy; `ce+dice`: plus soft Dice over the foreground classes. */
     loss: SegmentationLoss;
     baseline: Schedule;
@@ -112,7 +124,13 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
   });
   const teacher = { ...DEFAULT_TEACHER, nf };
   const keeper = { ...DEFAULT_KEEPER, nf, discriminatorNf: nf };
-  const fusion = { nf, levels: 5, classes: 4 };
+  const fusion = {
+    nf,
+    levels: 5,
+    classes: 4,
+    input: "low-field" as SegmentationInput,
+    afmGate: "none" as AfmGate,
+  };
   if (profile === "paper") {
     return {
       ...base,
@@ -150,6 +168,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     keeper: { ...keeper, norm: "none", train: recipe(long ? 3000 : 400, long ? 150 : 40, 2e-3) },
     fusion: {
       ...fusion,
+      afmGate: "zero",
       loss: "ce+dice",
       baseline: recipe(long ? 3000 : 400, long ? 150 : 40, 2e-3),
       fusion: { ...recipe(long ? 1500 : 160, long ? 75 : 16, 5e-4), warmupSteps: long ? 150 : 16 },
@@ -326,6 +345,15 @@ export function buildTeacher(cfg: RunConfig, fold: number): Teacher {
 
 export function buildKeeper(cfg: RunConfig, fold: number): KnowledgeKeeper {
   return new KnowledgeKeeper(cfg.keeper, seedOf(cfg.seed, 2, fold));
+}
+
+/** A segmentation network with the run's AFMs (runs written before `afmGate` existed: `none`). */
+export function buildGuided(
+  cfg: RunConfig,
+  net: SegmentationNetwork,
+  keeperWidths: number[],
+): GuidedSegmenter {
+  return new GuidedSegmenter(net, keeperWidths, seedOf(cfg.seed, 5), cfg.fusion.afmGate ?? "none");
 }
 
 /** PSNR/SSIM of the 3T input itself against 7T: the floor a synthesis has to beat. */
@@ -556,162 +584,235 @@ export interface FusionMetrics {
   }[];
 }
 
-/** The low-field image a segmentation subject is segmented from. */
-export function segInput(s: Subject): string {
+/**
+ * Which tissue image the segmenters read: `low-field` (the 1.5T scan, or 3T where a cohort has
+ * no 1.5T) or `ideal` (the phantom's noise-free 1.5T image, for measuring a segmentation ceiling).
+ */
+export type SegmentationInput = "low-field" | "ideal";
+
+/** The manifest key of the image a segmentation subject is segmented from. */
+export function segInput(s: Subject, input: SegmentationInput = "low-field"): string {
+  if (input === "ideal") {
+    if (!(IDEAL_KEY in s.arrays)) {
+      throw new Error(
+        `tissue subject ${s.id}: no "${IDEAL_KEY}" image (fusion.input "ideal" needs a phantom cohort from generator ${GENERATOR_VERSION} or later)`,
+      );
+    }
+    return IDEAL_KEY;
+  }
   return "1.5T" in s.arrays ? "1.5T" : "3T";
 }
 
-/** Phase 3 on the tissue cohort: baseline, then baseline + AFMs; Dice on the test subjects. */
+/** The tissue cohort's splits and what the segmenters read. */
+interface TissueSplits {
+  train: Subject[];
+  validation: Subject[];
+  test: Subject[];
+  input: SegmentationInput;
+}
+
+function tissueSplits(ctx: Context, subjects: Subject[]): TissueSplits {
+  const of = (split: string) => subjects.filter((s) => s.split === split);
+  const data = { train: of("train"), validation: of("validation"), test: of("test") };
+  if (!data.train.length || !data.validation.length || !data.test.length) {
+    throw new Error("tissue cohort: needs train, validation and test subjects in its manifest");
+  }
+  const input = ctx.cfg.fusion.input ?? "low-field";
+  for (const s of subjects) segInput(s, input); // fails early, naming the subject
+  return { ...data, input };
+}
+
+/** Dice per class of each subject. */
+async function diceOf(
+  subjects: Subject[],
+  input: SegmentationInput,
+  classes: number,
+  predict: (x: tf.Tensor5D) => tf.Tensor5D,
+): Promise<number[][]> {
+  const out: number[][] = [];
+  for (const s of subjects) {
+    const labels = await predictVolume(s, segInput(s, input), (x) => labelsOf(predict(x)));
+    out.push(dicePerClass(labels, s.arrays.tissue, classes));
+  }
+  return out;
+}
+
+/**
+ * One segmentation stage (baseline, epoch-matched control or AFM fine-tuning): the segmentation
+ * loss on augmented patches or volumes, validated by Dice (best: the authors' sum of per-class
+ * Dice), judged for convergence, then left at its best checkpoint.
+ */
+async function trainSegmenter(
+  ctx: Context,
+  data: TissueSplits,
+  stage: {
+    label: string;
+    name: string;
+    schedule: Schedule;
+    module: Module;
+    seedTag: number;
+    logits: (x: tf.Tensor5D, keeper: tf.Tensor5D[]) => tf.Tensor5D;
+    /** The frozen KKN whose 7T-like features the network takes (AFM stage), or null. */
+    keeper: KnowledgeKeeper | null;
+  },
+): Promise<void> {
+  const { label, name, schedule, module, seedTag, logits, keeper } = stage;
+  const { classes, loss: lossKind } = ctx.cfg.fusion;
+  const features = (x: tf.Tensor5D) => (keeper ? tf.tidy(() => keeper.apply(x)) : []);
+  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+  const opt = adam(schedule.learningRate);
+  const result = await trainLoop({
+    label,
+    checkpoint: ckpt(ctx, name),
+    ...loopShape(schedule),
+    module,
+    optimizers: { [name]: opt },
+    progress: ctx.cfg.progress,
+    step: (_i, _round, _index, step) => {
+      const a = drawSample(
+        ctx,
+        schedule,
+        data.train,
+        step,
+        seedOf(ctx.cfg.seed, seedTag, step),
+        ["tissue"],
+        "tissue",
+      );
+      const x = toTensor(a.arrays[segInput(a.subject, data.input)], a.shape);
+      const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
+      const fk = features(x);
+      const cost = opt.minimize(
+        () => segmentationLoss(lossKind, logits(x, fk), y),
+        true,
+        module.parameters(),
+      )!;
+      const loss = cost.dataSync()[0];
+      tf.dispose([x, y, cost, ...fk]);
+      return Promise.resolve({ loss });
+    },
+    // validation: the authors' rule (sum of per-class Dice) and the mean foreground Dice
+    validate: async () => {
+      const d = await diceOf(data.validation, data.input, classes, (x) => logits(x, features(x)));
+      return {
+        diceSum: mean(d.map((r) => r.reduce((a, b) => a + b, 0))),
+        dice: mean(d.map((r) => mean(r.slice(1)))),
+      };
+    },
+    better: (cur, best) => !best || cur.diceSum > best.diceSum,
+    log: ctx.log,
+  });
+  const { window, maxGainDice, minDice } = ctx.cfg.checks;
+  await checkPhase(
+    ctx,
+    judgeConvergence(
+      label,
+      "mean foreground Dice",
+      result.history.map((h) => h.dice),
+      schedule.validateEvery,
+      {
+        window,
+        maxGain: maxGainDice,
+        floor: minDice,
+        floorName: "the sanity floor",
+      },
+    ),
+  );
+  await loadCheckpoint(ckpt(ctx, `${name}-best`), module);
+  opt.dispose();
+}
+
+export const TISSUE_CLASSES = ["background", "CSF", "GM", "WM"];
+
+export interface BaselineMetrics {
+  /** What the network read (`ideal`: the noise-free image, a ceiling). */
+  input: SegmentationInput;
+  classes: string[];
+  subjects: { id: string; dice: number[] }[];
+  /** Mean Dice per class over the test subjects. */
+  mean: number[];
+}
+
+/** The baseline 3D U-Net alone on the tissue cohort (phase 3's first stage), with its test Dice. */
+export async function trainBaseline(
+  ctx: Context,
+  subjects: Subject[],
+): Promise<{ net: UNet3D; metrics: BaselineMetrics }> {
+  const data = tissueSplits(ctx, subjects);
+  const { nf, levels, classes } = ctx.cfg.fusion;
+  const net = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
+  await trainSegmenter(ctx, data, {
+    label: "baseline 3D U-Net",
+    name: "baseline",
+    schedule: ctx.cfg.fusion.baseline,
+    module: net,
+    seedTag: 13,
+    logits: (x) => net.apply(x),
+    keeper: null,
+  });
+  const dice = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
+  const mean = (c: number) => dice.reduce((a, r) => a + r[c], 0) / dice.length;
+  return {
+    net,
+    metrics: {
+      input: data.input,
+      classes: TISSUE_CLASSES.slice(0, classes),
+      subjects: data.test.map((s, n) => ({ id: s.id, dice: dice[n] })),
+      mean: Array.from({ length: classes }, (_, c) => mean(c)),
+    },
+  };
+}
+
+/**
+ * Phase 3 on the tissue cohort: the baseline, an epoch-matched control (the best baseline trained
+ * on without AFMs for as long as the fine-tuning), then the baseline fine-tuned with AFMs (KKN
+ * frozen); Dice on the test subjects with paired t-tests.
+ */
 export async function trainFusion(
   ctx: Context,
   subjects: Subject[],
   kkn: KnowledgeKeeper,
 ): Promise<FusionMetrics> {
   const { nf, levels, classes } = ctx.cfg.fusion;
-  const train = subjects.filter((s) => s.split === "train");
-  const val = subjects.filter((s) => s.split === "validation");
-  const test = subjects.filter((s) => s.split === "test");
-  if (!train.length || !val.length || !test.length) {
-    throw new Error("tissue cohort: needs train, validation and test subjects in its manifest");
-  }
-  const keeperFeatures = (x: tf.Tensor5D) => tf.tidy(() => kkn.apply(x));
-  /** Dice per class of each subject. */
-  const diceOf = async (subjects: Subject[], predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
-    const out: number[][] = [];
-    for (const s of subjects) {
-      const labels = await predictVolume(s, segInput(s), (x) => labelsOf(predict(x)));
-      out.push(dicePerClass(labels, s.arrays.tissue, classes));
-    }
-    return out;
-  };
-  /** Validation: the authors' rule (sum of per-class Dice) and the mean foreground Dice. */
-  const validationDice = async (predict: (x: tf.Tensor5D) => tf.Tensor5D) => {
-    const d = await diceOf(val, predict);
-    const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-    return {
-      diceSum: mean(d.map((r) => r.reduce((a, b) => a + b, 0))),
-      dice: mean(d.map((r) => mean(r.slice(1)))),
-    };
-  };
-  const better = (cur: Scores, best: Scores | null) => !best || cur.diceSum > best.diceSum;
-  const { loss: lossKind } = ctx.cfg.fusion;
+  const data = tissueSplits(ctx, subjects);
+  const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) =>
+    diceOf(data.test, data.input, classes, predict);
+  const { net: baseline, metrics } = await trainBaseline(ctx, subjects);
 
-  // one loop for every stage: the segmentation loss on augmented patches or volumes, best by
-  // validation Dice
-  const trainSegmentation = async (
-    label: string,
-    name: string,
-    schedule: Schedule,
-    module: Module,
-    seedTag: number,
-    logits: (x: tf.Tensor5D, keeper: tf.Tensor5D[]) => tf.Tensor5D,
-    withKeeper: boolean,
-  ) => {
-    const opt = adam(schedule.learningRate);
-    const result = await trainLoop({
-      label,
-      checkpoint: ckpt(ctx, name),
-      ...loopShape(schedule),
-      module,
-      optimizers: { [name]: opt },
-      progress: ctx.cfg.progress,
-      step: (_i, _round, _index, step) => {
-        const a = drawSample(
-          ctx,
-          schedule,
-          train,
-          step,
-          seedOf(ctx.cfg.seed, seedTag, step),
-          ["tissue"],
-          "tissue",
-        );
-        const x = toTensor(a.arrays[segInput(a.subject)], a.shape);
-        const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
-        const fk = withKeeper ? keeperFeatures(x) : [];
-        const cost = opt.minimize(
-          () => segmentationLoss(lossKind, logits(x, fk), y),
-          true,
-          module.parameters(),
-        )!;
-        const loss = cost.dataSync()[0];
-        tf.dispose([x, y, cost, ...fk]);
-        return Promise.resolve({ loss });
-      },
-      validate: () => validationDice((x) => logits(x, withKeeper ? kkn.apply(x) : [])),
-      better,
-      log: ctx.log,
-    });
-    const { window, maxGainDice, minDice } = ctx.cfg.checks;
-    await checkPhase(
-      ctx,
-      judgeConvergence(
-        label,
-        "mean foreground Dice",
-        result.history.map((h) => h.dice),
-        schedule.validateEvery,
-        {
-          window,
-          maxGain: maxGainDice,
-          floor: minDice,
-          floorName: "the sanity floor",
-        },
-      ),
-    );
-    await loadCheckpoint(ckpt(ctx, `${name}-best`), module);
-    opt.dispose();
-  };
-
-  const baseline = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
-  await trainSegmentation(
-    "baseline 3D U-Net",
-    "baseline",
-    ctx.cfg.fusion.baseline,
-    baseline,
-    13,
-    (x) => baseline.apply(x),
-    false,
-  );
-  const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) => diceOf(test, predict);
-  const baselineDice = await testDice((x) => baseline.apply(x));
-
-  // control: the best baseline trained on, without AFMs, for as many epochs as the fine-tuning
   const matched = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
   await loadCheckpoint(ckpt(ctx, "baseline-best"), matched);
-  await trainSegmentation(
-    "baseline 3D U-Net, epoch-matched",
-    "baseline-matched",
-    ctx.cfg.fusion.fusion,
-    matched,
-    14,
-    (x) => matched.apply(x),
-    false,
-  );
+  await trainSegmenter(ctx, data, {
+    label: "baseline 3D U-Net, epoch-matched",
+    name: "baseline-matched",
+    schedule: ctx.cfg.fusion.fusion,
+    module: matched,
+    seedTag: 14,
+    logits: (x) => matched.apply(x),
+    keeper: null,
+  });
   const matchedDice = await testDice((x) => matched.apply(x));
   matched.dispose();
 
-  // fine-tune the baseline jointly with AFMs (KKN frozen)
-  const guided = new GuidedSegmenter(baseline, kkn.widths, seedOf(ctx.cfg.seed, 5));
-  await trainSegmentation(
-    "3D U-Net + AFM",
-    "guided",
-    ctx.cfg.fusion.fusion,
-    guided,
-    14,
-    (x, fk) => guided.apply(x, fk),
-    true,
-  );
-
+  const guided = buildGuided(ctx.cfg, baseline, kkn.widths);
+  await trainSegmenter(ctx, data, {
+    label: "3D U-Net + AFM",
+    name: "guided",
+    schedule: ctx.cfg.fusion.fusion,
+    module: guided,
+    seedTag: 14,
+    logits: (x, fk) => guided.apply(x, fk),
+    keeper: kkn,
+  });
   const guidedDice = await testDice((x) => guided.apply(x, kkn.apply(x)));
-  const rows: FusionMetrics["subjects"] = test.map((s, n) => ({
-    id: s.id,
-    baseline: baselineDice[n],
+
+  const rows: FusionMetrics["subjects"] = metrics.subjects.map((r, n) => ({
+    id: r.id,
+    baseline: r.dice,
     baselineMatched: matchedDice[n],
     guided: guidedDice[n],
   }));
-  const names = ["background", "CSF", "GM", "WM"].slice(0, classes);
   const mean = (v: number[]) => v.reduce((p, q) => p + q, 0) / v.length;
   const test2 = (a: number[], b: number[]) => (rows.length > 1 ? pairedTTest(a, b) : { t: NaN, p: NaN });
-  const tTest = names.map((name, c) => {
+  const tTest = metrics.classes.map((name, c) => {
     const a = rows.map((r) => r.baseline[c]), m = rows.map((r) => r.baselineMatched[c]);
     const b = rows.map((r) => r.guided[c]);
     const t = test2(a, b), tm = test2(m, b);
@@ -726,7 +827,7 @@ export async function trainFusion(
       pMatched: tm.p,
     };
   });
-  return { classes: names, subjects: rows, tTest };
+  return { classes: metrics.classes, subjects: rows, tTest };
 }
 
 /** Long-format CSV rows (phase, fold, subject, metric, index, value) of a run's metrics. */
