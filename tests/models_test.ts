@@ -226,6 +226,27 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
   }
 });
 
+Deno.test("KKN kernel option: every extractor and guide conv takes it (paper 7), transitions keep k4", () => {
+  const sizes = (kernel: number) => {
+    const kkn = new KnowledgeKeeper({ ...DEFAULT_KEEPER, nf: 4, levels: 3, kernel }, 2);
+    const k = new Map<string, number>();
+    for (const [name, v] of kkn.namedParameters()) {
+      if (name.endsWith("weight") && v.shape.length === 5) k.set(name, v.shape[0]);
+    }
+    // output shapes do not depend on the kernel
+    const out = kkn.apply(randn([1, 8, 8, 8, 1], 3) as tf.Tensor5D);
+    assertEquals(out.map((f) => f.shape), [[1, 8, 8, 8, 4], [1, 4, 4, 4, 8], [1, 2, 2, 2, 16]]);
+    return k;
+  };
+  assertEquals(DEFAULT_KEEPER.kernel, 7);
+  for (const kernel of [7, 3]) {
+    for (const [name, k] of sizes(kernel)) {
+      const want = name.includes("transition") ? 4 : /project|attention/.test(name) ? 1 : kernel;
+      assertEquals(k, want, name);
+    }
+  }
+});
+
 Deno.test("training steps leak no tensors (teacher and knowledge keeper)", () => {
   const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 4, levels: 3 }, 1);
   const kkn = new KnowledgeKeeper(

@@ -2,9 +2,9 @@
  * Phase 2: the knowledge keeper network (KKN, paper section 3.2, Eq. 3-6) and the patch
  * discriminator.
  *
- * - Dense feature extractor: per level three ConvBlocks with kernel 7, each fed everything before
- *   it; growth nf/4 * 2^(k-1); stride-2 k4 ConvBlock transitions between levels.
- * - Guide block B_L: ConvBlock k7 to the teacher's width, then PRM. B_k (k < L): the deeper
+ * - Dense feature extractor: per level three ConvBlocks with kernel 7 (`kernel`), each fed
+ *   everything before it; growth nf/4 * 2^(k-1); stride-2 k4 ConvBlock transitions between levels.
+ * - Guide block B_L: ConvBlock k7 (`kernel`) to the teacher's width, then PRM. B_k (k < L): the deeper
  *   7T-like feature is upsampled trilinearly and projected by a 1x1x1 conv (U); the dense features
  *   go through a ConvBlock k7 (T); M = sigmoid(conv1x1([T, U])) gives two maps (Eq. 3);
  *   out = PRM(M0 * T + M1 * U) (Eq. 4).
@@ -30,6 +30,8 @@ export interface KeeperConfig {
   lambdaAdv: number;
   /** Normalisation in the extractor's and guide blocks' ConvBlocks (the authors' code: `instance`). */
   norm: Norm;
+  /** Kernel size of the dense extractor's and the guide blocks' ConvBlocks (the authors' code: 7). */
+  kernel: number;
 }
 
 export const DEFAULT_KEEPER: KeeperConfig = {
@@ -39,6 +41,7 @@ export const DEFAULT_KEEPER: KeeperConfig = {
   lambdaSyn: 100,
   lambdaAdv: 0.5,
   norm: "instance",
+  kernel: 7,
 };
 
 export class PRM extends Module {
@@ -93,10 +96,10 @@ export class GuideBlock extends Module {
   readonly local: ConvBlock;
   readonly attention: Conv;
   readonly prm: PRM;
-  constructor(init: Init, denseC: number, deeperC: number, c: number, norm: Norm = "instance") {
+  constructor(init: Init, denseC: number, deeperC: number, c: number, norm: Norm = "instance", k = 7) {
     super();
     this.project = this.child("project", new Conv(init, 3, deeperC, c, 1));
-    this.local = this.child("local", new ConvBlock(init, denseC, c, { k: 7, norm }));
+    this.local = this.child("local", new ConvBlock(init, denseC, c, { k, norm }));
     this.attention = this.child("attention", new Conv(init, 3, 2 * c, 2, 1));
     this.prm = this.child("prm", new PRM());
   }
@@ -115,10 +118,10 @@ export class GuideBlock extends Module {
 
 class DenseLevel extends Module {
   private readonly convs: ConvBlock[];
-  constructor(init: Init, cin: number, growth: number, norm: Norm) {
+  constructor(init: Init, cin: number, growth: number, norm: Norm, k: number) {
     super();
     this.convs = [0, 1, 2].map((i) =>
-      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, { k: 7, norm }))
+      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, { k, norm }))
     );
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
@@ -138,26 +141,30 @@ export class KnowledgeKeeper extends Module {
   constructor(readonly cfg: KeeperConfig, seed: number) {
     super();
     const init = new Init(seed);
+    // runs written before `kernel` existed used the paper's 7
+    const kernel = cfg.kernel ?? 7;
     this.widths = levelWidths(cfg.nf, cfg.levels);
     const nfDown = Math.max(1, Math.floor(cfg.nf / 4));
     const growth = this.widths.map((_, k) => nfDown * 2 ** k);
     const inC = growth.map((_, k) => (k === 0 ? 1 : growth[k - 1]));
     const denseC = inC.map((c, k) => c + 3 * growth[k]);
-    this.dense = growth.map((g, k) => this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g, cfg.norm)));
+    this.dense = growth.map((g, k) =>
+      this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g, cfg.norm, kernel))
+    );
     this.transitions = growth.slice(0, -1).map((g, k) =>
       this.child(`transition${k + 1}`, new ConvBlock(init, denseC[k], g, { k: 4, stride: 2, norm: cfg.norm }))
     );
     const L = cfg.levels;
     this.top = this.child(
       `guide${L}`,
-      new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: 7, norm: cfg.norm }),
+      new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: kernel, norm: cfg.norm }),
     );
     this.topPrm = this.child(`guide${L}prm`, new PRM());
     this.guides = [];
     for (let k = L - 2; k >= 0; k--) {
       this.guides[k] = this.child(
         `guide${k + 1}`,
-        new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm),
+        new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm, kernel),
       );
     }
   }
