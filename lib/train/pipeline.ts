@@ -745,11 +745,17 @@ export interface BaselineMetrics {
 }
 
 /** The baseline 3D U-Net alone on the tissue cohort (phase 3's first stage), with its test Dice. */
-export async function trainBaseline(
+export function trainBaseline(
   ctx: Context,
   subjects: Subject[],
 ): Promise<{ net: UNet3D; metrics: BaselineMetrics }> {
-  const data = tissueSplits(ctx, subjects);
+  return baselineStage(ctx, tissueSplits(ctx, subjects));
+}
+
+async function baselineStage(
+  ctx: Context,
+  data: TissueSplits,
+): Promise<{ net: UNet3D; metrics: BaselineMetrics }> {
   const { nf, levels, classes } = ctx.cfg.fusion;
   const net = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
   await trainSegmenter(ctx, data, {
@@ -788,7 +794,7 @@ export async function trainFusion(
   const data = tissueSplits(ctx, subjects);
   const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) =>
     diceOf(data.test, data.input, classes, predict);
-  const { net: baseline, metrics } = await trainBaseline(ctx, subjects);
+  const { net: baseline, metrics } = await baselineStage(ctx, data);
 
   const matched = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
   await loadCheckpoint(ckpt(ctx, "baseline-best"), matched);
