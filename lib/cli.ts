@@ -120,6 +120,7 @@ const INPUT_ERRORS = new Set([
   "BackendError",
   "ConvergenceError",
   "DivergenceError",
+  "CohortError",
 ]);
 
 /**

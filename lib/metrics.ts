@@ -123,20 +123,27 @@ export function dicePerClass(
 
 /**
  * Table A.1's feature distance: both feature maps ([V, C] channels-last, flattened) averaged over
- * channels, then the L2 norm of the difference of the two maps.
+ * channels, then the L2 norm of the difference of the two maps. The maps may come from networks
+ * of different widths (`channelsB`, default `channels`) as long as they share the V voxels.
  */
-export function featureDistance(a: ArrayLike<number>, b: ArrayLike<number>, channels: number): number {
-  if (a.length !== b.length || a.length % channels !== 0) {
-    throw new RangeError("featureDistance: shapes differ");
+export function featureDistance(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  channels: number,
+  channelsB = channels,
+): number {
+  const voxels = a.length / channels;
+  if (!Number.isInteger(voxels) || b.length !== voxels * channelsB) {
+    throw new RangeError(
+      `featureDistance: ${a.length} values in ${channels} channels and ${b.length} in ${channelsB} are not the same voxels`,
+    );
   }
   let s = 0;
-  for (let v = 0; v < a.length; v += channels) {
+  for (let v = 0; v < voxels; v++) {
     let ma = 0, mb = 0;
-    for (let c = 0; c < channels; c++) {
-      ma += a[v + c];
-      mb += b[v + c];
-    }
-    s += ((ma - mb) / channels) ** 2;
+    for (let c = 0; c < channels; c++) ma += a[v * channels + c];
+    for (let c = 0; c < channelsB; c++) mb += b[v * channelsB + c];
+    s += (ma / channels - mb / channelsB) ** 2;
   }
   return Math.sqrt(s);
 }

@@ -147,13 +147,36 @@ export function synthesisTable(run: RunData): dfd.DataFrame {
   ));
 }
 
-/** Table A.1: feature distances per level, mean and SD over folds. */
-export function featureDistanceTable(run: RunData): dfd.DataFrame {
-  const levels = run.metrics.folds[0]?.featureDistance.map((d) => d.level) ?? [];
+/**
+ * Where Table A.1's "3T features" come from: `extractor`, the KKN's own low-field extractor (the
+ * paper's Appendix A), or `teacher`, the teacher encoder applied to the 3T image.
+ */
+export type FeatureReading = "extractor" | "teacher";
+
+/**
+ * Table A.1: feature distances per level, mean and SD over test subjects, as root mean squares
+ * (the L2 distance of the channel-averaged maps divided by the square root of the level's voxel
+ * count, so levels compare), under one reading of "3T features".
+ */
+export function featureDistanceTable(run: RunData, reading: FeatureReading = "extractor"): dfd.DataFrame {
+  const folds = run.metrics.folds;
+  const levels = folds[0]?.featureDistance.map((d) => d.level) ?? [];
   if (!levels.length) throw new Error(`${run.dir}: no feature distances (run the keeper phase)`);
+  if (reading === "extractor" && folds.some((f) => f.featureDistance.some((d) => d.dX7T === undefined))) {
+    throw new Error(`${run.dir}: no extractor feature distances (the run predates them; evaluate it again)`);
+  }
+  const key = {
+    d3T7T: reading === "extractor" ? "dX7T" : "d3T7T",
+    d3TLike: reading === "extractor" ? "dXLike" : "d3TLike",
+    d7TLike: "d7TLike",
+  } as const;
   return dataFrame(levels.map((level) => {
-    const at = (k: "d3T7T" | "d3TLike" | "d7TLike") =>
-      run.metrics.folds.map((f) => f.featureDistance[level - 1][k]);
+    const at = (k: keyof typeof key) =>
+      folds.map((f) => {
+        const d = f.featureDistance[level - 1];
+        // runs written before `voxels` existed: the level's voxel count is unknown, report L2
+        return (d[key[k]] as number) / Math.sqrt(d.voxels ?? 1);
+      });
     return {
       level,
       "d(3T, 7T)": mean(at("d3T7T")),
@@ -329,9 +352,10 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
       "rows: 3T input, KKN 7T-like synthesis, 7T, teacher reconstruction; columns: axial, coronal, sagittal",
   },
   {
-    file: "feature-distances.csv/.md",
+    file: "feature-distances.csv/.md, feature-distances-teacher-encoder.csv/.md",
     paper: "Table A.1",
-    what: "L2 distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like)",
+    what:
+      "RMS distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like); 3T features from the KKN's extractor (the paper's Appendix A), or from the teacher encoder",
   },
   {
     file: "keeper-features.png",

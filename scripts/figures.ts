@@ -75,11 +75,15 @@ export async function writeFigures(runDir: string, out: string): Promise<string[
   }
 
   if (run.metrics.folds.length) {
-    const syn = synthesisTable(run), feat = featureDistanceTable(run);
+    const syn = synthesisTable(run);
     await put("synthesis-scores.csv", toCsv(syn));
     await put("synthesis-scores.md", toMarkdown(syn));
-    await put("feature-distances.csv", toCsv(feat));
-    await put("feature-distances.md", toMarkdown(feat));
+    // Table A.1 under both readings of "3T features" (the paper's: the KKN's extractor)
+    for (const [reading, suffix] of [["extractor", ""], ["teacher", "-teacher-encoder"]] as const) {
+      const feat = featureDistanceTable(run, reading);
+      await put(`feature-distances${suffix}.csv`, toCsv(feat));
+      await put(`feature-distances${suffix}.md`, toMarkdown(feat));
+    }
   }
   if (run.metrics.fusion) {
     const dice = diceTable(run);

@@ -7,10 +7,10 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { BACKENDS, initBackend } from "../lib/backend.ts";
-import { readNifti, writeNifti } from "../lib/io/nifti.ts";
+import { readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io/nifti.ts";
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
 import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
@@ -21,7 +21,7 @@ import { loadCheckpoint } from "../lib/train/state.ts";
 export const SEGMENT_COMMAND: CommandSpec = {
   name: "deno task segment",
   summary: "segment CSF/GM/WM in a low-field T1 with a trained run (KKN + AFM-guided 3D U-Net)",
-  usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME]",
+  usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME] [--force]",
   options: [
     { name: "run", description: "a finished `deno task train` run folder", default: "runs/default" },
     {
@@ -36,16 +36,60 @@ export const SEGMENT_COMMAND: CommandSpec = {
       description: "voxel size (mm) of the model grid (default: the run's cohort spacing)",
       type: "number",
     },
+    { name: "force", description: "replace an existing output file", type: "boolean", default: false },
   ],
 };
+
+/**
+ * Checks the output path before anything is computed: a `.nii`/`.nii.gz` name, not the input
+ * itself, in an existing writable folder, and not an existing file unless `force`.
+ */
+export async function checkOutputPath(input: string, output: string, force: boolean): Promise<void> {
+  if (!/\.nii(\.gz)?$/.test(output)) {
+    throw new UsageError(`${output}: the output name must end in .nii or .nii.gz`);
+  }
+  const real = async (p: string) => {
+    try {
+      return await Deno.realPath(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  if ((await real(input)) === (await real(output))) {
+    throw new UsageError(`${output}: is the input image; choose another output name`);
+  }
+  const dir = dirname(resolve(output));
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch {
+    throw new UsageError(`${output}: the folder ${dir} does not exist`);
+  }
+  if (!info.isDirectory) throw new UsageError(`${output}: ${dir} is not a folder`);
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".write-test-" }));
+  } catch (err) {
+    throw new UsageError(`${output}: the folder ${dir} is not writable (${(err as Error).message})`);
+  }
+  if (existsSync(output) && !force) {
+    throw new UsageError(`${output}: exists; pass --force to replace it`);
+  }
+}
 
 export async function segmentFile(
   input: string,
   output: string,
   runDir: string,
   spacingOpt?: number,
+  { force = false }: { force?: boolean } = {},
 ): Promise<void> {
-  const original = await readNifti(input); // the input first: a bad file is named before anything loads
+  if (spacingOpt !== undefined && !(Number.isFinite(spacingOpt) && spacingOpt > 0)) {
+    throw new UsageError(`--spacing ${spacingOpt}: must be a positive number of millimetres`);
+  }
+  // the input and the output first: a bad file or path is named before anything loads or runs
+  const original = await readNifti(input);
+  requireVolume3D(original, input);
+  await checkOutputPath(input, output, force);
   const cfgPath = join(runDir, "config.json");
   if (!existsSync(cfgPath)) {
     throw new UsageError(`--run ${runDir}: no config.json (not a finished training run)`);
@@ -60,7 +104,10 @@ export async function segmentFile(
   const cfg: RunConfig = JSON.parse(await Deno.readTextFile(cfgPath));
   const spacing = spacingOpt ??
     (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
-  const { volume: canonical } = toCanonical(toFloat32(original));
+  const image = toFloat32(original); // a copy
+  const replaced = zeroNonFinite(image.data);
+  if (replaced) console.error(`warning: ${input}: ${replaced} NaN or infinite voxels read as 0`);
+  const { volume: canonical } = toCanonical(image);
   // the training grid's construction: the input's field of view at the run's spacing, padded
   // (centred) to multiples of 16
   const grid = commonGrid(canonical, spacing);
@@ -93,7 +140,9 @@ if (import.meta.main) {
       throw new UsageError("expected exactly two arguments: <in.nii.gz> <out.nii.gz>");
     }
     await initBackend(String(args.options.backend));
-    await segmentFile(input, output, String(args.options.run), args.options.spacing as number | undefined);
+    await segmentFile(input, output, String(args.options.run), args.options.spacing as number | undefined, {
+      force: args.options.force === true,
+    });
     console.log(`labels written to ${output}`);
   }, { allowPositional: true });
 }

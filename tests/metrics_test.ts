@@ -1,4 +1,4 @@
-import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import { dicePerClass, featureDistance, pairedTTest, psnr, ssim3d } from "../lib/metrics.ts";
 import { mulberry32 } from "../lib/random.ts";
 
@@ -68,4 +68,11 @@ Deno.test("paired t-test: t, df and the two-sided p-value", () => {
   assertAlmostEquals(r.t, 5.196152, 1e-5);
   assertEquals(r.df, 3);
   assertAlmostEquals(r.p, 0.013846, 1e-4);
+});
+
+Deno.test("feature distance across widths: each map averaged over its own channels", () => {
+  // a: two voxels of 2 channels (means 1.5, 3.5); b: two voxels of 3 channels (means 1, 2)
+  // -> sqrt(0.5^2 + 1.5^2)
+  assertAlmostEquals(featureDistance([1, 2, 3, 4], [0, 1, 2, 1, 2, 3], 2, 3), Math.sqrt(0.25 + 2.25), 1e-12);
+  assertThrows(() => featureDistance([1, 2, 3, 4], [0, 1, 2], 2, 3), RangeError, "not the same voxels");
 });

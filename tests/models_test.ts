@@ -25,7 +25,9 @@ import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
-import { readNifti } from "../lib/io/nifti.ts";
+import { readNifti, writeNifti } from "../lib/io/nifti.ts";
+import { makeVolume } from "../lib/volume/volume.ts";
+import { UsageError } from "../lib/cli.ts";
 import { writeFigures } from "../scripts/figures.ts";
 import { chromiumPath, pointCount } from "../lib/viz/plotly.ts";
 import { decodePng, isBlank } from "../lib/viz/png.ts";
@@ -247,6 +249,51 @@ Deno.test("KKN kernel option: every extractor and guide conv takes it (paper 7),
   }
 });
 
+Deno.test("KKN growth option: dense levels widen by 3 growth channels, transitions carry the growth", () => {
+  const channels = (growth: number | null) => {
+    const kkn = new KnowledgeKeeper({ ...DEFAULT_KEEPER, nf: 8, levels: 3, kernel: 3, growth }, 2);
+    const x = randn([1, 8, 8, 8, 1], 3) as tf.Tensor5D;
+    const dense = kkn.extract(x);
+    const out = dense.map((f) => f.shape[4]);
+    // 7T-like outputs keep the teacher's widths whatever the growth
+    const like = kkn.apply(x);
+    assertEquals(like.map((f) => f.shape[4]), [8, 16, 32]);
+    tf.dispose([x, ...dense, ...like]);
+    return out;
+  };
+  // the authors' nf / 4 = 2: level 1 = 1 + 3 * 2; level k > 1 = g_{k-1} + 3 g_k
+  assertEquals(channels(null), [7, 2 + 12, 4 + 24]);
+  assertEquals(channels(4), [13, 4 + 24, 8 + 48]);
+  let err: unknown;
+  try {
+    channels(0);
+  } catch (e) {
+    err = e;
+  }
+  assert(err instanceof RangeError && err.message.includes("keeper.growth"), String(err));
+});
+
+Deno.test("teacher skip noise: absolute sigma (paper) or sigma times each channel's spread", () => {
+  // uniform values in [-50, 50] and [-0.5, 0.5] (SD 50 / sqrt 3, 0.5 / sqrt 3); the noise added is
+  // what noised - clean leaves
+  const f = tf.tidy(() => tf.mul(randn([1, 16, 16, 16, 2], 21), tf.tensor1d([50, 0.5]))) as tf.Tensor5D;
+  const spread = (scale: "absolute" | "channel-sd") => {
+    const t = new Teacher({ ...DEFAULT_TEACHER, nf: 2, levels: 1, noiseSigma: 0.2, noiseScale: scale }, 1);
+    return tf.tidy(() => {
+      const [noised] = t.addSkipNoise([f], 7);
+      return Array.from(tf.sqrt(tf.moments(tf.sub(noised, f), [0, 1, 2, 3]).variance).dataSync());
+    });
+  };
+  assertEquals(DEFAULT_TEACHER.noiseScale, "absolute");
+  const [a0, a1] = spread("absolute");
+  assertAlmostEquals(a0, 0.2, 0.01);
+  assertAlmostEquals(a1, 0.2, 0.01);
+  const [r0, r1] = spread("channel-sd");
+  assertAlmostEquals(r0, 0.2 * 50 / Math.sqrt(3), 0.3);
+  assertAlmostEquals(r1, 0.2 * 0.5 / Math.sqrt(3), 0.003);
+  f.dispose();
+});
+
 Deno.test("training steps leak no tensors (teacher and knowledge keeper)", () => {
   const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 4, levels: 3 }, 1);
   const kkn = new KnowledgeKeeper(
@@ -366,6 +413,22 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assertEquals(b.affine, a.affine);
   const labels = new Set(Array.from(b.data));
   assert([...labels].every((l) => l >= 0 && l <= 3) && labels.size > 1, `labels ${[...labels]}`);
+  // outputs are checked before anything runs: never the input, never an existing file unless forced
+  const refused = async (o: string, opts: { force?: boolean }, text: string) => {
+    const err = await assertRejects(() => segmentFile(input, o, runDir, undefined, opts), UsageError);
+    assert(err.message.includes(text), err.message);
+  };
+  await refused(input, { force: true }, "is the input image");
+  await refused(output, {}, "exists; pass --force");
+  await refused(join(out, "nowhere", "l.nii.gz"), {}, "does not exist");
+  await refused(join(out, "labels.png"), {}, "must end in .nii or .nii.gz");
+  // an input with NaN voxels (as SPM writes outside the brain): read as 0, with a warning
+  const withNan = await readNifti(input);
+  const nanData = Float32Array.from(withNan.data, (v) => (v === 0 ? Number.NaN : v));
+  const nanInput = join(out, "nan.nii.gz");
+  await writeNifti(nanInput, makeVolume(nanData, withNan.shape, withNan.affine));
+  await segmentFile(nanInput, output, runDir, undefined, { force: true });
+  assertEquals(Array.from((await readNifti(output)).data), Array.from(b.data));
   // figures regenerated from the run: no blank image, no plot without data
   if (chromiumPath()) {
     const figDir = join(out, "figures");
@@ -410,6 +473,39 @@ Deno.test("a non-finite loss stops the phase with DivergenceError, keeping the f
     assert(existsSync(join(dir, "t-last.json")), "the first round's checkpoint is kept");
     const meta = JSON.parse(await Deno.readTextFile(join(dir, "t-last.json"))).meta;
     assertEquals(meta.epoch, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a non-finite validation score stops the phase and never becomes a checkpoint", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 2, levels: 2 }, 3);
+    const scores = [20, Number.NaN];
+    let round = 0;
+    const err = await assertRejects(
+      () =>
+        trainLoop({
+          label: "keeper fold 2",
+          checkpoint: join(dir, "k"),
+          epochs: 3,
+          items: [0, 1],
+          module: teacher,
+          optimizers: {},
+          progress: false,
+          step: () => Promise.resolve({ loss: 0.1 }),
+          validate: () => Promise.resolve({ psnr: scores[round++], ssim: 0.5 }),
+          better: () => true,
+          log: () => Promise.resolve(),
+        }),
+      DivergenceError,
+    );
+    assert(err.message.includes("keeper fold 2: validation psnr is NaN after round 2 (step 4)"), err.message);
+    for (const f of ["k-best.json", "k-last.json"]) {
+      const meta = JSON.parse(await Deno.readTextFile(join(dir, f))).meta;
+      assertEquals(meta.epoch, 0, `${f} keeps the finished first round`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

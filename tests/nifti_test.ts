@@ -10,6 +10,7 @@ import {
   type Affine,
   assertSameGrid,
   CorruptVolumeError,
+  crc32,
   DimensionError,
   encodeNifti,
   GridMismatchError,
@@ -17,10 +18,12 @@ import {
   NotNiftiError,
   parseNifti,
   readNifti,
+  requireVolume3D,
   UnsupportedDatatypeError,
   type Vec3,
   VolumeNotFoundError,
   writeNifti,
+  zeroNonFinite,
 } from "../lib/mod.ts";
 
 /** An oblique, anisotropic, left-handed affine: exercises qform quaternions and qfac. */
@@ -176,11 +179,76 @@ Deno.test("bad input: a wrong magic", () => {
   assertStringIncludes(err.message, "magic");
 });
 
-Deno.test("bad input: an unsupported datatype", () => {
-  const buf = patched(makeVolume(ramp(Int16Array, SHAPE), SHAPE, OBLIQUE), (v) => v.setInt16(70, 512, true));
-  const err = assertThrows(() => parseNifti("u16.nii", buf), UnsupportedDatatypeError);
-  assertStringIncludes(err.message, "u16.nii");
-  assertStringIncludes(err.message, "uint16");
+Deno.test("bad input: an unsupported datatype is named", () => {
+  const buf = patched(makeVolume(ramp(Int16Array, SHAPE), SHAPE, OBLIQUE), (v) => v.setInt16(70, 32, true));
+  const err = assertThrows(() => parseNifti("c64.nii", buf), UnsupportedDatatypeError);
+  assertStringIncludes(err.message, "c64.nii");
+  assertStringIncludes(err.message, "complex64");
+});
+
+Deno.test("crc32: the standard check value", () => {
+  assertEquals(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
+  assertEquals(crc32(new Uint8Array()), 0);
+});
+
+Deno.test("bad input: a .gz whose CRC-32 or length does not match its data", async () => {
+  const path = `${tmp}/crc.nii.gz`;
+  await writeNifti(path, makeVolume(ramp(Float32Array, SHAPE), SHAPE, OBLIQUE));
+  const good = await Deno.readFile(path);
+  assertEquals((await readNifti(path)).shape, SHAPE);
+  const n = good.length;
+  // the stored CRC-32, then the stored length (which fflate also uses to size its output)
+  for (const [at, what] of [[n - 8, "CRC-32 mismatch"], [n - 3, "gzip"]] as const) {
+    const bad = good.slice();
+    bad[at] ^= 0x5a;
+    await Deno.writeFile(path, bad);
+    const err = await assertRejects(() => readNifti(path), CorruptVolumeError);
+    assertStringIncludes(err.message, "crc.nii.gz");
+    assertStringIncludes(err.message, what);
+  }
+});
+
+Deno.test("bad input: singular or non-finite affines and non-positive voxel sizes", () => {
+  const vol = makeVolume(ramp(Float32Array, SHAPE), SHAPE, OBLIQUE);
+  // sform row x all zero: a collapsed axis
+  const singular = patched(vol, (v) => [0, 1, 2, 3].forEach((c) => v.setFloat32(280 + 4 * c, 0, true)));
+  assertStringIncludes(
+    assertThrows(() => parseNifti("flat.nii", singular), CorruptVolumeError).message,
+    "singular",
+  );
+  const nan = patched(vol, (v) => v.setFloat32(280, Number.NaN, true));
+  assertStringIncludes(
+    assertThrows(() => parseNifti("nan.nii", nan), CorruptVolumeError).message,
+    "non-finite",
+  );
+  for (const size of [0, -3]) {
+    // no sform, no qform: the pixdims are the affine
+    const buf = patched(vol, (v) => {
+      v.setInt16(252, 0, true);
+      v.setInt16(254, 0, true);
+      v.setFloat32(80, size, true);
+    });
+    const err = assertThrows(() => parseNifti("pixdim.nii", buf), CorruptVolumeError);
+    assertStringIncludes(err.message, "pixdim.nii: voxel sizes");
+  }
+});
+
+Deno.test("bad input: the two-file .hdr/.img form is named", () => {
+  const buf = encodeNifti(makeVolume(ramp(Float32Array, SHAPE), SHAPE, OBLIQUE)).buffer as ArrayBuffer;
+  const err = assertThrows(() => parseNifti("brain.hdr", buf), NotNiftiError);
+  assertStringIncludes(err.message, ".hdr + .img");
+});
+
+Deno.test("requireVolume3D refuses 2D images and single slices; zeroNonFinite counts what it replaces", () => {
+  requireVolume3D(makeVolume(new Float32Array(64), [4, 4, 4], OBLIQUE), "ok.nii");
+  for (const shape of [[16, 16, 1], [16, 2, 16]] as Vec3[]) {
+    const vol = makeVolume(new Float32Array(shape[0] * shape[1] * shape[2]), shape, OBLIQUE);
+    const err = assertThrows(() => requireVolume3D(vol, "slice.nii"), DimensionError);
+    assertStringIncludes(err.message, `slice.nii: is ${shape.join("x")} voxels`);
+  }
+  const data = Float32Array.from([1, Number.NaN, 2, Infinity, -Infinity, 0]);
+  assertEquals(zeroNonFinite(data), 3);
+  assertEquals(Array.from(data), [1, 0, 2, 0, 0, 0]);
 });
 
 Deno.test("bad input: a 4D volume where 3D is expected (and its first volume on request)", () => {

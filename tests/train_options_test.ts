@@ -2,7 +2,7 @@
 import { assertRejects } from "@std/assert";
 import { join } from "node:path";
 import { UsageError } from "../lib/cli.ts";
-import { runTraining } from "../lib/train/run.ts";
+import { checkRunData, lockRun, runTraining } from "../lib/train/run.ts";
 
 const base = { profile: "quick", seed: 0, phase: "all", progress: false };
 
@@ -42,5 +42,50 @@ Deno.test("train: a missing cohort, or a run folder holding another configuratio
     UsageError,
     "different configuration",
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: settings of the wrong type or range are refused before anything runs, naming the setting", async () => {
+  const dir = await Deno.makeTempDir();
+  const cases: [unknown, string][] = [
+    [{ teacher: null }, "teacher: must be an object of settings, got null"],
+    [{ teacher: { nf: 0 } }, "teacher.nf: must be a positive integer, got 0"],
+    [{ keeper: { kernel: 4 } }, "keeper.kernel: must be an odd positive integer"],
+    [{ keeper: { growth: -1 } }, "keeper.growth"],
+    [
+      { teacher: { train: { learningRate: "0.01" } } },
+      'teacher.train.learningRate: must be a number, got "0.01"',
+    ],
+    [{ teacher: { train: { steps: -5 } } }, "teacher.train.steps: must be a positive integer"],
+    [{ teacher: { skipNoise: "gaussian" } }, 'teacher.skipNoise: must be one of "paper", "code", "none"'],
+    [{ fusion: { loss: "dice" } }, "fusion.loss: must be one of"],
+    [{ folds: 0 }, "folds: must be a positive integer, got 0"],
+    [{ checks: { window: 2 } }, "checks.window: must be in (0, 1]"],
+    [{ augment: "yes" }, "augment: must be a boolean"],
+  ];
+  for (const [patch, text] of cases) {
+    const path = join(dir, "c.json");
+    await Deno.writeTextFile(path, JSON.stringify(patch));
+    await assertRejects(() => runTraining({ ...base, out: dir, config: path }), UsageError, text);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: one process per run folder (a stale lock is taken over); a run folder keeps its cohort", async () => {
+  const dir = await Deno.makeTempDir();
+  const release = await lockRun(dir);
+  await assertRejects(() => lockRun(dir), UsageError, `another process (PID ${Deno.pid})`);
+  await release();
+  // a lock whose process is gone
+  await Deno.writeTextFile(join(dir, ".lock"), "999999999\n");
+  await (await lockRun(dir))();
+  // data identity: the same cohort passes, a changed manifest is refused
+  const cohort = join(dir, "cohort");
+  await Deno.mkdir(join(cohort, "paired"), { recursive: true });
+  await Deno.writeTextFile(join(cohort, "paired", "manifest.json"), '{"scans": []}');
+  await checkRunData(dir, cohort);
+  await checkRunData(dir, cohort);
+  await Deno.writeTextFile(join(cohort, "paired", "manifest.json"), '{"scans": [1]}');
+  await assertRejects(() => checkRunData(dir, cohort), UsageError, "was trained on another cohort");
   await Deno.remove(dir, { recursive: true });
 });

@@ -1,10 +1,13 @@
 /**
  * NIfTI-1 reading and writing (`.nii`, `.nii.gz`) through nifti-reader-js.
  *
- * Reading: uint8, int16, int32, float32 and float64 voxels, either byte order; `scl_slope` /
- * `scl_inter` applied (to float32) when the slope is set and not the identity; the affine taken
- * from the sform when `sform_code > 0`, else the qform when `qform_code > 0`, else the pixdims
- * (the precedence nibabel uses).
+ * Reading: every real scalar datatype nibabel reads (uint8, int8, int16, uint16, int32, uint32,
+ * int64, uint64, float32, float64; 64-bit integers only while exactly representable), either
+ * byte order; `scl_slope` / `scl_inter` applied (to float32) when the slope is set and not the
+ * identity; the affine taken from the sform when `sform_code > 0`, else the qform when
+ * `qform_code > 0`, else the pixdims (the precedence nibabel uses), and refused when it is
+ * non-finite or singular. Gzip streams are checked against their CRC-32 and length. The two-file
+ * `.hdr`/`.img` form, NIfTI-2, complex and RGB voxels are refused by name.
  *
  * Writing: a single-file NIfTI-1 with both sform and qform set to the volume's affine (codes 1,
  * scanner), gzip-compressed when the name ends in `.gz`, written to a temporary file and renamed
@@ -30,6 +33,19 @@ export const NIFTI_DATATYPES = {
   float64: { code: 64, bytes: 8, array: Float64Array },
 } as const;
 export type NiftiDatatype = keyof typeof NIFTI_DATATYPES;
+
+/**
+ * Datatypes read but not written: widened to an array type that holds every value exactly
+ * (64-bit integers: float64, refused beyond 2^53).
+ */
+const READ_ONLY_DATATYPES = {
+  int8: { code: 256, bytes: 1 },
+  uint16: { code: 512, bytes: 2 },
+  uint32: { code: 768, bytes: 4 },
+  int64: { code: 1024, bytes: 8 },
+  uint64: { code: 1280, bytes: 8 },
+} as const;
+export type StoredDatatype = NiftiDatatype | keyof typeof READ_ONLY_DATATYPES;
 
 const DATATYPE_NAMES: Record<number, string> = {
   1: "binary",
@@ -59,7 +75,7 @@ export interface NiftiReadOptions {
 /** A volume plus what the header said about how it was stored. */
 export interface NiftiVolume extends Volume {
   /** Datatype as stored in the file. */
-  datatype: NiftiDatatype;
+  datatype: StoredDatatype;
   /** Where the affine came from. */
   affineSource: "sform" | "qform" | "pixdim";
 }
@@ -95,6 +111,7 @@ export function parseNifti(
         `truncated or corrupt gzip stream (${(err as Error).message})`,
       );
     }
+    checkGzipTrailer(name, raw, buf);
   } else if (name.endsWith(".gz")) {
     throw new CorruptVolumeError(name, "name ends in .gz but the file is not gzip-compressed");
   }
@@ -102,6 +119,12 @@ export function parseNifti(
     throw new CorruptVolumeError(
       name,
       `only ${buf.byteLength} bytes, a NIfTI-1 header needs 348`,
+    );
+  }
+  if (/\.(hdr|img)(\.gz)?$/i.test(name)) {
+    throw new NotNiftiError(
+      name,
+      "the two-file NIfTI/Analyze form (.hdr + .img) is not supported; convert it to a single .nii or .nii.gz",
     );
   }
   if (!nifti.isNIFTI1(buf)) {
@@ -114,15 +137,19 @@ export function parseNifti(
     );
   }
   const header = nifti.readHeader(buf) as nifti.NIFTI1;
-  const dtypeEntry = Object.entries(NIFTI_DATATYPES).find(([, d]) => d.code === header.datatypeCode);
-  if (!dtypeEntry) {
+  const stored = ([...Object.entries(NIFTI_DATATYPES), ...Object.entries(READ_ONLY_DATATYPES)] as [
+    StoredDatatype,
+    { code: number; bytes: number },
+  ][]).find(([, d]) => d.code === header.datatypeCode);
+  if (!stored) {
     const dtName = DATATYPE_NAMES[header.datatypeCode] ?? "unknown";
     throw new UnsupportedDatatypeError(
       name,
-      `datatype ${header.datatypeCode} (${dtName}) is not supported; use uint8, int16, int32, float32 or float64`,
+      `datatype ${header.datatypeCode} (${dtName}) is not supported: only real scalar voxels are read ` +
+        `(uint8, int8, int16, uint16, int32, uint32, int64, uint64, float32, float64)`,
     );
   }
-  const [datatype, dt] = dtypeEntry as [NiftiDatatype, (typeof NIFTI_DATATYPES)[NiftiDatatype]];
+  const [datatype, dt] = stored;
 
   const ndim = header.dims[0];
   const dims = header.dims.slice(1, 1 + ndim);
@@ -147,7 +174,7 @@ export function parseNifti(
       `truncated: ${buf.byteLength} bytes, header promises ${needed} (${shape.join("x")} ${datatype})`,
     );
   }
-  let data: VoxelArray = readTyped(buf, offset, nvox, datatype, header.littleEndian);
+  let data: VoxelArray = readTyped(name, buf, offset, nvox, datatype, header.littleEndian);
 
   const slope = header.scl_slope;
   const inter = header.scl_inter;
@@ -158,68 +185,173 @@ export function parseNifti(
     data = scaled;
   }
 
-  const { affine, source } = headerAffine(buf, header);
+  const { affine, source } = headerAffine(name, buf, header);
   return { ...makeVolume(data, shape, affine), datatype, affineSource: source };
 }
 
 function readTyped(
+  name: string,
   buf: ArrayBuffer,
   offset: number,
   n: number,
-  datatype: NiftiDatatype,
+  datatype: StoredDatatype,
   littleEndian: boolean,
 ): VoxelArray {
-  const dt = NIFTI_DATATYPES[datatype];
-  const out = new dt.array(n);
-  if (littleEndian && offset % dt.bytes === 0) {
-    out.set(new dt.array(buf, offset, n));
-    return out;
-  }
-  const view = new DataView(buf, offset, n * dt.bytes);
-  const le = littleEndian;
-  for (let i = 0; i < n; i++) {
-    const p = i * dt.bytes;
-    switch (datatype) {
-      case "uint8":
-        out[i] = view.getUint8(p);
-        break;
-      case "int16":
-        out[i] = view.getInt16(p, le);
-        break;
-      case "int32":
-        out[i] = view.getInt32(p, le);
-        break;
-      case "float32":
-        out[i] = view.getFloat32(p, le);
-        break;
-      case "float64":
-        out[i] = view.getFloat64(p, le);
-        break;
+  if (datatype in NIFTI_DATATYPES) {
+    const dt = NIFTI_DATATYPES[datatype as NiftiDatatype];
+    if (littleEndian && offset % dt.bytes === 0) {
+      const out = new dt.array(n);
+      out.set(new dt.array(buf, offset, n));
+      return out;
     }
   }
-  return out;
+  const view = new DataView(buf, offset);
+  const le = littleEndian;
+  const read = (make: (p: number) => number, bytes: number, out: VoxelArray) => {
+    for (let i = 0; i < n; i++) out[i] = make(i * bytes);
+    return out;
+  };
+  switch (datatype) {
+    case "uint8":
+      return read((p) => view.getUint8(p), 1, new Uint8Array(n));
+    case "int8":
+      return read((p) => view.getInt8(p), 1, new Int16Array(n));
+    case "int16":
+      return read((p) => view.getInt16(p, le), 2, new Int16Array(n));
+    case "uint16":
+      return read((p) => view.getUint16(p, le), 2, new Int32Array(n));
+    case "int32":
+      return read((p) => view.getInt32(p, le), 4, new Int32Array(n));
+    case "uint32":
+      return read((p) => view.getUint32(p, le), 4, new Float64Array(n));
+    case "float32":
+      return read((p) => view.getFloat32(p, le), 4, new Float32Array(n));
+    case "float64":
+      return read((p) => view.getFloat64(p, le), 8, new Float64Array(n));
+    case "int64":
+    case "uint64": {
+      const out = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const v = datatype === "int64" ? view.getBigInt64(i * 8, le) : view.getBigUint64(i * 8, le);
+        if (v > 9007199254740992n || v < -9007199254740992n) {
+          throw new UnsupportedDatatypeError(
+            name,
+            `${datatype} voxel ${i} is ${v}, beyond the 2^53 that float64 holds exactly`,
+          );
+        }
+        out[i] = Number(v);
+      }
+      return out;
+    }
+  }
+}
+
+/** CRC-32 (IEEE 802.3, as gzip uses) of some bytes. */
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+/**
+ * Checks a gzip file's trailer (CRC-32 and length mod 2^32 of the uncompressed data) against what
+ * decompression produced: a damaged stream can inflate without error.
+ */
+function checkGzipTrailer(name: string, raw: ArrayBuffer, out: ArrayBuffer): void {
+  if (raw.byteLength < 18) throw new CorruptVolumeError(name, "truncated gzip stream");
+  const trailer = new DataView(raw, raw.byteLength - 8);
+  const size = trailer.getUint32(4, true);
+  if (size !== out.byteLength % 2 ** 32) {
+    throw new CorruptVolumeError(
+      name,
+      `gzip length check failed (the stream records ${size} bytes, ${out.byteLength} inflated): ` +
+        `truncated or damaged, or a multi-member (bgzip) stream, which is not supported`,
+    );
+  }
+  const want = trailer.getUint32(0, true), got = crc32(new Uint8Array(out));
+  if (want !== got) {
+    throw new CorruptVolumeError(
+      name,
+      `gzip CRC-32 mismatch (stored ${want.toString(16)}, computed ${got.toString(16)}): the file is damaged`,
+    );
+  }
 }
 
 /** sform if coded, else qform if coded, else pixdim scaling (nibabel's precedence). */
 function headerAffine(
+  name: string,
   buf: ArrayBuffer,
   header: nifti.NIFTI1,
 ): { affine: Affine; source: NiftiVolume["affineSource"] } {
+  let affine: Affine, source: NiftiVolume["affineSource"];
   if (header.sform_code > 0) {
     const view = new DataView(buf);
-    const affine: Affine = [0, 1, 2].map((r) =>
+    affine = [0, 1, 2].map((r) =>
       [0, 1, 2, 3].map((c) => view.getFloat32(280 + (r * 4 + c) * 4, header.littleEndian))
     );
     affine.push([0, 0, 0, 1]);
-    return { affine, source: "sform" };
-  }
-  if (header.qform_code > 0) {
+    source = "sform";
+  } else if (header.qform_code > 0) {
     const q = header.getQformMat();
-    return { affine: q.map((row) => [...row]), source: "qform" };
+    affine = q.map((row) => [...row]);
+    source = "qform";
+  } else {
+    const sp = [1, 2, 3].map((d) => header.pixDims[d]) as Vec3;
+    if (sp.some((v) => !Number.isFinite(v) || v <= 0)) {
+      throw new CorruptVolumeError(name, `voxel sizes (pixdim) ${sp.join(", ")} must be finite and positive`);
+    }
+    affine = scaleAffine(sp);
+    source = "pixdim";
   }
-  const p = header.pixDims;
-  const sp = [1, 2, 3].map((d) => (p[d] > 0 ? p[d] : 1)) as Vec3;
-  return { affine: scaleAffine(sp), source: "pixdim" };
+  if (affine.some((row) => row.some((v) => !Number.isFinite(v)))) {
+    throw new CorruptVolumeError(name, `the ${source} affine has non-finite entries`);
+  }
+  const [a, b, c] = affine;
+  const det = a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) +
+    a[2] * (b[0] * c[1] - b[1] * c[0]);
+  const scale = Math.max(...[0, 1, 2].map((j) => Math.hypot(a[j], b[j], c[j])));
+  if (!(Math.abs(det) > 1e-9 * scale ** 3)) {
+    throw new CorruptVolumeError(
+      name,
+      `the ${source} affine is singular (a zero voxel size or collapsed axes)`,
+    );
+  }
+  return { affine, source };
+}
+
+/**
+ * Refuses a volume that is not a 3D image with at least `minExtent` voxels along every axis
+ * (a 2D image or a single slice reads as shape [x, y, 1]).
+ */
+export function requireVolume3D(vol: Volume, name: string, minExtent = 4): void {
+  if (vol.shape.some((n) => n < minExtent)) {
+    throw new DimensionError(
+      name,
+      `is ${
+        vol.shape.join("x")
+      } voxels; a 3D volume with at least ${minExtent} voxels along every axis is needed`,
+    );
+  }
+}
+
+/**
+ * Replaces NaN and infinite voxels with 0 (SPM, for one, writes NaN outside the brain); returns
+ * how many were replaced.
+ */
+export function zeroNonFinite(data: Float32Array): number {
+  let n = 0;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      data[i] = 0;
+      n++;
+    }
+  }
+  return n;
 }
 
 /** Reads a 3D NIfTI-1 volume from `.nii` or `.nii.gz`. */

@@ -3,7 +3,8 @@
  * discriminator.
  *
  * - Dense feature extractor: per level three ConvBlocks with kernel 7 (`kernel`), each fed
- *   everything before it; growth nf/4 * 2^(k-1); stride-2 k4 ConvBlock transitions between levels.
+ *   everything before it; growth g * 2^(k-1) with g = nf/4 (`growth`); stride-2 k4 ConvBlock
+ *   transitions between levels, to g * 2^(k-1) channels.
  * - Guide block B_L: ConvBlock k7 (`kernel`) to the teacher's width, then PRM. B_k (k < L): the deeper
  *   7T-like feature is upsampled trilinearly and projected by a 1x1x1 conv (U); the dense features
  *   go through a ConvBlock k7 (T); M = sigmoid(conv1x1([T, U])) gives two maps (Eq. 3);
@@ -32,6 +33,11 @@ export interface KeeperConfig {
   norm: Norm;
   /** Kernel size of the dense extractor's and the guide blocks' ConvBlocks (the authors' code: 7). */
   kernel: number;
+  /**
+   * Channels each dense ConvBlock adds at level 1, doubling per level; also the width of the
+   * transition out of level 1 (the authors' code: nf / 4, `null`).
+   */
+  growth: number | null;
 }
 
 export const DEFAULT_KEEPER: KeeperConfig = {
@@ -42,6 +48,7 @@ export const DEFAULT_KEEPER: KeeperConfig = {
   lambdaAdv: 0.5,
   norm: "instance",
   kernel: 7,
+  growth: null,
 };
 
 export class PRM extends Module {
@@ -144,7 +151,11 @@ export class KnowledgeKeeper extends Module {
     // runs written before `kernel` existed used the paper's 7
     const kernel = cfg.kernel ?? 7;
     this.widths = levelWidths(cfg.nf, cfg.levels);
-    const nfDown = Math.max(1, Math.floor(cfg.nf / 4));
+    // runs written before `growth` existed used the authors' nf / 4
+    const nfDown = cfg.growth ?? Math.max(1, Math.floor(cfg.nf / 4));
+    if (!Number.isInteger(nfDown) || nfDown < 1) {
+      throw new RangeError(`keeper.growth must be a positive integer, got ${cfg.growth}`);
+    }
     const growth = this.widths.map((_, k) => nfDown * 2 ** k);
     const inC = growth.map((_, k) => (k === 0 ? 1 : growth[k - 1]));
     const denseC = inC.map((c, k) => c + 3 * growth[k]);

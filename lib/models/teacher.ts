@@ -17,6 +17,7 @@ import { resizeLinear } from "../nn/ops.ts";
 import { cat, ConvBlock, l1, levelWidths, mse, type Norm, pool, spatialSize } from "./blocks.ts";
 
 export type SkipNoise = "paper" | "code" | "none";
+export type NoiseScale = "absolute" | "channel-sd";
 
 export interface TeacherConfig {
   nf: number;
@@ -24,6 +25,12 @@ export interface TeacherConfig {
   skipNoise: SkipNoise;
   /** Standard deviation of the paper's Gaussian skip noise (the paper does not state it). */
   noiseSigma: number;
+  /**
+   * What `noiseSigma` is relative to: `absolute` (the paper: with instance norm every channel has
+   * unit spread) or `channel-sd`, each channel's standard deviation over space in the sample (not
+   * differentiated), so the noise keeps its relative size on features without normalisation.
+   */
+  noiseScale: NoiseScale;
   /** Weight of the image reconstruction loss, lambda_img. */
   lambdaImg: number;
   /** Normalisation in every ConvBlock (the authors' code: `instance`). */
@@ -35,6 +42,7 @@ export const DEFAULT_TEACHER: TeacherConfig = {
   levels: 5,
   skipNoise: "paper",
   noiseSigma: 0.1,
+  noiseScale: "absolute",
   lambdaImg: 100,
   norm: "instance",
 };
@@ -122,16 +130,21 @@ export class Teacher extends Module {
   addSkipNoise(features: tf.Tensor5D[], noiseSeed: number): tf.Tensor5D[] {
     const { skipNoise, noiseSigma } = this.cfg;
     if (skipNoise === "none") return features;
+    // runs written before `noiseScale` existed used the paper's absolute noise
+    const relative = (this.cfg.noiseScale ?? "absolute") === "channel-sd";
     // tfjs treats a seed of 0 as "unseeded" (Math.random): keep every seed positive
     const seed = (i: number) => (noiseSeed >>> 0) * 8 + i + 1;
-    return features.map((f, i) =>
-      tf.add(
-        f,
-        skipNoise === "paper"
-          ? tf.randomNormal(f.shape, 0, noiseSigma, "float32", seed(i))
-          : tf.randomUniform(f.shape, 0, 1, "float32", seed(i)),
-      ) as tf.Tensor5D
-    );
+    return features.map((f, i) => {
+      const noise = skipNoise === "paper"
+        ? tf.randomNormal(f.shape, 0, noiseSigma, "float32", seed(i))
+        : tf.randomUniform(f.shape, 0, 1, "float32", seed(i));
+      if (!relative) return tf.add(f, noise) as tf.Tensor5D;
+      // the spread as constants, read back, so no gradient flows through it
+      const v = tf.tidy(() => tf.sqrt(tf.moments(f, [1, 2, 3], true).variance));
+      const sd = tf.tensor(v.dataSync(), v.shape);
+      v.dispose();
+      return tf.add(f, tf.mul(noise, sd)) as tf.Tensor5D;
+    });
   }
 
   /** Reconstruction without noise (evaluation). */

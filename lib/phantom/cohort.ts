@@ -457,7 +457,8 @@ export interface CohortManifest {
   checksums: Record<string, string>;
 }
 
-async function sha256(path: string): Promise<string> {
+/** Hex SHA-256 of a file's bytes. */
+export async function sha256(path: string): Promise<string> {
   const bytes = await Deno.readFile(path);
   const d = await crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");

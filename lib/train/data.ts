@@ -6,7 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
 import { readNifti } from "../io/nifti.ts";
-import type { CohortManifest, ScanRecord } from "../phantom/cohort.ts";
+import { type CohortManifest, type ScanRecord, sha256 } from "../phantom/cohort.ts";
 import { mulberry32 } from "../random.ts";
 import type { Volume } from "../volume/volume.ts";
 
@@ -21,28 +21,83 @@ export interface Subject {
   reference: Volume;
 }
 
-/** Reads a cohort folder (`manifest.json` and its NIfTI files), checking every grid. */
-export async function loadCohort(dir: string): Promise<{ manifest: CohortManifest; subjects: Subject[] }> {
+async function readManifest(dir: string): Promise<CohortManifest> {
   const manifestPath = join(dir, "manifest.json");
   let manifest: CohortManifest;
   try {
     manifest = JSON.parse(await Deno.readTextFile(manifestPath));
   } catch (err) {
-    throw new Error(`${manifestPath}: cannot read the cohort manifest (${(err as Error).message})`);
+    throw new CohortError(`${manifestPath}: cannot read the cohort manifest (${(err as Error).message})`);
   }
+  if (!Array.isArray(manifest?.scans) || !manifest.scans.length) {
+    throw new CohortError(`${manifestPath}: lists no scans`);
+  }
+  return manifest;
+}
+
+/** A cohort folder that is missing, partial or damaged. */
+export class CohortError extends Error {
+  override name = "CohortError";
+}
+
+/**
+ * Checks a cohort folder before anything trains on it: the manifest is readable and lists scans,
+ * every file it names exists, and every file whose SHA-256 the manifest records still has it (a
+ * partly written, damaged or swapped file is named).
+ */
+export async function verifyCohort(dir: string): Promise<CohortManifest> {
+  const manifest = await readManifest(dir);
+  for (const scan of manifest.scans) {
+    for (const file of Object.values(scan.files ?? {})) {
+      const path = join(dir, file);
+      let sum: string;
+      try {
+        sum = await sha256(path);
+      } catch (err) {
+        throw new CohortError(
+          `${path}: listed by ${join(dir, "manifest.json")} but cannot be read (${
+            (err as Error).message
+          }); ` +
+            `the cohort is incomplete`,
+        );
+      }
+      const want = manifest.checksums?.[file];
+      if (want !== undefined && want !== sum) {
+        throw new CohortError(
+          `${path}: SHA-256 ${sum.slice(0, 12)}... differs from the manifest's ${want.slice(0, 12)}... ` +
+            `(damaged or replaced since the cohort was written)`,
+        );
+      }
+    }
+  }
+  return manifest;
+}
+
+/**
+ * Reads a cohort folder (`manifest.json` and its NIfTI files), verified first (`verifyCohort`),
+ * checking every grid and refusing non-finite voxels.
+ */
+export async function loadCohort(dir: string): Promise<{ manifest: CohortManifest; subjects: Subject[] }> {
+  const manifest = await verifyCohort(dir);
   const subjects: Subject[] = [];
   for (const scan of manifest.scans) {
     const arrays: Record<string, Float32Array> = {};
     let reference: Volume | undefined;
     for (const [key, file] of Object.entries(scan.files)) {
-      const vol = await readNifti(join(dir, file));
+      const path = join(dir, file);
+      const vol = await readNifti(path);
       if (reference && vol.shape.join() !== reference.shape.join()) {
-        throw new Error(
-          `${join(dir, file)}: grid ${vol.shape.join("x")} differs from ${reference.shape.join("x")}`,
+        throw new CohortError(
+          `${path}: grid ${vol.shape.join("x")} differs from ${reference.shape.join("x")}`,
         );
       }
       reference ??= vol;
-      arrays[key] = vol.data instanceof Float32Array ? vol.data : Float32Array.from(vol.data);
+      const data = vol.data instanceof Float32Array ? vol.data : Float32Array.from(vol.data);
+      const bad = data.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) {
+        throw new CohortError(`${path}: voxel ${bad} is ${data[bad]} (training needs finite values)`);
+      }
+      arrays[key] = data;
     }
     const [ni, nj, nk] = reference!.shape;
     subjects.push({ id: scan.id, split: scan.split, arrays, shape: [nk, nj, ni], reference: reference! });

@@ -105,6 +105,14 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
     }
     const means = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / spec.items.length]));
     const val = await spec.validate();
+    const badScore = Object.entries(val).find(([, v]) => !Number.isFinite(v));
+    if (badScore) {
+      throw new DivergenceError(
+        `${spec.label}: validation ${badScore[0]} is ${badScore[1]} after round ${epoch + 1} ` +
+          `(step ${(epoch + 1) * spec.items.length}); these weights are not kept, checkpoints keep the ` +
+          `last finished round; lower the learning rate through --config`,
+      );
+    }
     history.push(val);
     const improved = spec.better(val, best);
     if (improved) {

@@ -9,7 +9,8 @@
  *   Best checkpoint: synthesis PSNR and SSIM both improve.
  * - Phase 3 (fusion) on the tissue cohort: the 3D U-Net baseline alone (cross-entropy), then the
  *   same network initialised from its best checkpoint and fine-tuned with AFMs, the first fold's
- *   KKN frozen. Best checkpoint: validation sum of per-class Dice. As a control for the extra
+ *   KKN frozen. Best checkpoint: validation sum of per-class Dice, background excluded (the
+ *   authors' code includes it). As a control for the extra
  *   epochs of fine-tuning, the best baseline is also trained on alone for as many epochs.
  */
 import * as tf from "@tensorflow/tfjs-core";
@@ -50,6 +51,7 @@ import {
   roundsOf,
   samplePatch,
   type Schedule,
+  scheduleProblem,
 } from "./schedule.ts";
 
 export interface RunConfig {
@@ -171,7 +173,8 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
       ...keeper,
       norm: "none",
       kernel: 3,
-      train: { ...recipe(long ? 4000 : 800, long ? 200 : 50, 2e-3), wholeFraction: 0 },
+      // a 5x larger peak than the other phases: at 2e-3 the KKN ends 800 steps below its 3T floor
+      train: { ...recipe(long ? 4000 : 800, long ? 200 : 50, 1e-2), wholeFraction: 0 },
     },
     fusion: {
       ...fusion,
@@ -196,6 +199,108 @@ export function schedulesOf(cfg: RunConfig): [string, Schedule][] {
     ["fusion.baseline", cfg.fusion.baseline],
     ["fusion.fusion", cfg.fusion.fusion],
   ];
+}
+
+/** Allowed values of the configuration's named choices, by `config.json` path. */
+const CHOICES: Record<string, readonly (string | number | null)[]> = {
+  "teacher.skipNoise": ["paper", "code", "none"],
+  "teacher.noiseScale": ["absolute", "channel-sd"],
+  "teacher.norm": ["instance", "none"],
+  "keeper.distribution": ["paper", "code"],
+  "keeper.norm": ["instance", "none"],
+  "fusion.input": ["low-field", "ideal"],
+  "fusion.afmGate": ["none", "zero"],
+  "fusion.loss": ["ce", "ce+dice"],
+};
+
+/** Range rules beyond the type, by `config.json` path: the problem, or null. */
+const RANGES: Record<string, (v: unknown) => string | null> = {
+  folds: (v) => (Number.isInteger(v) && (v as number) >= 1 ? null : "must be a positive integer"),
+  testPerFold: (v) => (Number.isInteger(v) && (v as number) >= 1 ? null : "must be a positive integer"),
+  seed: (v) => (Number.isInteger(v) ? null : "must be an integer"),
+  "teacher.nf": posInt,
+  "teacher.levels": levels,
+  "teacher.noiseSigma": nonNegative,
+  "teacher.lambdaImg": nonNegative,
+  "keeper.nf": posInt,
+  "keeper.levels": levels,
+  "keeper.discriminatorNf": posInt,
+  "keeper.lambdaSyn": nonNegative,
+  "keeper.lambdaAdv": nonNegative,
+  "keeper.kernel": (
+    v,
+  ) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) % 2 === 1
+    ? null
+    : "must be an odd positive integer"),
+  "keeper.growth": (
+    v,
+  ) => (v === null || (Number.isInteger(v) && (v as number) >= 1)
+    ? null
+    : "must be null (nf / 4) or a positive integer"),
+  "fusion.nf": posInt,
+  "fusion.levels": levels,
+  "fusion.classes": (
+    v,
+  ) => (Number.isInteger(v) && (v as number) >= 2 ? null : "must be an integer of at least 2"),
+  "checks.window": (v) => ((v as number) > 0 && (v as number) <= 1 ? null : "must be in (0, 1]"),
+  "checks.maxGainPsnr": nonNegative,
+  "checks.maxGainDice": nonNegative,
+  "checks.minDice": (v) => ((v as number) >= 0 && (v as number) <= 1 ? null : "must be in [0, 1]"),
+};
+function posInt(v: unknown): string | null {
+  return Number.isInteger(v) && (v as number) >= 1 ? null : "must be a positive integer";
+}
+function levels(v: unknown): string | null {
+  return Number.isInteger(v) && (v as number) >= 2 && (v as number) <= 6
+    ? null
+    : "must be an integer from 2 to 6";
+}
+function nonNegative(v: unknown): string | null {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? null : "must be a finite number >= 0";
+}
+
+/**
+ * Checks a configuration (after `--config` is merged) against its profile's defaults: every
+ * setting has the default's type (an object stays an object; `null` defaults take a number),
+ * named choices are among their values, numbers in their ranges, schedules valid. Returns the
+ * first problem as one line naming the setting, or null.
+ */
+export function configProblem(cfg: RunConfig): string | null {
+  const defaults = profileConfig(typeof cfg.profile === "string" ? cfg.profile : "default");
+  const walk = (value: unknown, def: unknown, path: string): string | null => {
+    const shown = JSON.stringify(value);
+    if (def !== null && typeof def === "object") {
+      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+        return `${path}: must be an object of settings, got ${shown}`;
+      }
+      for (const [k, d] of Object.entries(def)) {
+        const p = walk((value as Record<string, unknown>)[k], d, path ? `${path}.${k}` : k);
+        if (p) return p;
+      }
+      return null;
+    }
+    const okType = def === null ? value === null || typeof value === "number" : typeof value === typeof def;
+    if (!okType) {
+      return `${path}: must be ${def === null ? "null or a number" : `a ${typeof def}`}, got ${shown}`;
+    }
+    if (typeof value === "number" && !Number.isFinite(value)) return `${path}: must be finite, got ${shown}`;
+    const choices = CHOICES[path];
+    if (choices && !choices.includes(value as string)) {
+      return `${path}: must be one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, got ${shown}`;
+    }
+    const range = RANGES[path]?.(value);
+    return range ? `${path}: ${range}, got ${shown}` : null;
+  };
+  const typed = walk(cfg, defaults, "");
+  if (typed) return typed;
+  for (const [where, sch] of schedulesOf(cfg)) {
+    const problem = scheduleProblem(where, sch);
+    if (problem) return problem;
+  }
+  if (cfg.keeper.nf !== cfg.teacher.nf || cfg.keeper.levels !== cfg.teacher.levels) {
+    return "keeper.nf and keeper.levels must equal teacher.nf and teacher.levels (the KKN feeds the teacher's decoder)";
+  }
+  return null;
 }
 
 /** Recursively overlays `patch` on `base` (objects merge, other values replace). */
@@ -521,14 +626,31 @@ export async function trainKeeper(
   return kkn;
 }
 
+export interface FeatureDistances {
+  level: number;
+  voxels: number;
+  /** 3T features from the teacher encoder. */
+  d3T7T: number;
+  d3TLike: number;
+  d7TLike: number;
+  /** 3T features from the KKN's dense extractor (the paper's Appendix A); absent in older runs. */
+  dX7T?: number;
+  dXLike?: number;
+}
+
 export interface FoldMetrics {
   fold: number;
   subject: string;
   teacher: Scores;
   keeper: Scores;
   floor3T: Scores;
-  /** Per level: d(3T, 7T), d(3T, 7T-like), d(7T, 7T-like) on channel-averaged features. */
-  featureDistance: { level: number; d3T7T: number; d3TLike: number; d7TLike: number }[];
+  /**
+   * Per level, L2 distances between channel-averaged feature maps (Table A.1), under two readings
+   * of "3T features": the teacher encoder applied to the 3T image (`d3T7T`, `d3TLike`) and, as in
+   * the paper's Appendix A, the KKN's own low-field extractor (`dX7T`, `dXLike`). `voxels` turns
+   * an L2 distance into a root mean square (L2 / sqrt(voxels)).
+   */
+  featureDistance: FeatureDistances[];
 }
 
 /** Test-subject metrics of one fold: Table 1-style synthesis scores and Table A.1 distances. */
@@ -553,19 +675,23 @@ async function evaluateSubject(
   const f7 = tf.tidy(() => teacher.encoder.apply(y7));
   const f3 = tf.tidy(() => teacher.encoder.apply(x3));
   const fk = tf.tidy(() => kkn.apply(x3));
+  const fx = tf.tidy(() => kkn.extract(x3));
   const syn = await readAndDispose(tf.tidy(() => teacher.decoder.apply(fk)));
-  const distances = [];
+  const distances: FeatureDistances[] = [];
   for (let i = 0; i < f7.length; i++) {
-    const c = f7[i].shape[4];
-    const [a, b, k] = [await f3[i].data(), await f7[i].data(), await fk[i].data()];
+    const [, d, h, w, c] = f7[i].shape, cx = fx[i].shape[4];
+    const [a, b, k, x] = [await f3[i].data(), await f7[i].data(), await fk[i].data(), await fx[i].data()];
     distances.push({
       level: i + 1,
+      voxels: d * h * w,
       d3T7T: featureDistance(a, b, c),
       d3TLike: featureDistance(a, k, c),
       d7TLike: featureDistance(b, k, c),
+      dX7T: featureDistance(x, b, cx, c),
+      dXLike: featureDistance(x, k, cx, c),
     });
   }
-  tf.dispose([x3, y7, ...f7, ...f3, ...fk]);
+  tf.dispose([x3, y7, ...f7, ...f3, ...fk, ...fx]);
   return {
     fold,
     subject: s.id,
@@ -651,7 +777,7 @@ async function diceOf(
 
 /**
  * One segmentation stage (baseline, epoch-matched control or AFM fine-tuning): the segmentation
- * loss on augmented patches or volumes, validated by Dice (best: the authors' sum of per-class
+ * loss on augmented patches or volumes, validated by Dice (best: the sum of foreground per-class
  * Dice), judged for convergence, then left at its best checkpoint.
  */
 async function trainSegmenter(
@@ -702,11 +828,12 @@ async function trainSegmenter(
       tf.dispose([x, y, cost, ...fk]);
       return Promise.resolve({ loss });
     },
-    // validation: the authors' rule (sum of per-class Dice) and the mean foreground Dice
+    // validation: the sum of per-class Dice without background (the authors' code includes it,
+    // which lets a model that labels everything background look good) and the mean foreground Dice
     validate: async () => {
       const d = await diceOf(data.validation, data.input, classes, (x) => logits(x, features(x)));
       return {
-        diceSum: mean(d.map((r) => r.reduce((a, b) => a + b, 0))),
+        diceSum: mean(d.map((r) => r.slice(1).reduce((a, b) => a + b, 0))),
         dice: mean(d.map((r) => mean(r.slice(1)))),
       };
     },
@@ -865,6 +992,8 @@ export function metricsCsv(folds: FoldMetrics[], fusion: FusionMetrics | null): 
         `features,${f.fold},${f.subject},d_3T_7T,${d.level},${d.d3T7T}`,
         `features,${f.fold},${f.subject},d_3T_7Tlike,${d.level},${d.d3TLike}`,
         `features,${f.fold},${f.subject},d_7T_7Tlike,${d.level},${d.d7TLike}`,
+        `features,${f.fold},${f.subject},d_3Textractor_7T,${d.level},${d.dX7T}`,
+        `features,${f.fold},${f.subject},d_3Textractor_7Tlike,${d.level},${d.dXLike}`,
       );
     }
   }

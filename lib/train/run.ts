@@ -11,14 +11,14 @@ import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
-import { generateCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
-import { loadCohort } from "./data.ts";
+import { generateCohorts, GENERATOR_VERSION, sha256 } from "../phantom/cohort.ts";
+import { loadCohort, verifyCohort } from "./data.ts";
 import { loadCheckpoint } from "./state.ts";
-import { scheduleProblem } from "./schedule.ts";
 import {
   type BaselineMetrics,
   buildKeeper,
   buildTeacher,
+  configProblem,
   type Context,
   evaluateFold,
   type FoldMetrics,
@@ -27,6 +27,7 @@ import {
   mergeConfig,
   metricsCsv,
   profileConfig,
+  type RunConfig,
   schedulesOf,
   trainBaseline,
   trainFusion,
@@ -52,6 +53,8 @@ export async function runTraining(
     } catch (err) {
       throw new UsageError(`--config ${opts.config}: ${(err as Error).message}`);
     }
+    const problem = configProblem(cfg);
+    if (problem) throw new UsageError(`--config ${opts.config}: ${problem}`);
   }
   if (opts.epochs !== undefined) {
     // rounds per phase: each phase keeps its steps per round (one epoch in the paper profile)
@@ -66,10 +69,8 @@ export async function runTraining(
     if (Number(opts.folds) < 1) throw new UsageError("--folds: must be at least 1");
     cfg.folds = Number(opts.folds);
   }
-  for (const [where, sch] of schedulesOf(cfg)) {
-    const problem = scheduleProblem(where, sch);
-    if (problem) throw new UsageError(`${opts.config ? `--config ${opts.config}: ` : ""}${problem}`);
-  }
+  const problem = configProblem(cfg);
+  if (problem) throw new UsageError(`${opts.config ? `--config ${opts.config}: ` : ""}${problem}`);
   if (opts.progress === false) cfg.progress = false;
   const data = String(opts.data ?? `data/generated/${cohortProfile(profile)}`);
   if (!existsSync(join(data, "paired", "manifest.json"))) {
@@ -88,7 +89,73 @@ export async function runTraining(
       );
     }
   }
-  await writeJson(configPath, cfg);
+  const releaseLock = await lockRun(runDir);
+  try {
+    await checkRunData(runDir, data);
+    await writeJson(configPath, cfg);
+    return await trainInto(runDir, cfg, data, profile, opts);
+  } finally {
+    await releaseLock();
+  }
+}
+
+/**
+ * Takes `runDir/.lock` for this process, so two processes cannot train into one run folder; a
+ * lock left by a process that no longer runs is taken over. Returns the release function.
+ */
+export async function lockRun(runDir: string): Promise<() => Promise<void>> {
+  const path = join(runDir, ".lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await Deno.writeTextFile(path, `${Deno.pid}\n`, { createNew: true });
+      return async () => await Deno.remove(path).catch(() => {});
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
+      const alive = Number.isInteger(pid) && pid > 0 &&
+        (Deno.build.os !== "linux" || existsSync(`/proc/${pid}`));
+      if (alive) {
+        throw new UsageError(`${runDir}: another process (PID ${pid}) is training into this run folder`);
+      }
+      await Deno.remove(path).catch(() => {}); // stale: its process is gone
+    }
+  }
+  throw new UsageError(`${runDir}: cannot take ${path}`);
+}
+
+/**
+ * A run's identity includes its data: `data.json` records the cohort folder and the SHA-256 of
+ * its manifests (which hold every file's checksum); a run folder trained on another cohort is
+ * refused instead of having its results overwritten with scores on different data.
+ */
+export async function checkRunData(runDir: string, data: string): Promise<void> {
+  const identity: Record<string, string> = {};
+  for (const cohort of ["paired", "tissue"]) {
+    const manifest = join(data, cohort, "manifest.json");
+    if (existsSync(manifest)) identity[cohort] = await sha256(manifest);
+  }
+  const path = join(runDir, "data.json");
+  if (existsSync(path)) {
+    const previous = JSON.parse(await Deno.readTextFile(path));
+    const changed = Object.keys(identity).find((k) => previous.manifests?.[k] !== identity[k]);
+    if (changed) {
+      throw new UsageError(
+        `${runDir} was trained on another cohort (${previous.data}; ${changed}/manifest.json differs from ${
+          join(data, changed)
+        }); pick another --name`,
+      );
+    }
+  }
+  await writeJson(path, { data, manifests: identity });
+}
+
+async function trainInto(
+  runDir: string,
+  cfg: RunConfig,
+  data: string,
+  profile: string,
+  opts: Record<string, string | number | boolean | undefined>,
+): Promise<string> {
   const logPath = join(runDir, "log.jsonl");
   const ctx: Context = {
     cfg,
@@ -102,6 +169,8 @@ export async function runTraining(
   };
   const phase = String(opts.phase);
   const t0 = performance.now();
+  // every cohort the phase needs is checked (present, complete, checksums) before anything trains
+  if (phase === "all" || phase === "fusion" || phase === "baseline") await verifyCohort(join(data, "tissue"));
   const paired = await loadCohort(join(data, "paired"));
   if (!opts.data) checkGenerated(join(data, "paired"), paired.manifest.generatorVersion);
   // `baseline`: the baseline segmenter alone (no paired folds)
