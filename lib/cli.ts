@@ -34,6 +34,8 @@ export type ParsedArgs = {
   options: Record<string, string | number | boolean | undefined>;
   positional: string[];
   help: boolean;
+  /** `--debug` (every command): show the stack trace of an unexpected error. */
+  debug: boolean;
 };
 
 export function formatHelp(spec: CommandSpec): string {
@@ -51,6 +53,7 @@ export function formatHelp(spec: CommandSpec): string {
     lines.push(`${left.padEnd(width + 2)}${o.description}${extra ? ` (${extra})` : ""}`);
   }
   lines.push(`${"  --help".padEnd(width + 2)}show this help`);
+  lines.push(`${"  --debug".padEnd(width + 2)}show the stack trace of an unexpected error`);
   for (const n of spec.notes ?? []) lines.push("", n);
   return lines.join("\n");
 }
@@ -59,11 +62,15 @@ export function parseArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
   const byName = new Map(spec.options.map((o) => [o.name, o]));
   const options: ParsedArgs["options"] = {};
   const positional: string[] = [];
-  let help = false;
+  let help = false, debug = false;
   for (let n = 0; n < argv.length; n++) {
     const arg = argv[n];
     if (arg === "--help" || arg === "-h") {
       help = true;
+      continue;
+    }
+    if (arg === "--debug") {
+      debug = true;
       continue;
     }
     if (!arg.startsWith("--")) {
@@ -88,7 +95,7 @@ export function parseArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
     if (envValue !== undefined && envValue !== "") options[o.name] = convert(o, envValue, o.env!);
     else options[o.name] = o.default;
   }
-  return { options, positional, help };
+  return { options, positional, help, debug };
 }
 
 function convert(o: OptionSpec, raw: string, where: string): string | number | boolean {
@@ -133,6 +140,7 @@ export async function runCommand(
   main: (args: ParsedArgs) => Promise<void> | void,
   { argv = Deno.args, allowPositional = false }: { argv?: string[]; allowPositional?: boolean } = {},
 ): Promise<void> {
+  const debug = argv.includes("--debug");
   try {
     const args = parseArgs(spec, argv);
     if (args.help) {
@@ -152,6 +160,10 @@ export async function runCommand(
       console.error(`${spec.name}: ${err.name}: ${err.message}`);
       Deno.exit(1);
     }
-    throw err;
+    if (debug) throw err;
+    // anything else (a full disk, a damaged run folder, a defect): one line; --debug for the trace
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    console.error(`${spec.name}: ${message.split("\n")[0]} (run again with --debug for the stack trace)`);
+    Deno.exit(1);
   }
 }

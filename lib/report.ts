@@ -9,18 +9,21 @@ import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type * as dfd from "danfojs";
-import { GuidedSegmenter, UNet3D } from "./models/fusion.ts";
+import type { GuidedSegmenter, SegmentationNetwork } from "./models/fusion.ts";
+import { networkLabel } from "./models/networks.ts";
 import type { KnowledgeKeeper } from "./models/keeper.ts";
 import type { Teacher } from "./models/teacher.ts";
 import { loadCohort, type Subject, toTensor } from "./train/data.ts";
 import {
-  buildGuided,
   buildKeeper,
   buildTeacher,
   type FoldMetrics,
   foldSplits,
   type FusionMetrics,
   labelsOf,
+  loadGuided,
+  loadSegmenter,
+  networkSpec,
   predictVolume,
   readAndDispose,
   type RunConfig,
@@ -199,10 +202,11 @@ export function diceBoxPlot(run: RunData): PlotlyFigure {
     categories: fu.subjects.flatMap(() => fu.classes.slice(1)),
     values: fu.subjects.flatMap((s) => s[key].slice(1)),
   });
+  const net = networkLabel(networkSpec(run.config));
   return boxPlot("Tissue Dice on the test subjects", [
-    series("3D U-Net", "baseline"),
-    series("3D U-Net, epoch-matched", "baselineMatched"),
-    series("3D U-Net + AFM", "guided"),
+    series(net, "baseline"),
+    series(`${net}, epoch-matched`, "baselineMatched"),
+    series(`${net} + AFM`, "guided"),
   ], "Dice");
 }
 
@@ -210,12 +214,13 @@ export function diceTable(run: RunData): dfd.DataFrame {
   const fu = run.metrics.fusion;
   if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
   const num = (v: number) => (Number.isFinite(v) ? v : "n/a");
+  const net = networkLabel(networkSpec(run.config));
   return dataFrame(fu.tTest.map((t) => ({
     class: t.class,
-    "3D U-Net": t.baselineMean,
-    "3D U-Net, epoch-matched": t.baselineMatchedMean,
-    "3D U-Net + AFM": t.guidedMean,
-    "p (AFM vs U-Net)": num(t.p),
+    [net]: t.baselineMean,
+    [`${net}, epoch-matched`]: t.baselineMatchedMean,
+    [`${net} + AFM`]: t.guidedMean,
+    "p (AFM vs baseline)": num(t.p),
     "p (AFM vs epoch-matched)": num(t.pMatched),
   })));
 }
@@ -226,7 +231,7 @@ export function diceTable(run: RunData): dfd.DataFrame {
 export interface TrainedModels {
   teacher: Teacher;
   keeper: KnowledgeKeeper;
-  baseline: UNet3D;
+  baseline: SegmentationNetwork;
   guided: GuidedSegmenter;
 }
 
@@ -238,11 +243,9 @@ export async function loadModels(run: RunData): Promise<TrainedModels> {
   await loadCheckpoint(ck("teacher-fold1-best"), teacher);
   const keeper = buildKeeper(cfg, 1);
   await loadCheckpoint(ck("keeper-fold1-best"), keeper, {}, "keeper.");
-  const { nf, levels, classes } = cfg.fusion;
-  const baseline = new UNet3D(classes, nf, levels, 0);
-  await loadCheckpoint(ck("baseline-best"), baseline);
-  const guided = buildGuided(cfg, new UNet3D(classes, nf, levels, 0), keeper.widths);
-  await loadCheckpoint(ck("guided-best"), guided);
+  // segmenters are rebuilt from the network spec their checkpoints record
+  const baseline = await loadSegmenter(cfg, ck("baseline-best"));
+  const guided = await loadGuided(cfg, ck("guided-best"), keeper.widths);
   return { teacher, keeper, baseline, guided };
 }
 
@@ -306,7 +309,7 @@ export async function featureMontage(m: TrainedModels, s: Subject, level = 1): P
 /** Fig. 7: the low-field image with ground-truth, baseline and guided tissue labels. */
 export async function segmentationMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
   const input = segInput(s);
-  const base = await predictVolume(s, input, (x) => labelsOf(m.baseline.apply(x)));
+  const base = await predictVolume(s, input, (x) => labelsOf(m.baseline.decode(m.baseline.encode(x))));
   const guided = await predictVolume(s, input, (x) => labelsOf(m.guided.apply(x, m.keeper.apply(x))));
   const img = asVolume(s, s.arrays[input]);
   return await montage([
@@ -366,7 +369,7 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
     file: "dice-boxplot.png/.svg",
     paper: "Table 1 / Fig. 7",
     what:
-      "tissue Dice per class: 3D U-Net, the same trained as many extra epochs without AFMs (control), 3D U-Net + AFM",
+      "tissue Dice per class: the baseline network (`fusion.network`), the same trained as many extra epochs without AFMs (control), and with AFMs",
   },
   { file: "dice.csv/.md", paper: "Table 1", what: "mean Dice per class, paired t-tests of AFM against both" },
   {

@@ -14,13 +14,12 @@ import { readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
 import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
-import { UNet3D } from "../lib/models/fusion.ts";
-import { buildGuided, buildKeeper, type RunConfig } from "../lib/train/pipeline.ts";
+import { buildKeeper, loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 
 export const SEGMENT_COMMAND: CommandSpec = {
   name: "deno task segment",
-  summary: "segment CSF/GM/WM in a low-field T1 with a trained run (KKN + AFM-guided 3D U-Net)",
+  summary: "segment CSF/GM/WM in a low-field T1 with a trained run (KKN + the run's AFM-guided network)",
   usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME] [--force]",
   options: [
     { name: "run", description: "a finished `deno task train` run folder", default: "runs/default" },
@@ -115,9 +114,8 @@ export async function segmentFile(
 
   const kkn = buildKeeper(cfg, 1);
   await loadCheckpoint(join(runDir, "checkpoints", "keeper-fold1-best"), kkn, {}, "keeper.");
-  const net = new UNet3D(cfg.fusion.classes, cfg.fusion.nf, cfg.fusion.levels, 0);
-  const guided = buildGuided(cfg, net, kkn.widths);
-  await loadCheckpoint(join(runDir, "checkpoints", "guided-best"), guided);
+  // the guided network is rebuilt from the spec its checkpoint records
+  const guided = await loadGuided(cfg, join(runDir, "checkpoints", "guided-best"), kkn.widths);
 
   const [ni, nj, nk] = grid.shape;
   const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);

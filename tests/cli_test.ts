@@ -85,3 +85,25 @@ Deno.test("deno task segment: a folder that is not a finished run is named, exit
   assertEquals(out.code, 64);
   assertStringIncludes(new TextDecoder().decode(out.stderr), "--run /nonexistent-run: no config.json");
 });
+
+Deno.test("an unexpected error is one line (exit 1) unless --debug asks for the stack trace", async () => {
+  const script = `
+    import { runCommand } from "./lib/cli.ts";
+    await runCommand({ name: "demo", summary: "", usage: "", options: [] }, () => {
+      throw new Error("disk full\\nsecond line");
+    });`;
+  const run = async (...argv: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", script, ...argv],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, err: new TextDecoder().decode(out.stderr).trim() };
+  };
+  const plain = await run();
+  assertEquals(plain.code, 1);
+  assertEquals(plain.err, "demo: Error: disk full (run again with --debug for the stack trace)");
+  const debug = await run("--debug");
+  assertEquals(debug.code, 1);
+  assertStringIncludes(debug.err, "at ");
+});

@@ -429,6 +429,28 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   await writeNifti(nanInput, makeVolume(nanData, withNan.shape, withNan.affine));
   await segmentFile(nanInput, output, runDir, undefined, { force: true });
   assertEquals(Array.from((await readNifti(output)).data), Array.from(b.data));
+  // another registered network through the same pipeline: VoxResNet's baseline, its spec in the
+  // checkpoint, rebuilt from it
+  const cfgPath = join(out, "voxresnet.json");
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ fusion: { network: "voxresnet" } }));
+  const voxDir = await runTraining({
+    profile: "quick",
+    seed: 0,
+    out,
+    name: "vox",
+    phase: "baseline",
+    epochs: 2,
+    progress: false,
+    config: cfgPath,
+  });
+  const vox = JSON.parse(await Deno.readTextFile(join(voxDir, "metrics.json")));
+  assertEquals(vox.baseline.classes.length, 4);
+  const voxMeta = JSON.parse(await Deno.readTextFile(join(voxDir, "checkpoints", "baseline-best.json"))).meta;
+  assertEquals(voxMeta.spec.network, "voxresnet");
+  const voxLog = (await Deno.readTextFile(join(voxDir, "log.jsonl"))).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  assert(voxLog.some((l) => l.phase === "baseline VoxResNet" && l.train), "VoxResNet phase label");
   // figures regenerated from the run: no blank image, no plot without data
   if (chromiumPath()) {
     const figDir = join(out, "figures");

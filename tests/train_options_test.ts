@@ -2,6 +2,8 @@
 import { assertRejects } from "@std/assert";
 import { join } from "node:path";
 import { UsageError } from "../lib/cli.ts";
+import { CohortError } from "../lib/train/data.ts";
+import { profileConfig } from "../lib/train/pipeline.ts";
 import { checkRunData, lockRun, runTraining } from "../lib/train/run.ts";
 
 const base = { profile: "quick", seed: 0, phase: "all", progress: false };
@@ -87,5 +89,23 @@ Deno.test("train: one process per run folder (a stale lock is taken over); a run
   await checkRunData(dir, cohort);
   await Deno.writeTextFile(join(cohort, "paired", "manifest.json"), '{"scans": [1]}');
   await assertRejects(() => checkRunData(dir, cohort), UsageError, "was trained on another cohort");
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: a run written before a setting existed resumes (the setting takes its default)", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(join(dir, "cohort", "paired"), { recursive: true });
+  await Deno.writeTextFile(join(dir, "cohort", "paired", "manifest.json"), "{}");
+  await Deno.mkdir(join(dir, "runs", "r"), { recursive: true });
+  const cfg = profileConfig("quick", 0);
+  const old = { ...cfg, fusion: { ...cfg.fusion } } as Record<string, unknown>;
+  delete (old.fusion as Record<string, unknown>).network; // absent from older runs
+  await Deno.writeTextFile(join(dir, "runs", "r", "config.json"), JSON.stringify(old));
+  // accepted as the same configuration: it fails later, on the (empty) cohort, not on the config
+  await assertRejects(
+    () => runTraining({ ...base, out: join(dir, "runs"), name: "r", data: join(dir, "cohort") }),
+    CohortError,
+    "tissue/manifest.json: cannot read the cohort manifest",
+  );
   await Deno.remove(dir, { recursive: true });
 });

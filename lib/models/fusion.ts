@@ -22,6 +22,8 @@ export interface SegmentationNetwork extends Module {
   encode(x: tf.Tensor5D): tf.Tensor5D[];
   /** Class logits [1, D, H, W, classes] from (possibly guided) encoder features. */
   decode(features: tf.Tensor5D[]): tf.Tensor5D;
+  /** Networks with deep supervision: the logits and the auxiliary outputs their loss adds. */
+  decodeWithAux?(features: tf.Tensor5D[]): { logits: tf.Tensor5D; aux: tf.Tensor5D[] };
 }
 
 class DoubleConv extends Module {
@@ -182,10 +184,17 @@ export class GuidedSegmenter extends Module {
       this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate))
     );
   }
+  private guidedFeatures(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D[] {
+    return this.net.encode(x).map((f, i) => this.afms[i].apply(keeperFeatures, f));
+  }
   /** Logits from the low-field image and the (frozen) KKN's 7T-like features. */
   apply(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D {
-    const fs = this.net.encode(x);
-    return this.net.decode(fs.map((f, i) => this.afms[i].apply(keeperFeatures, f)));
+    return this.net.decode(this.guidedFeatures(x, keeperFeatures));
+  }
+  /** Logits and deep-supervision outputs (training). */
+  forward(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): { logits: tf.Tensor5D; aux: tf.Tensor5D[] } {
+    const f = this.guidedFeatures(x, keeperFeatures);
+    return this.net.decodeWithAux ? this.net.decodeWithAux(f) : { logits: this.net.decode(f), aux: [] };
   }
 }
 

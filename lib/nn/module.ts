@@ -74,7 +74,10 @@ export interface ConvOptions {
   bias?: boolean;
 }
 
-/** A 2D or 3D convolution (channels-last; kernel `k` in every spatial axis). */
+/**
+ * A 2D or 3D convolution (channels-last; kernel `k` in every spatial axis, or one size per axis,
+ * e.g. [1, 3, 3]; "same" padding keeps a size-1 axis unpadded).
+ */
 export class Conv extends Module {
   readonly weight: tf.Variable;
   readonly bias?: tf.Variable;
@@ -86,12 +89,14 @@ export class Conv extends Module {
     readonly nd: Nd,
     readonly inChannels: number,
     readonly outChannels: number,
-    readonly k: number,
+    readonly k: number | number[],
     { stride = 1, padding = "same", bias = false }: ConvOptions = {},
   ) {
     super();
-    const fanIn = inChannels * k ** nd;
-    this.weight = this.param("weight", init.kaiming([...Array(nd).fill(k), inChannels, outChannels], fanIn));
+    const kernel: number[] = typeof k === "number" ? Array(nd).fill(k) : k;
+    if (kernel.length !== nd) throw new RangeError(`Conv: kernel ${JSON.stringify(k)} for ${nd}D`);
+    const fanIn = inChannels * kernel.reduce((a, b) => a * b, 1);
+    this.weight = this.param("weight", init.kaiming([...kernel, inChannels, outChannels], fanIn));
     if (bias) this.bias = this.param("bias", init.bias(outChannels, fanIn));
     this.stride = stride;
     this.padding = padding;

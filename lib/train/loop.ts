@@ -33,6 +33,8 @@ export interface LoopSpec<S> {
   step(item: S, epoch: number, index: number, step: number): Promise<Record<string, number>>;
   /** Learning rate of every optimizer at a step (set before the step and logged as `lr`). */
   learningRate?(step: number): number;
+  /** Recorded in every checkpoint's metadata (e.g. the network spec that rebuilds the module). */
+  meta?: Record<string, unknown>;
   validate(): Promise<Scores>;
   /** Whether `current` beats `best` (the phase's checkpoint rule). */
   better(current: Scores, best: Scores | null): boolean;
@@ -118,9 +120,15 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
     if (improved) {
       best = val;
       bestEpoch = epoch;
-      await saveCheckpoint(`${spec.checkpoint}-best`, spec.module, {}, { epoch, scores: val });
+      await saveCheckpoint(`${spec.checkpoint}-best`, spec.module, {}, { ...spec.meta, epoch, scores: val });
     }
-    await saveCheckpoint(last, spec.module, spec.optimizers, { epoch, best, bestEpoch, history });
+    await saveCheckpoint(last, spec.module, spec.optimizers, {
+      ...spec.meta,
+      epoch,
+      best,
+      bestEpoch,
+      history,
+    });
     await spec.log({
       phase: spec.label,
       epoch: epoch + 1,
@@ -135,6 +143,7 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
   // no epoch ever improved (e.g. NaN scores): keep the last weights as "best"
   if (!existsSync(`${spec.checkpoint}-best.json`)) {
     await saveCheckpoint(`${spec.checkpoint}-best`, spec.module, {}, {
+      ...spec.meta,
       epoch: spec.epochs - 1,
       scores: null,
     });

@@ -7,7 +7,8 @@
  * - Phase 2 (keeper), same folds, teacher frozen: a KKN update (Algorithm 1), then an LSGAN
  *   discriminator update on the same synthesis, detached.
  *   Best checkpoint: synthesis PSNR and SSIM both improve.
- * - Phase 3 (fusion) on the tissue cohort: the 3D U-Net baseline alone (cross-entropy), then the
+ * - Phase 3 (fusion) on the tissue cohort: the baseline segmenter (`fusion.network`, the 3D U-Net
+ *   unless set otherwise) alone, then the
  *   same network initialised from its best checkpoint and fine-tuned with AFMs, the first fold's
  *   KKN frozen. Best checkpoint: validation sum of per-class Dice, background excluded (the
  *   authors' code includes it). As a control for the extra
@@ -30,16 +31,24 @@ import {
 } from "../models/keeper.ts";
 import {
   type AfmGate,
+  crossEntropy,
   GuidedSegmenter,
   type SegmentationLoss,
   segmentationLoss,
   type SegmentationNetwork,
-  UNet3D,
 } from "../models/fusion.ts";
+import {
+  buildNetwork,
+  decodeAll,
+  networkLabel,
+  type NetworkName,
+  type NetworkSpec,
+} from "../models/networks.ts";
+import type { VoxResDeconv } from "../models/voxresnet.ts";
 import { l1 } from "../models/blocks.ts";
 import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
 import { type Scores, trainLoop } from "./loop.ts";
-import { loadCheckpoint } from "./state.ts";
+import { loadCheckpoint, readCheckpointMeta } from "./state.ts";
 import { GENERATOR_VERSION, IDEAL_KEY } from "../phantom/cohort.ts";
 import {
   ConvergenceError,
@@ -65,6 +74,10 @@ export interface RunConfig {
   teacher: TeacherConfig & { train: Schedule };
   keeper: KeeperConfig & { discriminatorNf: number; train: Schedule };
   fusion: {
+    /** The segmentation network (`lib/models/networks.ts`). */
+    network: NetworkName;
+    /** VoxResNet's per-level decoder: `compact` (default) or the authors' `released` form. */
+    voxresnetDeconv: VoxResDeconv;
     nf: number;
     levels: number;
     classes: number;
@@ -128,6 +141,8 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
   const teacher = { ...DEFAULT_TEACHER, nf };
   const keeper = { ...DEFAULT_KEEPER, nf, discriminatorNf: nf };
   const fusion = {
+    network: "unet3d" as NetworkName,
+    voxresnetDeconv: "compact" as VoxResDeconv,
     nf,
     levels: 5,
     classes: 4,
@@ -209,6 +224,8 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "keeper.distribution": ["paper", "code"],
   "keeper.norm": ["instance", "none"],
   "fusion.input": ["low-field", "ideal"],
+  "fusion.network": ["unet3d", "voxresnet"],
+  "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.afmGate": ["none", "zero"],
   "fusion.loss": ["ce", "ce+dice"],
 };
@@ -462,6 +479,48 @@ export function buildTeacher(cfg: RunConfig, fold: number): Teacher {
 
 export function buildKeeper(cfg: RunConfig, fold: number): KnowledgeKeeper {
   return new KnowledgeKeeper(cfg.keeper, seedOf(cfg.seed, 2, fold));
+}
+
+/**
+ * The spec of a run's segmentation network (runs written before `network` existed: the 3D U-Net),
+ * recorded in every segmentation checkpoint.
+ */
+export function networkSpec(cfg: RunConfig): NetworkSpec {
+  const { classes, nf, levels } = cfg.fusion;
+  const network = cfg.fusion.network ?? "unet3d";
+  return network === "voxresnet"
+    ? { network, classes, nf, levels, voxresnetDeconv: cfg.fusion.voxresnetDeconv ?? "compact" }
+    : { network, classes, nf, levels };
+}
+
+/**
+ * The segmentation network a checkpoint holds, rebuilt from the spec it records (checkpoints
+ * written before specs existed: the run's configuration), with its weights loaded.
+ */
+export async function loadSegmenter(cfg: RunConfig, path: string): Promise<SegmentationNetwork> {
+  const meta = await readCheckpointMeta(path);
+  const net = buildSegmenter(cfg, (meta.spec as NetworkSpec | undefined) ?? networkSpec(cfg));
+  await loadCheckpoint(path, net);
+  return net;
+}
+
+/** The AFM-guided network a `guided` checkpoint holds, rebuilt from its spec and loaded. */
+export async function loadGuided(
+  cfg: RunConfig,
+  path: string,
+  keeperWidths: number[],
+): Promise<GuidedSegmenter> {
+  const meta = await readCheckpointMeta(path);
+  const net = buildSegmenter(cfg, (meta.spec as NetworkSpec | undefined) ?? networkSpec(cfg));
+  const gate = (meta.afmGate as AfmGate | undefined) ?? cfg.fusion.afmGate ?? "none";
+  const guided = new GuidedSegmenter(net, keeperWidths, seedOf(cfg.seed, 5), gate);
+  await loadCheckpoint(path, guided);
+  return guided;
+}
+
+/** The run's segmentation network, freshly initialised. */
+export function buildSegmenter(cfg: RunConfig, spec: NetworkSpec = networkSpec(cfg)): SegmentationNetwork {
+  return buildNetwork(spec, seedOf(cfg.seed, 4));
 }
 
 /** A segmentation network with the run's AFMs (runs written before `afmGate` existed: `none`). */
@@ -790,11 +849,15 @@ async function trainSegmenter(
     module: Module;
     seedTag: number;
     logits: (x: tf.Tensor5D, keeper: tf.Tensor5D[]) => tf.Tensor5D;
+    /** Training forward pass: logits and deep-supervision outputs. */
+    forward: (x: tf.Tensor5D, keeper: tf.Tensor5D[]) => { logits: tf.Tensor5D; aux: tf.Tensor5D[] };
     /** The frozen KKN whose 7T-like features the network takes (AFM stage), or null. */
     keeper: KnowledgeKeeper | null;
+    /** Recorded in the stage's checkpoints (the network spec). */
+    meta: Record<string, unknown>;
   },
 ): Promise<void> {
-  const { label, name, schedule, module, seedTag, logits, keeper } = stage;
+  const { label, name, schedule, module, seedTag, logits, forward, keeper } = stage;
   const { classes, loss: lossKind } = ctx.cfg.fusion;
   const features = (x: tf.Tensor5D) => (keeper ? tf.tidy(() => keeper.apply(x)) : []);
   const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -806,7 +869,8 @@ async function trainSegmenter(
     module,
     optimizers: { [name]: opt },
     progress: ctx.cfg.progress,
-    step: (_i, _round, _index, step) => {
+    meta: stage.meta,
+    step: (_i, round, _index, step) => {
       const a = drawSample(
         ctx,
         schedule,
@@ -819,8 +883,18 @@ async function trainSegmenter(
       const x = toTensor(a.arrays[segInput(a.subject, data.input)], a.shape);
       const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
       const fk = features(x);
+      // deep supervision (VoxResNet): CE on each auxiliary output, weighted 1 - 0.001 per round
+      const auxWeight = Math.max(0, 1 - 0.001 * round);
       const cost = opt.minimize(
-        () => segmentationLoss(lossKind, logits(x, fk), y),
+        () => {
+          const out = forward(x, fk);
+          const main = segmentationLoss(lossKind, out.logits, y);
+          if (!out.aux.length || auxWeight === 0) return main;
+          return tf.add(
+            main,
+            tf.mul(auxWeight, tf.addN(out.aux.map((a) => crossEntropy(a, y)))),
+          ) as tf.Scalar;
+        },
         true,
         module.parameters(),
       )!;
@@ -871,30 +945,33 @@ export interface BaselineMetrics {
   mean: number[];
 }
 
-/** The baseline 3D U-Net alone on the tissue cohort (phase 3's first stage), with its test Dice. */
+/** The baseline segmenter alone on the tissue cohort (phase 3's first stage), with its test Dice. */
 export function trainBaseline(
   ctx: Context,
   subjects: Subject[],
-): Promise<{ net: UNet3D; metrics: BaselineMetrics }> {
+): Promise<{ net: SegmentationNetwork; metrics: BaselineMetrics }> {
   return baselineStage(ctx, tissueSplits(ctx, subjects));
 }
 
 async function baselineStage(
   ctx: Context,
   data: TissueSplits,
-): Promise<{ net: UNet3D; metrics: BaselineMetrics }> {
-  const { nf, levels, classes } = ctx.cfg.fusion;
-  const net = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
+): Promise<{ net: SegmentationNetwork; metrics: BaselineMetrics }> {
+  const { classes } = ctx.cfg.fusion;
+  const spec = networkSpec(ctx.cfg);
+  const net = buildSegmenter(ctx.cfg, spec);
   await trainSegmenter(ctx, data, {
-    label: "baseline 3D U-Net",
+    label: `baseline ${networkLabel(spec)}`,
     name: "baseline",
     schedule: ctx.cfg.fusion.baseline,
     module: net,
     seedTag: 13,
-    logits: (x) => net.apply(x),
+    logits: (x) => net.decode(net.encode(x)),
+    forward: (x) => decodeAll(net, net.encode(x)),
     keeper: null,
+    meta: { spec },
   });
-  const dice = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
+  const dice = await diceOf(data.test, data.input, classes, (x) => net.decode(net.encode(x)));
   const mean = (c: number) => dice.reduce((a, r) => a + r[c], 0) / dice.length;
   return {
     net,
@@ -917,35 +994,40 @@ export async function trainFusion(
   subjects: Subject[],
   kkn: KnowledgeKeeper,
 ): Promise<FusionMetrics> {
-  const { nf, levels, classes } = ctx.cfg.fusion;
+  const { classes } = ctx.cfg.fusion;
+  const spec = networkSpec(ctx.cfg), label = networkLabel(spec);
   const data = tissueSplits(ctx, subjects);
   const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) =>
     diceOf(data.test, data.input, classes, predict);
   const { net: baseline, metrics } = await baselineStage(ctx, data);
 
-  const matched = new UNet3D(classes, nf, levels, seedOf(ctx.cfg.seed, 4));
+  const matched = buildSegmenter(ctx.cfg, spec);
   await loadCheckpoint(ckpt(ctx, "baseline-best"), matched);
   await trainSegmenter(ctx, data, {
-    label: "baseline 3D U-Net, epoch-matched",
+    label: `baseline ${label}, epoch-matched`,
     name: "baseline-matched",
     schedule: ctx.cfg.fusion.fusion,
     module: matched,
     seedTag: 14,
-    logits: (x) => matched.apply(x),
+    logits: (x) => matched.decode(matched.encode(x)),
+    forward: (x) => decodeAll(matched, matched.encode(x)),
     keeper: null,
+    meta: { spec },
   });
-  const matchedDice = await testDice((x) => matched.apply(x));
+  const matchedDice = await testDice((x) => matched.decode(matched.encode(x)));
   matched.dispose();
 
   const guided = buildGuided(ctx.cfg, baseline, kkn.widths);
   await trainSegmenter(ctx, data, {
-    label: "3D U-Net + AFM",
+    label: `${label} + AFM`,
     name: "guided",
     schedule: ctx.cfg.fusion.fusion,
     module: guided,
     seedTag: 14,
     logits: (x, fk) => guided.apply(x, fk),
+    forward: (x, fk) => guided.forward(x, fk),
     keeper: kkn,
+    meta: { spec, afmGate: ctx.cfg.fusion.afmGate ?? "none", keeperWidths: kkn.widths },
   });
   const guidedDice = await testDice((x) => guided.apply(x, kkn.apply(x)));
 

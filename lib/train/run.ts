@@ -82,8 +82,12 @@ export async function runTraining(
   await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
   const configPath = join(runDir, "config.json");
   if (existsSync(configPath)) {
-    const previous = JSON.parse(await Deno.readTextFile(configPath));
-    if (JSON.stringify({ ...previous, progress: cfg.progress }) !== JSON.stringify(cfg)) {
+    // settings added since the run was written take their defaults (what the run used)
+    let previous: unknown = JSON.parse(await Deno.readTextFile(configPath));
+    try {
+      previous = mergeConfig(profileConfig(cfg.profile, cfg.seed), previous);
+    } catch { /* an unknown setting: compared as written, so it differs */ }
+    if (JSON.stringify({ ...(previous as RunConfig), progress: cfg.progress }) !== JSON.stringify(cfg)) {
       throw new UsageError(
         `${runDir} holds a run with a different configuration; resume it with the same options or pick another --name`,
       );

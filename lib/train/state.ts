@@ -55,6 +55,15 @@ export async function saveCheckpoint(
   );
 }
 
+/** A checkpoint's metadata alone (epoch, scores and, for segmenters, the network spec). */
+export async function readCheckpointMeta(path: string): Promise<Record<string, unknown>> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${path}.json`)).meta ?? {};
+  } catch (err) {
+    throw new Error(`checkpoint ${path}.json: cannot read (${(err as Error).message})`);
+  }
+}
+
 /**
  * Loads parameters (by name, each looked up as `prefix + name`, so a sub-module can be read from
  * a checkpoint of its parent) into `module` and, when given, the optimizers' state; returns meta.

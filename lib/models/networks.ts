@@ -1,0 +1,60 @@
+/**
+ * The registry of segmentation networks. Each is built from a small serialisable `NetworkSpec`,
+ * which every segmentation checkpoint carries in its metadata, so a model can be rebuilt from its
+ * checkpoint alone (`deno task segment`, the figures, the notebooks).
+ *
+ * A new network needs one file implementing `SegmentationNetwork` (encode to L levels of known
+ * widths; decode from possibly AFM-guided features; optionally `decodeWithAux` for deep
+ * supervision) and one entry in `NETWORKS` below.
+ */
+import type * as tf from "@tensorflow/tfjs-core";
+import { type SegmentationNetwork, UNet3D } from "./fusion.ts";
+import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
+
+export type NetworkName = "unet3d" | "voxresnet";
+
+export interface NetworkSpec {
+  network: NetworkName;
+  classes: number;
+  nf: number;
+  levels: number;
+  /** VoxResNet's per-level decoder (`compact` or the authors' `released` form). */
+  voxresnetDeconv?: VoxResDeconv;
+}
+
+interface NetworkEntry {
+  /** Display name used in tables, figures and phase labels. */
+  label: string;
+  build(spec: NetworkSpec, seed: number): SegmentationNetwork;
+}
+
+export const NETWORKS: Record<NetworkName, NetworkEntry> = {
+  unet3d: { label: "3D U-Net", build: (s, seed) => new UNet3D(s.classes, s.nf, s.levels, seed) },
+  voxresnet: {
+    label: "VoxResNet",
+    build: (s, seed) => new VoxResNet(s.classes, s.nf, s.levels, seed, s.voxresnetDeconv ?? "compact"),
+  },
+};
+
+/** Builds a registered network; an unknown name is named with the registered ones. */
+export function buildNetwork(spec: NetworkSpec, seed: number): SegmentationNetwork {
+  const entry = NETWORKS[spec.network];
+  if (!entry) {
+    throw new RangeError(
+      `unknown segmentation network "${spec.network}" (registered: ${Object.keys(NETWORKS).join(", ")})`,
+    );
+  }
+  return entry.build(spec, seed);
+}
+
+export function networkLabel(spec: NetworkSpec): string {
+  return NETWORKS[spec.network]?.label ?? spec.network;
+}
+
+/** Logits and deep-supervision outputs (none for networks without them) from encoder features. */
+export function decodeAll(
+  net: SegmentationNetwork,
+  features: tf.Tensor5D[],
+): { logits: tf.Tensor5D; aux: tf.Tensor5D[] } {
+  return net.decodeWithAux ? net.decodeWithAux(features) : { logits: net.decode(features), aux: [] };
+}

@@ -1,0 +1,136 @@
+/**
+ * The contract every registered segmentation network keeps (output shape, gradients reaching
+ * every parameter, an AFM at every level, rebuilt from its checkpoint alone with identical
+ * outputs), and VoxResNet's own pieces checked by hand.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { join } from "node:path";
+import { gradCheck, initBackend, mulberry32 } from "../lib/mod.ts";
+import {
+  buildNetwork,
+  decodeAll,
+  type NetworkName,
+  NETWORKS,
+  type NetworkSpec,
+} from "../lib/models/networks.ts";
+import { GuidedSegmenter } from "../lib/models/fusion.ts";
+import { matchSize, VoxResNet } from "../lib/models/voxresnet.ts";
+import { loadSegmenter, profileConfig } from "../lib/train/pipeline.ts";
+import { saveCheckpoint } from "../lib/train/state.ts";
+
+await initBackend("cpu");
+
+function rand(shape: number[], seed: number): tf.Tensor {
+  const r = mulberry32(seed);
+  return tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() * 2 - 1), shape);
+}
+
+const KEEPER_WIDTHS = [4, 8, 16];
+
+for (const name of Object.keys(NETWORKS) as NetworkName[]) {
+  const spec: NetworkSpec = { network: name, classes: 4, nf: 4, levels: 3 };
+  Deno.test(`network contract, ${name}: shapes, gradients to every parameter, AFMs at every level, rebuilt from its checkpoint`, async () => {
+    const net = buildNetwork(spec, 7);
+    const x = rand([1, 16, 16, 16, 1], 1) as tf.Tensor5D;
+    const features = tf.tidy(() => net.encode(x));
+    assertEquals(features.map((f) => f.shape[4]), net.levelChannels, "encoder widths");
+    assertEquals(net.levelChannels.length, spec.levels);
+    const logits = tf.tidy(() => net.decode(net.encode(x)));
+    assertEquals(logits.shape, [1, 16, 16, 16, 4]);
+    // every parameter gets a gradient from the training loss (with deep supervision where declared)
+    const labels = tf.tensor(Int32Array.from({ length: 16 ** 3 }, (_, i) => i % 4), [16 ** 3], "int32");
+    const params = net.namedParameters();
+    const { grads } = tf.variableGrads(() => {
+      const out = decodeAll(net, net.encode(x));
+      const all = [out.logits, ...out.aux].map((l) =>
+        tf.losses.softmaxCrossEntropy(tf.oneHot(labels, 4), tf.reshape(l, [-1, 4]))
+      );
+      return tf.addN(all) as tf.Scalar;
+    }, params.map(([, v]) => v));
+    for (const [pname, v] of params) {
+      const g = grads[v.name];
+      assert(g, `${name}: no gradient for ${pname}`);
+      assert(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0]) > 0, `${name}: zero gradient for ${pname}`);
+    }
+    tf.dispose(Object.values(grads));
+    // one AFM per level, and the guided network keeps the output shape
+    const keeper = KEEPER_WIDTHS.map((c, i) =>
+      rand([1, 16 >> i, 16 >> i, 16 >> i, c], 10 + i) as tf.Tensor5D
+    );
+    const guided = new GuidedSegmenter(net, KEEPER_WIDTHS, 3);
+    assertEquals(guided.afms.length, spec.levels);
+    assertEquals(guided.afms.map((a) => a.c), net.levelChannels);
+    const g = tf.tidy(() => guided.apply(x, keeper));
+    assertEquals(g.shape, logits.shape);
+    // a checkpoint carries the spec: the network is rebuilt from it alone
+    const dir = await Deno.makeTempDir();
+    try {
+      await saveCheckpoint(join(dir, "net"), net, {}, { spec });
+      // a configuration naming another network: the checkpoint's spec wins
+      const cfg = profileConfig("quick");
+      const rebuilt = await loadSegmenter(cfg, join(dir, "net"));
+      const again = tf.tidy(() => rebuilt.decode(rebuilt.encode(x)));
+      assertEquals(Array.from(again.dataSync()), Array.from(logits.dataSync()));
+      tf.dispose([again]);
+      rebuilt.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    tf.dispose([x, labels, logits, g, ...features, ...keeper]);
+    guided.dispose();
+  });
+}
+
+Deno.test("VoxResNet: parameter counts of the compact and released decoders, checked by hand", () => {
+  // nf 4, 3 levels, 4 classes. Encoder: conv1a 27*4+4, conv1b (1x3x3) 9*16+4; level 2 down
+  // 27*4*8+8 and two VoxRes (9*64+8 + 27*64+8); level 3 down 27*8*16+16 and two VoxRes
+  // (9*256+16 + 27*256+16) = 27740.
+  const encoder = 112 + 148 + 872 + 2 * 2320 + 3472 + 2 * 9248;
+  // compact: transposed convs straight to the 4 classes, kernel = stride = 1, 2, 4
+  const compact = encoder + (4 * 4 + 4) + (8 * 8 * 4 + 4) + (64 * 16 * 4 + 4);
+  // released: transposed convs c -> c, then 1x1x1 convs to the classes
+  const released = encoder + (16 + 4) + (16 + 4) + (8 * 64 + 8) + (32 + 4) + (64 * 256 + 16) + (64 + 4);
+  assertEquals(new VoxResNet(4, 4, 3, 1, "compact").parameterCount(), compact);
+  assertEquals(new VoxResNet(4, 4, 3, 1, "released").parameterCount(), released);
+  assertEquals([compact, released], [32120, 44804]);
+});
+
+Deno.test("VoxResNet: 1x3x3 kernels where the authors have them; deep supervision on u1 .. u(L-1)", () => {
+  const net = new VoxResNet(4, 4, 3, 2);
+  const kernels = new Map(net.namedParameters().map(([n, v]) => [n, v.shape.slice(0, 3)]));
+  assertEquals(kernels.get("conv1b.weight"), [1, 3, 3]);
+  assertEquals(kernels.get("conv1a.weight"), [3, 3, 3]);
+  for (const level of [2, 3]) {
+    for (const j of ["a", "b"]) {
+      assertEquals(kernels.get(`vrm${level}${j}.a.weight`), [1, 3, 3]);
+      assertEquals(kernels.get(`vrm${level}${j}.b.weight`), [3, 3, 3]);
+    }
+  }
+  const x = rand([1, 16, 16, 16, 1], 5) as tf.Tensor5D;
+  const out = tf.tidy(() => decodeAll(net, net.encode(x)));
+  // deep supervision on u1 .. u(L-1)
+  assertEquals(out.aux.length, 2);
+  for (const a of out.aux) assertEquals(a.shape, [1, 16, 16, 16, 4]);
+  // logits are the sum of every level's output (u_L included)
+  tf.dispose([out.logits, ...out.aux]);
+  x.dispose();
+});
+
+Deno.test("matchSize crops or zero-pads at the end of each axis; its gradient matches finite differences", () => {
+  const x = tf.tensor(Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i + 1), [
+    1,
+    2,
+    3,
+    4,
+    1,
+  ]) as tf.Tensor5D;
+  const y = matchSize(x, [3, 2, 4]);
+  assertEquals(y.shape, [1, 3, 2, 4, 1]);
+  const v = y.arraySync() as number[][][][][];
+  assertEquals(v[0][0][1][3][0], 8); // x[0][1][3] = 1*4 + 3 + 1
+  assertEquals(v[0][2][0][0][0], 0); // padded depth
+  assertEquals(matchSize(x, [2, 3, 4]), x); // already the size: unchanged
+  const r = gradCheck((t) => matchSize(t as tf.Tensor5D, [3, 2, 5]), [rand([1, 2, 3, 4, 2], 9)]);
+  assertAlmostEquals(r.maxRelError, 0, 1e-2);
+});
