@@ -376,11 +376,14 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
       "metrics.csv",
       "log.jsonl",
       "checkpoints/teacher-fold1-best.json",
-      "checkpoints/guided-best.bin",
+      "checkpoints/guided-best.json",
     ]
   ) {
     assert(existsSync(join(runDir, f)), `missing ${f}`);
   }
+  // every checkpoint index names its data file, which is there
+  const guidedIndex = JSON.parse(await Deno.readTextFile(join(runDir, "checkpoints", "guided-best.json")));
+  assert(existsSync(join(runDir, "checkpoints", guidedIndex.data)), `missing ${guidedIndex.data}`);
   const metrics = JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json")));
   assertEquals(metrics.folds.length, 1);
   assertEquals(metrics.folds[0].featureDistance.length, 5);

@@ -21,6 +21,7 @@ import {
   DimensionError,
   NotNiftiError,
   UnsupportedDatatypeError,
+  VolumeError,
   VolumeNotFoundError,
 } from "./errors.ts";
 
@@ -95,13 +96,33 @@ async function readBytes(path: string): Promise<ArrayBuffer> {
   }
 }
 
-/** Parses NIfTI-1 bytes (possibly gzipped). `name` is used in error messages. */
+/**
+ * Parses NIfTI-1 bytes (possibly gzipped). `name` is used in error messages. Every failure is a
+ * named `VolumeError`: an unexpected exception from decoding a damaged file becomes a
+ * `CorruptVolumeError` naming the file.
+ */
 export function parseNifti(
   name: string,
   raw: ArrayBuffer,
   options: NiftiReadOptions = {},
 ): NiftiVolume {
+  try {
+    return parseNiftiUnchecked(name, raw, options);
+  } catch (err) {
+    if (err instanceof VolumeError) throw err;
+    throw new CorruptVolumeError(name, `damaged header or data (${(err as Error)?.message ?? err})`);
+  }
+}
+
+function parseNiftiUnchecked(
+  name: string,
+  raw: ArrayBuffer,
+  options: NiftiReadOptions,
+): NiftiVolume {
   let buf = raw;
+  if (raw.byteLength < 4) {
+    throw new CorruptVolumeError(name, raw.byteLength ? `only ${raw.byteLength} bytes` : "the file is empty");
+  }
   if (nifti.isCompressed(raw)) {
     try {
       buf = nifti.decompress(raw) as ArrayBuffer;

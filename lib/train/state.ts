@@ -1,10 +1,39 @@
 /**
  * Checkpoints: a module's parameters (in construction order) and, for resuming, its optimizers'
- * state, in one binary file plus a JSON index, written atomically (temporary file, then rename).
+ * state. One checkpoint is one unit with a single commit point:
+ *
+ * 1. the tensors go to a new data file `<path>.<sha256 prefix>.bin` (written to a temporary name,
+ *    then renamed);
+ * 2. the index `<path>.json` (metadata, tensor index, the data file's name, size and SHA-256) is
+ *    written to a temporary name and renamed over the old index: the commit;
+ * 3. data files the index no longer names are removed.
+ *
+ * A process killed at any instant leaves the old index naming its own, still present data file, or
+ * the new index naming the new one; loading verifies size and checksum, so a damaged or mismatched
+ * data file is named instead of loaded. Checkpoints written before this scheme (`<path>.bin`, no
+ * checksum) still load.
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { basename, dirname, join } from "node:path";
 import type { Module } from "../nn/module.ts";
-import { writeFileAtomic } from "../io/nifti.ts";
+
+/**
+ * File operations of a checkpoint save, counted so tests can stop a save between any two of them
+ * (`failAfterOps`), as a kill would.
+ */
+export const checkpointFaults = { failAfterOps: Infinity, ops: 0 };
+async function op<T>(f: () => Promise<T>): Promise<T> {
+  if (checkpointFaults.ops >= checkpointFaults.failAfterOps) {
+    throw new Error("injected fault (checkpoint write)");
+  }
+  checkpointFaults.ops++;
+  return await f();
+}
+
+async function hexSha256(bytes: Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 interface Entry {
   name: string;
@@ -27,7 +56,7 @@ async function pack(
   return { index, bytes: new Uint8Array(data.buffer) };
 }
 
-/** Saves `module`'s parameters and the optimizers' state to `<path>.bin` / `<path>.json`. */
+/** Saves `module`'s parameters and the optimizers' state as the checkpoint `<path>` (see above). */
 export async function saveCheckpoint(
   path: string,
   module: Module,
@@ -48,11 +77,41 @@ export async function saveCheckpoint(
   }
   const { index, bytes } = await pack([...params, ...opt]);
   tf.dispose(fresh);
-  await writeFileAtomic(`${path}.bin`, bytes);
-  await writeFileAtomic(
-    `${path}.json`,
-    JSON.stringify({ meta, params: params.length, optimizers: optCounts, index }, null, 1),
-  );
+  const sha256 = await hexSha256(bytes);
+  const dataName = `${basename(path)}.${sha256.slice(0, 16)}.bin`;
+  const dataPath = join(dirname(path), dataName);
+  const tmp = (p: string) => `${p}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const dataTmp = tmp(dataPath), indexTmp = tmp(`${path}.json`);
+  try {
+    await op(() => Deno.writeFile(dataTmp, bytes));
+    await op(() => Deno.rename(dataTmp, dataPath));
+    const info = {
+      meta,
+      params: params.length,
+      optimizers: optCounts,
+      data: dataName,
+      bytes: bytes.length,
+      sha256,
+      index,
+    };
+    await op(() => Deno.writeTextFile(indexTmp, JSON.stringify(info, null, 1)));
+    await op(() => Deno.rename(indexTmp, `${path}.json`)); // the commit
+  } catch (err) {
+    await Deno.remove(dataTmp).catch(() => {});
+    await Deno.remove(indexTmp).catch(() => {});
+    throw err;
+  }
+  // data files of earlier saves of this checkpoint (and the pre-checksum `<path>.bin`)
+  const base = basename(path);
+  const isOwnData = (name: string) =>
+    name === `${base}.bin` ||
+    (name.startsWith(`${base}.`) && name.endsWith(".bin") &&
+      /^[0-9a-f]{16}$/.test(name.slice(base.length + 1, -4)));
+  for await (const e of Deno.readDir(dirname(path) || ".")) {
+    if (e.isFile && isOwnData(e.name) && e.name !== dataName) {
+      await op(() => Deno.remove(join(dirname(path), e.name))).catch(() => {});
+    }
+  }
 }
 
 /** A checkpoint's metadata alone (epoch, scores and, for segmenters, the network spec). */
@@ -79,13 +138,31 @@ export async function loadCheckpoint(
     params: number;
     optimizers: Record<string, number>;
     index: Entry[];
+    data?: string;
+    bytes?: number;
+    sha256?: string;
   };
   try {
     info = JSON.parse(await Deno.readTextFile(`${path}.json`));
   } catch (err) {
     throw new Error(`checkpoint ${path}.json: cannot read (${(err as Error).message})`);
   }
-  const bytes = await Deno.readFile(`${path}.bin`);
+  const dataPath = info.data ? join(dirname(path), info.data) : `${path}.bin`;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(dataPath);
+  } catch (err) {
+    throw new Error(
+      `checkpoint ${path}: its data file ${dataPath} cannot be read (${(err as Error).message})`,
+    );
+  }
+  if (
+    info.sha256 !== undefined && (bytes.length !== info.bytes || (await hexSha256(bytes)) !== info.sha256)
+  ) {
+    throw new Error(
+      `checkpoint ${path}: ${dataPath} does not match its index (size or SHA-256 differs): the checkpoint is damaged`,
+    );
+  }
   const data = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
   const byName = new Map(info.index.map((e) => [e.name, e]));
   const read = (e: Entry) => {
