@@ -322,10 +322,12 @@ export async function segmentationMontage(m: TrainedModels, s: Subject): Promise
 
 /** Fig. C.1: at one encoder level, LF features, general guidance G, assimilable A and guided features. */
 export async function afmMontage(m: TrainedModels, s: Subject, level = 1): Promise<Uint8Array> {
+  const afm = m.guided.afms[level - 1];
+  if (!afm) throw new Error(`the guided network has no AFM at level ${level}`);
   const x = toTensor(s.arrays[segInput(s)], s.shape);
   const fk = tf.tidy(() => m.keeper.apply(x));
   const fs = tf.tidy(() => m.guided.net.encode(x));
-  const maps = m.guided.afms[level - 1].applyWithMaps(fk, fs[level - 1]);
+  const maps = afm.applyWithMaps(fk, fs[level - 1]);
   const rows = [];
   for (const f of [fs[level - 1], maps.guidance, maps.assimilable, maps.fused]) {
     rows.push({ vol: stretch(await channelMeanVolume(f, s)) });

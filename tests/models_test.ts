@@ -432,28 +432,30 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   await writeNifti(nanInput, makeVolume(nanData, withNan.shape, withNan.affine));
   await segmentFile(nanInput, output, runDir, undefined, { force: true });
   assertEquals(Array.from((await readNifti(output)).data), Array.from(b.data));
-  // another registered network through the same pipeline: VoxResNet's baseline, its spec in the
-  // checkpoint, rebuilt from it
-  const cfgPath = join(out, "voxresnet.json");
-  await Deno.writeTextFile(cfgPath, JSON.stringify({ fusion: { network: "voxresnet" } }));
-  const voxDir = await runTraining({
-    profile: "quick",
-    seed: 0,
-    out,
-    name: "vox",
-    phase: "baseline",
-    epochs: 2,
-    progress: false,
-    config: cfgPath,
-  });
-  const vox = JSON.parse(await Deno.readTextFile(join(voxDir, "metrics.json")));
-  assertEquals(vox.baseline.classes.length, 4);
-  const voxMeta = JSON.parse(await Deno.readTextFile(join(voxDir, "checkpoints", "baseline-best.json"))).meta;
-  assertEquals(voxMeta.spec.network, "voxresnet");
-  const voxLog = (await Deno.readTextFile(join(voxDir, "log.jsonl"))).trim().split("\n").map((l) =>
-    JSON.parse(l)
-  );
-  assert(voxLog.some((l) => l.phase === "baseline VoxResNet" && l.train), "VoxResNet phase label");
+  // the other registered networks through the same pipeline: each baseline trains, its spec is in
+  // the checkpoint, its phase is labelled with its name
+  for (const [network, label] of [["voxresnet", "VoxResNet"], ["usegnet", "U-SegNet"]]) {
+    const cfgPath = join(out, `${network}.json`);
+    await Deno.writeTextFile(cfgPath, JSON.stringify({ fusion: { network } }));
+    const dir = await runTraining({
+      profile: "quick",
+      seed: 0,
+      out,
+      name: network,
+      phase: "baseline",
+      epochs: 2,
+      progress: false,
+      config: cfgPath,
+    });
+    const m = JSON.parse(await Deno.readTextFile(join(dir, "metrics.json")));
+    assertEquals(m.baseline.classes.length, 4);
+    const meta = JSON.parse(await Deno.readTextFile(join(dir, "checkpoints", "baseline-best.json"))).meta;
+    assertEquals(meta.spec.network, network);
+    const log = (await Deno.readTextFile(join(dir, "log.jsonl"))).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    assert(log.some((l) => l.phase === `baseline ${label}` && l.train), `${label} phase label`);
+  }
   // figures regenerated from the run: no blank image, no plot without data
   if (chromiumPath()) {
     const figDir = join(out, "figures");

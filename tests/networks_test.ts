@@ -16,6 +16,7 @@ import {
 } from "../lib/models/networks.ts";
 import { GuidedSegmenter } from "../lib/models/fusion.ts";
 import { matchSize, VoxResNet } from "../lib/models/voxresnet.ts";
+import { USegNet } from "../lib/models/usegnet.ts";
 import { loadSegmenter, profileConfig } from "../lib/train/pipeline.ts";
 import { saveCheckpoint } from "../lib/train/state.ts";
 
@@ -54,15 +55,30 @@ for (const name of Object.keys(NETWORKS) as NetworkName[]) {
       assert(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0]) > 0, `${name}: zero gradient for ${pname}`);
     }
     tf.dispose(Object.values(grads));
-    // one AFM per level, and the guided network keeps the output shape
+    // an AFM at every level the network declares (all unless it says otherwise), none elsewhere;
+    // the guided network keeps the output shape and every AFM gets a gradient
     const keeper = KEEPER_WIDTHS.map((c, i) =>
       rand([1, 16 >> i, 16 >> i, 16 >> i, c], 10 + i) as tf.Tensor5D
     );
     const guided = new GuidedSegmenter(net, KEEPER_WIDTHS, 3);
-    assertEquals(guided.afms.length, spec.levels);
-    assertEquals(guided.afms.map((a) => a.c), net.levelChannels);
+    const declared = net.fusedLevels ?? net.levelChannels.map((_, i) => i);
+    assertEquals(guided.afms.map((a, i) => (a ? i : -1)).filter((i) => i >= 0), declared);
+    for (const i of declared) assertEquals(guided.afms[i]!.c, net.levelChannels[i]);
     const g = tf.tidy(() => guided.apply(x, keeper));
     assertEquals(g.shape, logits.shape);
+    // (per AFM, not per parameter: a squeeze-excitation ReLU may be inactive at initialisation)
+    const afmGrads = tf.variableGrads(
+      () => tf.sum(tf.square(guided.apply(x, keeper))) as tf.Scalar,
+      guided.afms.flatMap((a) => (a ? a.parameters() : [])),
+    ).grads;
+    for (const i of declared) {
+      const total = guided.afms[i]!.parameters().reduce(
+        (sum, v) => sum + tf.tidy(() => tf.sum(tf.abs(afmGrads[v.name])).dataSync()[0]),
+        0,
+      );
+      assert(total > 0, `${name}: no gradient reaches the AFM of level ${i + 1}`);
+    }
+    tf.dispose(Object.values(afmGrads));
     // a checkpoint carries the spec: the network is rebuilt from it alone
     const dir = await Deno.makeTempDir();
     try {
@@ -133,4 +149,15 @@ Deno.test("matchSize crops or zero-pads at the end of each axis; its gradient ma
   assertEquals(matchSize(x, [2, 3, 4]), x); // already the size: unchanged
   const r = gradCheck((t) => matchSize(t as tf.Tensor5D, [3, 2, 5]), [rand([1, 2, 3, 4, 2], 9)]);
   assertAlmostEquals(r.maxRelError, 0, 1e-2);
+});
+
+Deno.test("U-SegNet at nf 16: the reference's parameter count less BatchNorm's affine parameters", () => {
+  // reference (wave2-architectures.md 1.3): encoder 3,535,440, decoder 1,764,624 with BatchNorm
+  // weight and bias (2 per channel, twice per double conv; once after the 1x1 merge); instance
+  // norm here has none: encoder 4 * (16+32+64+128+256), decoder 4 * (128+64+32+16) + 2 * 16
+  const net = new USegNet(4, 16, 5, 1);
+  assertEquals(net.parameterCount(), 3535440 - 4 * 496 + 1764624 - (4 * 240 + 32));
+  assertEquals(net.fusedLevels, [0, 4]);
+  assertEquals(new USegNet(4, 4, 3, 1, "all").fusedLevels, [0, 1, 2]);
+  net.dispose();
 });

@@ -6,6 +6,8 @@ import {
   instanceNorm,
   leakyRelu,
   linearWeights,
+  maxPoolWithMask,
+  maxUnpool,
   mulberry32,
   resizeLinear,
   resizeTrilinear,
@@ -131,4 +133,86 @@ Deno.test("ops release their intermediates (no tensor leak)", () => {
   const y = tf.tidy(() => instanceNorm(upsampleNearest2x(resizeTrilinear(x, [3, 5, 6]))));
   assertEquals(tf.memory().numTensors, before + 1);
   y.dispose();
+});
+
+/**
+ * PyTorch's max-unpooling semantics by direct loops (channels-last, batch 1, 3D): each window's
+ * index is its first maximum in raster order (a strict ">" scan); the unpooled value goes there.
+ */
+function referencePoolUnpool3d(
+  x: Float32Array,
+  [d, h, w, c]: number[],
+  y: Float32Array,
+): { pooled: number[]; unpooled: number[] } {
+  const [pd, ph, pw] = [d >> 1, h >> 1, w >> 1];
+  const pooled: number[] = [], unpooled = new Array(d * h * w * c).fill(0);
+  const at = (z: number, yy: number, xx: number, ch: number) => ((z * h + yy) * w + xx) * c + ch;
+  for (let z = 0; z < pd; z++) {
+    for (let yy = 0; yy < ph; yy++) {
+      for (let xx = 0; xx < pw; xx++) {
+        for (let ch = 0; ch < c; ch++) {
+          let best = -Infinity, arg = -1;
+          for (let dz = 0; dz < 2; dz++) {
+            for (let dy = 0; dy < 2; dy++) {
+              for (let dx = 0; dx < 2; dx++) {
+                const i = at(2 * z + dz, 2 * yy + dy, 2 * xx + dx, ch);
+                if (x[i] > best) [best, arg] = [x[i], i];
+              }
+            }
+          }
+          const p = ((z * ph + yy) * pw + xx) * c + ch;
+          pooled[p] = best;
+          unpooled[arg] = y[p];
+        }
+      }
+    }
+  }
+  return { pooled, unpooled };
+}
+
+Deno.test("max-unpooling with first-maximum indices equals PyTorch's semantics, ties included", () => {
+  // 6x4x5 (an odd width: the last column is not pooled), 2 channels; a constant region and
+  // quantised values make whole windows tie
+  const shape = [6, 4, 5, 2];
+  const r = mulberry32(3);
+  const x = Float32Array.from({ length: 6 * 4 * 5 * 2 }, (_, i) => (i < 60 ? 0 : Math.round(r() * 3)));
+  const xt = tf.tensor5d(x, [1, 6, 4, 5, 2]);
+  const { pooled, masks } = maxPoolWithMask(xt);
+  assertEquals(pooled.shape, [1, 3, 2, 2, 2]);
+  const y = Float32Array.from({ length: pooled.size }, (_, i) => i + 1);
+  const ref = referencePoolUnpool3d(x, shape, y);
+  close(pooled.dataSync(), ref.pooled);
+  // every window marks exactly one position
+  const total = tf.tidy(() => tf.addN(masks).dataSync());
+  assert(Array.from(total).every((v) => v === 1), "one position per window");
+  const un = maxUnpool(tf.tensor(y, pooled.shape) as tf.Tensor5D, masks);
+  assertEquals(un.shape, [1, 6, 4, 4, 2]);
+  // compare on the pooled extent (the reference keeps the odd last column at zero)
+  const got = un.arraySync() as number[][][][][];
+  for (let z = 0; z < 6; z++) {
+    for (let yy = 0; yy < 4; yy++) {
+      for (let xx = 0; xx < 4; xx++) {
+        for (let ch = 0; ch < 2; ch++) {
+          assertEquals(
+            got[0][z][yy][xx][ch],
+            ref.unpooled[((z * 4 + yy) * 5 + xx) * 2 + ch],
+            `${z},${yy},${xx},${ch}`,
+          );
+        }
+      }
+    }
+  }
+  // 2D: a constant 2x2 window picks its first position only
+  const flat = maxPoolWithMask(tf.zeros([1, 2, 2, 1]) as tf.Tensor4D);
+  close(maxUnpool(tf.ones([1, 1, 1, 1]) as tf.Tensor4D, flat.masks).dataSync(), [1, 0, 0, 0]);
+});
+
+Deno.test("max-unpooling and the pooled maximum: gradients match finite differences", () => {
+  const x = randn([1, 4, 4, 2, 3], 11) as tf.Tensor5D;
+  const { masks } = maxPoolWithMask(x);
+  const r1 = gradCheck((y) => maxUnpool(y as tf.Tensor5D, masks), [randn([1, 2, 2, 1, 3], 12)]);
+  assert(r1.maxRelError < GRAD_TOL, `unpool: ${JSON.stringify(r1.worst)}`);
+  // distinct values: the maximum is differentiable at the sample
+  const r2 = gradCheck((t) => maxPoolWithMask(t as tf.Tensor5D).pooled, [x], { eps: 1e-3 });
+  assert(r2.maxRelError < GRAD_TOL, `pool: ${JSON.stringify(r2.worst)}`);
 });

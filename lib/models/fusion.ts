@@ -18,6 +18,8 @@ import { cat, ConvBlock, levelWidths, pool, spatialSize } from "./blocks.ts";
 export interface SegmentationNetwork extends Module {
   /** Channels of each encoder level, shallow to deep. */
   readonly levelChannels: number[];
+  /** The levels (0-based) whose features the decoder reads and AFMs attach to (default: all). */
+  readonly fusedLevels?: number[];
   readonly classes: number;
   encode(x: tf.Tensor5D): tf.Tensor5D[];
   /** Class logits [1, D, H, W, classes] from (possibly guided) encoder features. */
@@ -168,9 +170,13 @@ export class AFM extends Module {
   }
 }
 
-/** A segmentation network with one AFM per encoder level (Eq. 10). */
+/**
+ * A segmentation network with one AFM per encoder level it declares (`fusedLevels`, every level
+ * unless the network says otherwise) (Eq. 10); other levels pass through unchanged.
+ */
 export class GuidedSegmenter extends Module {
-  readonly afms: AFM[];
+  /** AFM of each level, or null where the network declares none. */
+  readonly afms: (AFM | null)[];
   constructor(
     readonly net: SegmentationNetwork,
     keeperWidths: number[],
@@ -180,12 +186,13 @@ export class GuidedSegmenter extends Module {
     super();
     this.child("net", net);
     const init = new Init(seed);
+    const fused = new Set(net.fusedLevels ?? net.levelChannels.map((_, i) => i));
     this.afms = net.levelChannels.map((c, i) =>
-      this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate))
+      fused.has(i) ? this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate)) : null
     );
   }
   private guidedFeatures(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D[] {
-    return this.net.encode(x).map((f, i) => this.afms[i].apply(keeperFeatures, f));
+    return this.net.encode(x).map((f, i) => this.afms[i]?.apply(keeperFeatures, f) ?? f);
   }
   /** Logits from the low-field image and the (frozen) KKN's 7T-like features. */
   apply(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D {

@@ -10,8 +10,9 @@
 import type * as tf from "@tensorflow/tfjs-core";
 import { type SegmentationNetwork, UNet3D } from "./fusion.ts";
 import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
+import { USegNet, type USegNetAfmLevels } from "./usegnet.ts";
 
-export type NetworkName = "unet3d" | "voxresnet";
+export type NetworkName = "unet3d" | "voxresnet" | "usegnet";
 
 export interface NetworkSpec {
   network: NetworkName;
@@ -20,6 +21,8 @@ export interface NetworkSpec {
   levels: number;
   /** VoxResNet's per-level decoder (`compact` or the authors' `released` form). */
   voxresnetDeconv?: VoxResDeconv;
+  /** U-SegNet's AFM levels: `ends` (1 and 5, the features its decoder reads) or `all`. */
+  usegnetAfmLevels?: USegNetAfmLevels;
 }
 
 interface NetworkEntry {
@@ -33,6 +36,10 @@ export const NETWORKS: Record<NetworkName, NetworkEntry> = {
   voxresnet: {
     label: "VoxResNet",
     build: (s, seed) => new VoxResNet(s.classes, s.nf, s.levels, seed, s.voxresnetDeconv ?? "compact"),
+  },
+  usegnet: {
+    label: "U-SegNet",
+    build: (s, seed) => new USegNet(s.classes, s.nf, s.levels, seed, s.usegnetAfmLevels ?? "ends"),
   },
 };
 

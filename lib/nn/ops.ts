@@ -137,3 +137,68 @@ export function leakyRelu<T extends tf.Tensor>(x: T, slope = 0.01): T {
 export function relu<T extends tf.Tensor>(x: T): T {
   return fastLeakyRelu(x, 0) ?? tf.relu(x);
 }
+
+/**
+ * Max pooling 2x with the position of each window's maximum, for max-unpooling (SegNet-style
+ * decoders). Returns the pooled tensor and one 0/1 mask per window position (2^d of them, in
+ * raster order over the spatial axes) marking the **first** maximum of each window, the index
+ * PyTorch's `MaxPool(return_indices=True)` records: tied windows (constant background) select
+ * one position, not all. Odd sizes pool floor(n/2) windows, as PyTorch; the last row is dropped.
+ * The masks carry no gradient (they come from a comparison).
+ */
+export function maxPoolWithMask<T extends Spatial>(x: T): { pooled: T; masks: T[] } {
+  const axes = spatialAxes(x);
+  return tf.tidy(() => {
+    // the window positions: every combination of even/odd along each spatial axis
+    let parts: tf.Tensor[] = [x];
+    for (const a of axes) {
+      const n = Math.floor(x.shape[a] / 2);
+      const even = tf.tensor1d(Int32Array.from({ length: n }, (_, i) => 2 * i), "int32");
+      const odd = tf.tensor1d(Int32Array.from({ length: n }, (_, i) => 2 * i + 1), "int32");
+      parts = parts.flatMap((p) => [tf.gather(p, even, a), tf.gather(p, odd, a)]);
+    }
+    const pooled = parts.reduce((m, p) => tf.maximum(m, p));
+    // first maximum: position k wins where it equals the max and no earlier position did
+    const masks: tf.Tensor[] = [];
+    let taken = tf.zerosLike(pooled);
+    for (const p of parts) {
+      const isMax = tf.cast(tf.greaterEqual(p, pooled), "float32");
+      masks.push(tf.mul(isMax, tf.sub(1, taken)));
+      taken = tf.minimum(1, tf.add(taken, isMax));
+    }
+    return { pooled: pooled as T, masks: masks as T[] };
+  });
+}
+
+/**
+ * Max-unpooling 2x: each value of `y` goes back to the window position its mask marks (from
+ * `maxPoolWithMask` on the pre-pool tensor), zeros elsewhere; `y` has the pooled tensor's shape.
+ * The output has twice the pooled size along every spatial axis (pad with `matchSize`-style
+ * zeros to reach an odd original size).
+ */
+export function maxUnpool<T extends Spatial>(y: T, masks: T[]): T {
+  const axes = spatialAxes(y);
+  if (masks.length !== 2 ** axes.length) {
+    throw new RangeError(`maxUnpool: ${masks.length} masks for ${axes.length} spatial axes`);
+  }
+  for (const m of masks) {
+    if (m.shape.join() !== y.shape.join()) {
+      throw new RangeError(`maxUnpool: mask shape [${m.shape}] differs from the input's [${y.shape}]`);
+    }
+  }
+  return tf.tidy(() => {
+    let parts: tf.Tensor[] = masks.map((m) => tf.mul(m, y));
+    // interleave pairs back, the last spatial axis first (raster order: its positions are adjacent)
+    for (const a of [...axes].reverse()) {
+      const next: tf.Tensor[] = [];
+      for (let i = 0; i < parts.length; i += 2) {
+        const s = tf.stack([parts[i], parts[i + 1]], a + 1);
+        const shape = [...parts[i].shape];
+        shape[a] *= 2;
+        next.push(tf.reshape(s, shape));
+      }
+      parts = next;
+    }
+    return parts[0] as T;
+  });
+}

@@ -45,6 +45,7 @@ import {
   type NetworkSpec,
 } from "../models/networks.ts";
 import type { VoxResDeconv } from "../models/voxresnet.ts";
+import type { USegNetAfmLevels } from "../models/usegnet.ts";
 import { l1 } from "../models/blocks.ts";
 import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
 import { type Scores, trainLoop } from "./loop.ts";
@@ -78,6 +79,8 @@ export interface RunConfig {
     network: NetworkName;
     /** VoxResNet's per-level decoder: `compact` (default) or the authors' `released` form. */
     voxresnetDeconv: VoxResDeconv;
+    /** U-SegNet's AFM levels: `ends` (1 and 5, default) or `all`. */
+    usegnetAfmLevels: USegNetAfmLevels;
     nf: number;
     levels: number;
     classes: number;
@@ -143,6 +146,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
   const fusion = {
     network: "unet3d" as NetworkName,
     voxresnetDeconv: "compact" as VoxResDeconv,
+    usegnetAfmLevels: "ends" as USegNetAfmLevels,
     nf,
     levels: 5,
     classes: 4,
@@ -224,8 +228,9 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "keeper.distribution": ["paper", "code"],
   "keeper.norm": ["instance", "none"],
   "fusion.input": ["low-field", "ideal"],
-  "fusion.network": ["unet3d", "voxresnet"],
+  "fusion.network": ["unet3d", "voxresnet", "usegnet"],
   "fusion.voxresnetDeconv": ["compact", "released"],
+  "fusion.usegnetAfmLevels": ["ends", "all"],
   "fusion.afmGate": ["none", "zero"],
   "fusion.loss": ["ce", "ce+dice"],
 };
@@ -488,9 +493,13 @@ export function buildKeeper(cfg: RunConfig, fold: number): KnowledgeKeeper {
 export function networkSpec(cfg: RunConfig): NetworkSpec {
   const { classes, nf, levels } = cfg.fusion;
   const network = cfg.fusion.network ?? "unet3d";
-  return network === "voxresnet"
-    ? { network, classes, nf, levels, voxresnetDeconv: cfg.fusion.voxresnetDeconv ?? "compact" }
-    : { network, classes, nf, levels };
+  if (network === "voxresnet") {
+    return { network, classes, nf, levels, voxresnetDeconv: cfg.fusion.voxresnetDeconv ?? "compact" };
+  }
+  if (network === "usegnet") {
+    return { network, classes, nf, levels, usegnetAfmLevels: cfg.fusion.usegnetAfmLevels ?? "ends" };
+  }
+  return { network, classes, nf, levels };
 }
 
 /**
