@@ -434,7 +434,7 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assertEquals(Array.from((await readNifti(output)).data), Array.from(b.data));
   // the other registered networks through the same pipeline: each baseline trains, its spec is in
   // the checkpoint, its phase is labelled with its name
-  for (const [network, label] of [["voxresnet", "VoxResNet"], ["usegnet", "U-SegNet"]]) {
+  for (const [network, label] of [["voxresnet", "VoxResNet"], ["usegnet", "U-SegNet"], ["rpnet", "RP-Net"]]) {
     const cfgPath = join(out, `${network}.json`);
     await Deno.writeTextFile(cfgPath, JSON.stringify({ fusion: { network } }));
     const dir = await runTraining({

@@ -17,6 +17,7 @@ import {
 import { GuidedSegmenter } from "../lib/models/fusion.ts";
 import { matchSize, VoxResNet } from "../lib/models/voxresnet.ts";
 import { USegNet } from "../lib/models/usegnet.ts";
+import { PYRAMID_BINS, pyramidPool, RPNet } from "../lib/models/rpnet.ts";
 import { loadSegmenter, profileConfig } from "../lib/train/pipeline.ts";
 import { saveCheckpoint } from "../lib/train/state.ts";
 
@@ -160,4 +161,30 @@ Deno.test("U-SegNet at nf 16: the reference's parameter count less BatchNorm's a
   assertEquals(net.fusedLevels, [0, 4]);
   assertEquals(new USegNet(4, 4, 3, 1, "all").fusedLevels, [0, 1, 2]);
   net.dispose();
+});
+
+Deno.test("RP-Net at nf 16: the reference's parameter counts less BatchNorm's affine parameters", () => {
+  // reference (wave2-architectures.md 1.4): encoder 6,474,194, decoder 4,159,904, classifier 960,
+  // with BatchNorm weight and bias: RRB(cin, cout) has 2 (cin + 6 cout), the bottleneck 2 * 2 * 256
+  const bnEncoder = 2 * (1 + 96) + 2 * (16 + 192) + 2 * (32 + 384) + 2 * (64 + 768) + 1024;
+  const bnDecoder = 14 * (128 + 64 + 32 + 16);
+  const net = new RPNet(4, 16, 5, 1);
+  assertEquals(net.parameterCount(), 6474194 - bnEncoder + 4159904 - bnDecoder + 960);
+  assertEquals(net.auxDecay, 0);
+  net.dispose();
+});
+
+Deno.test("pyramid pooling: zero padding split floor/ceil, kernel = stride = ceil(n / bins); gradient", () => {
+  // one axis of 5 voxels in 2 bins: k = 3, padded by 1 (0 before, 1 after): windows [0..2], [3, 4, pad]
+  const x = tf.tensor5d([1, -5, 3, -2, -4], [1, 1, 1, 5, 1]);
+  const p = pyramidPool(x, 2);
+  // the depth and height axes have one voxel: k = 1 there
+  assertEquals(p.shape, [1, 1, 1, 2, 1]);
+  assertEquals(Array.from(p.dataSync()), [3, 0]); // the zero padding wins the second window
+  // 7 voxels, 2 bins: k = 4, padded by 1 before and 0 after... total 1 -> floor 0 before, ceil 1 after
+  const y = tf.tensor5d([9, 1, 1, 1, 5, 1, 1], [1, 1, 1, 7, 1]);
+  assertEquals(Array.from(pyramidPool(y, 2).dataSync()), [9, 5]);
+  const r = gradCheck((t) => pyramidPool(t as tf.Tensor5D, 4), [rand([1, 6, 5, 7, 2], 4)], { eps: 1e-3 });
+  assert(r.maxRelError < 2e-3, JSON.stringify(r.worst));
+  assertEquals(PYRAMID_BINS, [1, 4, 8, 16]);
 });

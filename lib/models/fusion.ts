@@ -26,6 +26,8 @@ export interface SegmentationNetwork extends Module {
   decode(features: tf.Tensor5D[]): tf.Tensor5D;
   /** Networks with deep supervision: the logits and the auxiliary outputs their loss adds. */
   decodeWithAux?(features: tf.Tensor5D[]): { logits: tf.Tensor5D; aux: tf.Tensor5D[] };
+  /** Deep supervision weight: 1 - auxDecay * round (clamped at 0). */
+  readonly auxDecay?: number;
 }
 
 class DoubleConv extends Module {

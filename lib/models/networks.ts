@@ -11,8 +11,9 @@ import type * as tf from "@tensorflow/tfjs-core";
 import { type SegmentationNetwork, UNet3D } from "./fusion.ts";
 import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
 import { USegNet, type USegNetAfmLevels } from "./usegnet.ts";
+import { RPNet } from "./rpnet.ts";
 
-export type NetworkName = "unet3d" | "voxresnet" | "usegnet";
+export type NetworkName = "unet3d" | "voxresnet" | "usegnet" | "rpnet";
 
 export interface NetworkSpec {
   network: NetworkName;
@@ -41,6 +42,7 @@ export const NETWORKS: Record<NetworkName, NetworkEntry> = {
     label: "U-SegNet",
     build: (s, seed) => new USegNet(s.classes, s.nf, s.levels, seed, s.usegnetAfmLevels ?? "ends"),
   },
+  rpnet: { label: "RP-Net", build: (s, seed) => new RPNet(s.classes, s.nf, s.levels, seed) },
 };
 
 /** Builds a registered network; an unknown name is named with the registered ones. */

@@ -96,6 +96,8 @@ export function matchSize(x: tf.Tensor5D, size: [number, number, number]): tf.Te
 
 export class VoxResNet extends Module implements SegmentationNetwork {
   readonly levelChannels: number[];
+  /** The deep-supervision weight falls by 0.001 a round (an epoch in the authors' code). */
+  readonly auxDecay = 0.001;
   private readonly stem: Conv;
   private readonly stem2: Conv;
   private readonly downs: Down[] = [];

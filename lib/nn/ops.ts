@@ -148,26 +148,34 @@ export function relu<T extends tf.Tensor>(x: T): T {
  */
 export function maxPoolWithMask<T extends Spatial>(x: T): { pooled: T; masks: T[] } {
   const axes = spatialAxes(x);
-  return tf.tidy(() => {
-    // the window positions: every combination of even/odd along each spatial axis
-    let parts: tf.Tensor[] = [x];
+  // the pooled maximum with the backend's pooling kernel (and its gradient)
+  const pooled =
+    (axes.length === 3
+      ? tf.maxPool3d(x as tf.Tensor5D, 2, 2, "valid")
+      : tf.maxPool(x as tf.Tensor4D, 2, 2, "valid")) as T;
+  // the masks from a copy of x that is off the gradient tape: a comparison carries no gradient,
+  // and the window gathers would otherwise be back-propagated (as zeros) at full resolution
+  const masks = tf.tidy(() => {
+    const detached = tf.tensor(x.dataSync(), x.shape);
+    let parts: tf.Tensor[] = [detached];
     for (const a of axes) {
       const n = Math.floor(x.shape[a] / 2);
       const even = tf.tensor1d(Int32Array.from({ length: n }, (_, i) => 2 * i), "int32");
       const odd = tf.tensor1d(Int32Array.from({ length: n }, (_, i) => 2 * i + 1), "int32");
       parts = parts.flatMap((p) => [tf.gather(p, even, a), tf.gather(p, odd, a)]);
     }
-    const pooled = parts.reduce((m, p) => tf.maximum(m, p));
+    const max = parts.reduce((m, p) => tf.maximum(m, p));
     // first maximum: position k wins where it equals the max and no earlier position did
-    const masks: tf.Tensor[] = [];
-    let taken = tf.zerosLike(pooled);
+    const out: tf.Tensor[] = [];
+    let taken = tf.zerosLike(max);
     for (const p of parts) {
-      const isMax = tf.cast(tf.greaterEqual(p, pooled), "float32");
-      masks.push(tf.mul(isMax, tf.sub(1, taken)));
+      const isMax = tf.cast(tf.greaterEqual(p, max), "float32");
+      out.push(tf.mul(isMax, tf.sub(1, taken)));
       taken = tf.minimum(1, tf.add(taken, isMax));
     }
-    return { pooled: pooled as T, masks: masks as T[] };
+    return out as T[];
   });
+  return { pooled, masks };
 }
 
 /**
@@ -187,18 +195,15 @@ export function maxUnpool<T extends Spatial>(y: T, masks: T[]): T {
     }
   }
   return tf.tidy(() => {
-    let parts: tf.Tensor[] = masks.map((m) => tf.mul(m, y));
-    // interleave pairs back, the last spatial axis first (raster order: its positions are adjacent)
-    for (const a of [...axes].reverse()) {
-      const next: tf.Tensor[] = [];
-      for (let i = 0; i < parts.length; i += 2) {
-        const s = tf.stack([parts[i], parts[i + 1]], a + 1);
-        const shape = [...parts[i].shape];
-        shape[a] *= 2;
-        next.push(tf.reshape(s, shape));
-      }
-      parts = next;
-    }
-    return parts[0] as T;
+    // the window positions side by side in the channel axis, [.., 2^d * C] in raster order, then
+    // each position moved next to its spatial axis: [1, n1, 2, n2, 2, (n3, 2,) C] (one transpose;
+    // stacking pairs instead is ~50x slower to differentiate on the cpu backend)
+    const d = axes.length, c = y.shape[d + 1];
+    const joined = tf.concat(masks.map((m) => tf.mul(m, y)), d + 1);
+    const sizes = axes.map((a) => y.shape[a]);
+    const split = tf.reshape(joined, [1, ...sizes, ...Array(d).fill(2), c]);
+    const perm = [0, ...axes.flatMap((_, i) => [1 + i, 1 + d + i]), 1 + 2 * d];
+    const outShape: number[] = [1, ...sizes.map((n) => 2 * n), c];
+    return tf.reshape<tf.Rank>(tf.transpose(split, perm), outShape) as unknown as T;
   });
 }

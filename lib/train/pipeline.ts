@@ -228,7 +228,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "keeper.distribution": ["paper", "code"],
   "keeper.norm": ["instance", "none"],
   "fusion.input": ["low-field", "ideal"],
-  "fusion.network": ["unet3d", "voxresnet", "usegnet"],
+  "fusion.network": ["unet3d", "voxresnet", "usegnet", "rpnet"],
   "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.usegnetAfmLevels": ["ends", "all"],
   "fusion.afmGate": ["none", "zero"],
@@ -864,6 +864,8 @@ async function trainSegmenter(
     keeper: KnowledgeKeeper | null;
     /** Recorded in the stage's checkpoints (the network spec). */
     meta: Record<string, unknown>;
+    /** Deep supervision weight 1 - auxDecay * round (the network's; 0: constant). */
+    auxDecay: number;
   },
 ): Promise<void> {
   const { label, name, schedule, module, seedTag, logits, forward, keeper } = stage;
@@ -892,8 +894,9 @@ async function trainSegmenter(
       const x = toTensor(a.arrays[segInput(a.subject, data.input)], a.shape);
       const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
       const fk = features(x);
-      // deep supervision (VoxResNet): CE on each auxiliary output, weighted 1 - 0.001 per round
-      const auxWeight = Math.max(0, 1 - 0.001 * round);
+      // deep supervision (VoxResNet, RP-Net): CE on each auxiliary output, weighted by the network's
+      // schedule (VoxResNet: 1 - 0.001 a round; RP-Net: 1)
+      const auxWeight = Math.max(0, 1 - stage.auxDecay * round);
       const cost = opt.minimize(
         () => {
           const out = forward(x, fk);
@@ -979,6 +982,7 @@ async function baselineStage(
     forward: (x) => decodeAll(net, net.encode(x)),
     keeper: null,
     meta: { spec },
+    auxDecay: net.auxDecay ?? 0,
   });
   const dice = await diceOf(data.test, data.input, classes, (x) => net.decode(net.encode(x)));
   const mean = (c: number) => dice.reduce((a, r) => a + r[c], 0) / dice.length;
@@ -1022,6 +1026,7 @@ export async function trainFusion(
     forward: (x) => decodeAll(matched, matched.encode(x)),
     keeper: null,
     meta: { spec },
+    auxDecay: matched.auxDecay ?? 0,
   });
   const matchedDice = await testDice((x) => matched.decode(matched.encode(x)));
   matched.dispose();
@@ -1037,6 +1042,7 @@ export async function trainFusion(
     forward: (x, fk) => guided.forward(x, fk),
     keeper: kkn,
     meta: { spec, afmGate: ctx.cfg.fusion.afmGate ?? "none", keeperWidths: kkn.widths },
+    auxDecay: baseline.auxDecay ?? 0,
   });
   const guidedDice = await testDice((x) => guided.apply(x, kkn.apply(x)));
 
