@@ -193,6 +193,53 @@ export function featureDistanceTable(run: RunData, reading: FeatureReading = "ex
   }));
 }
 
+/** The paper's Table 2 (IBSR tissue Dice, %): baseline and with UHF guidance, CSF / GM / WM. */
+export const PAPER_TABLE2: Record<string, { baseline: number[]; guided: number[] }> = {
+  "3D U-Net": { baseline: [82.09, 91.81, 88.49], guided: [84.16, 92.52, 88.83] },
+  VoxResNet: { baseline: [77.70, 90.72, 86.75], guided: [81.11, 91.75, 87.84] },
+  "U-SegNet": { baseline: [72.03, 87.79, 84.22], guided: [76.10, 89.41, 85.45] },
+  "RP-Net": { baseline: [74.89, 87.29, 83.41], guided: [81.58, 92.22, 88.89] },
+};
+
+/**
+ * Table 2 from one finished fusion run per network: mean test Dice (%) per tissue class and
+ * their average, for the baseline, the epoch-matched control and the AFM-guided network; the
+ * AFM's gain and paired t-test p-values against the baseline and the control; the paper's
+ * baseline and guided averages beside them.
+ */
+export function table2(runs: RunData[]): dfd.DataFrame {
+  const pct = (v: number) => 100 * v;
+  return dataFrame(runs.map((run) => {
+    const fu = run.metrics.fusion;
+    if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+    const net = networkLabel(networkSpec(run.config));
+    const tissue = fu.tTest.filter((t) => t.class !== "background");
+    const avg = (k: "baselineMean" | "baselineMatchedMean" | "guidedMean") =>
+      mean(tissue.map((t) => pct(t[k])));
+    const row: Record<string, number | string> = { network: net };
+    for (const t of tissue) row[`${t.class}`] = pct(t.baselineMean);
+    row["average"] = avg("baselineMean");
+    row["control average"] = avg("baselineMatchedMean");
+    for (const t of tissue) row[`${t.class} + AFM`] = pct(t.guidedMean);
+    row["average + AFM"] = avg("guidedMean");
+    row["AFM gain"] = avg("guidedMean") - avg("baselineMean");
+    row["AFM gain over control"] = avg("guidedMean") - avg("baselineMatchedMean");
+    for (const t of tissue) {
+      row[`p ${t.class} vs baseline`] = Number.isFinite(t.p) ? t.p : "n/a";
+      row[`p ${t.class} vs control`] = Number.isFinite(t.pMatched) ? t.pMatched : "n/a";
+    }
+    const paper = PAPER_TABLE2[net];
+    row["paper average"] = paper ? mean(paper.baseline) : "n/a";
+    row["paper average + guidance"] = paper ? mean(paper.guided) : "n/a";
+    const conv = (run.metrics as { convergence?: ConvergenceReport[] }).convergence ?? [];
+    const problems = conv.filter((c) => c.problems.length && !/^(teacher|keeper)/.test(c.phase));
+    row["converged"] = problems.length
+      ? problems.map((c) => `${c.phase}: ${c.problems.join("; ")}`).join(" | ")
+      : "yes";
+    return row;
+  }));
+}
+
 /** Dice per class: baseline vs AFM-guided, one box per class and model (Table 1 / Fig. 7 numbers). */
 export function diceBoxPlot(run: RunData): PlotlyFigure {
   const fu = run.metrics.fusion;

@@ -25,6 +25,7 @@ import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
+import { runTable2 } from "../scripts/table2.ts";
 import { readNifti, writeNifti } from "../lib/io/nifti.ts";
 import { makeVolume } from "../lib/volume/volume.ts";
 import { UsageError } from "../lib/cli.ts";
@@ -456,6 +457,19 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
     );
     assert(log.some((l) => l.phase === `baseline ${label}` && l.train), `${label} phase label`);
   }
+  // Table 2 from the run's KKN: the 3D U-Net taken from the run, RP-Net trained on it
+  const tableDir = join(out, "table2");
+  const t2runs = await runTable2({
+    from: runDir,
+    networks: "unet3d,rpnet",
+    name: "t2",
+    out: tableDir,
+    runs: out,
+    progress: false,
+  });
+  assertEquals(t2runs, [runDir, join(out, "t2-rpnet")]);
+  const t2 = await Deno.readTextFile(join(tableDir, "table2.md"));
+  assert(t2.includes("| 3D U-Net |") && t2.includes("| RP-Net |") && t2.includes("paper average"), t2);
   // figures regenerated from the run: no blank image, no plot without data
   if (chromiumPath()) {
     const figDir = join(out, "figures");

@@ -1,0 +1,114 @@
+/**
+ * `deno task table2 [--from runs/default] [--networks voxresnet,usegnet,rpnet,unet3d]`: Table 2
+ * of the paper on the tissue cohort. For each network, a run `runs/<name>-<network>` gets the
+ * `--from` run's teacher and KKN (fold 1) and configuration with only `fusion.network` changed,
+ * and trains phase 3 (baseline, epoch-matched control, AFM-guided); a network the `--from` run
+ * already trained is taken from it. Then `<out>/table2.csv` and `table2.md` are written from the
+ * runs' results, beside the paper's numbers. Each run resumes like any other.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
+import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { writeFileAtomic } from "../lib/io/nifti.ts";
+import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
+import { loadRun, table2 } from "../lib/report.ts";
+import { runTraining } from "../lib/train/run.ts";
+import { toCsv, toMarkdown } from "../lib/viz/table.ts";
+
+export const TABLE2_COMMAND: CommandSpec = {
+  name: "deno task table2",
+  summary: "train phase 3 for every 3D tissue network on a finished run's KKN and write Table 2",
+  usage: "deno task table2 [--from runs/default] [--networks LIST] [--name table2] [--out figures]",
+  options: [
+    {
+      name: "from",
+      description: "a finished run whose teacher and KKN (fold 1) every network uses",
+      default: "runs/default",
+    },
+    {
+      name: "networks",
+      description: `comma-separated networks (${Object.keys(NETWORKS).join(", ")})`,
+      default: "unet3d,voxresnet,usegnet,rpnet",
+    },
+    { name: "name", description: "run name prefix: runs/<name>-<network>", default: "table2" },
+    { name: "out", description: "folder for table2.csv and table2.md", default: "figures" },
+    { name: "runs", description: "folder the per-network runs go to", default: "runs" },
+    {
+      name: "backend",
+      description: "compute backend",
+      choices: BACKENDS,
+      default: "auto",
+      env: "TFJS_BACKEND",
+    },
+    { name: "progress", description: "progress bars", type: "boolean", default: true },
+  ],
+};
+
+/** Copies checkpoint `name` (its index and the data file the index names) between run folders. */
+async function copyCheckpoint(from: string, to: string, name: string): Promise<void> {
+  const index = join(from, "checkpoints", `${name}.json`);
+  if (!existsSync(index)) throw new UsageError(`--from ${from}: checkpoints/${name}.json missing`);
+  const data = JSON.parse(await Deno.readTextFile(index)).data ?? `${name}.bin`;
+  await Deno.copyFile(join(from, "checkpoints", data), join(to, "checkpoints", data));
+  await Deno.copyFile(index, join(to, "checkpoints", `${name}.json`));
+}
+
+export async function runTable2(
+  opts: Record<string, string | number | boolean | undefined>,
+): Promise<string[]> {
+  const from = String(opts.from);
+  const source = await loadRun(from);
+  const networks = String(opts.networks).split(",").map((n) => n.trim()).filter(Boolean);
+  for (const n of networks) {
+    if (!(n in NETWORKS)) {
+      throw new UsageError(`--networks: "${n}" is not one of ${Object.keys(NETWORKS).join(", ")}`);
+    }
+  }
+  const runs: string[] = [];
+  for (const network of networks as NetworkName[]) {
+    if ((source.config.fusion.network ?? "unet3d") === network && source.metrics.fusion) {
+      runs.push(from);
+      continue;
+    }
+    const name = `${opts.name}-${network}`;
+    const dir = join(String(opts.runs), name);
+    await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
+    for (const ck of ["teacher-fold1-best", "keeper-fold1-best"]) {
+      if (!existsSync(join(dir, "checkpoints", `${ck}.json`))) await copyCheckpoint(from, dir, ck);
+    }
+    const config = { ...source.config, fusion: { ...source.config.fusion, network } };
+    const configPath = join(dir, "table2-config.json");
+    await writeFileAtomic(configPath, JSON.stringify(config, null, 2));
+    console.log(`${name}: phase 3 with ${NETWORKS[network].label}`);
+    runs.push(
+      await runTraining({
+        profile: source.config.profile,
+        seed: source.config.seed,
+        phase: "fusion",
+        config: configPath,
+        name,
+        out: String(opts.runs),
+        data: source.metrics.data,
+        folds: 1,
+        progress: opts.progress !== false,
+        // a network whose phase has not converged is reported in the table, not fatal to the others
+        "allow-unconverged": true,
+      }),
+    );
+  }
+  const table = table2(await Promise.all(runs.map((r) => loadRun(r))));
+  const out = String(opts.out);
+  await Deno.mkdir(out, { recursive: true });
+  await writeFileAtomic(join(out, "table2.csv"), toCsv(table));
+  await writeFileAtomic(join(out, "table2.md"), toMarkdown(table, 3));
+  console.log(toMarkdown(table, 3));
+  return runs;
+}
+
+if (import.meta.main) {
+  await runCommand(TABLE2_COMMAND, async (args) => {
+    await initBackend(String(args.options.backend));
+    await runTable2(args.options);
+  });
+}
