@@ -410,6 +410,12 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
       "RMS distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like); 3T features from the KKN's extractor (the paper's Appendix A), or from the teacher encoder",
   },
   {
+    file: "table2.csv/.md",
+    paper: "Table 2",
+    what:
+      "written by `deno task table2`, not by this command: per-network tissue Dice of baseline, epoch-matched control and AFM-guided network, gains, p-values, convergence verdicts, the paper's averages",
+  },
+  {
     file: "keeper-features.png",
     paper: "Fig. A.1",
     what: "level-1 channel-averaged features: rows 3T (teacher encoder), 7T (teacher encoder), 7T-like (KKN)",
