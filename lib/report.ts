@@ -29,7 +29,7 @@ import {
   type RunConfig,
   segInput,
 } from "./train/pipeline.ts";
-import { loadCheckpoint } from "./train/state.ts";
+import { loadCheckpoint, readCheckpointMeta } from "./train/state.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
 import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
@@ -289,7 +289,9 @@ export async function loadModels(run: RunData): Promise<TrainedModels> {
   const teacher = buildTeacher(cfg, 1);
   await loadCheckpoint(ck("teacher-fold1-best"), teacher);
   const keeper = buildKeeper(cfg, 1);
-  await loadCheckpoint(ck("keeper-fold1-best"), keeper, {}, "keeper.");
+  // the KKN the guided network was trained with (a `fusion.keeper` "random" control names its own)
+  const guidedMeta = await readCheckpointMeta(ck("guided-best"));
+  await loadCheckpoint(ck(String(guidedMeta.keeperCheckpoint ?? "keeper-fold1-best")), keeper, {}, "keeper.");
   // segmenters are rebuilt from the network spec their checkpoints record
   const baseline = await loadSegmenter(cfg, ck("baseline-best"));
   const guided = await loadGuided(cfg, ck("guided-best"), keeper.widths);

@@ -15,7 +15,7 @@ import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
 import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
 import { buildKeeper, loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
-import { loadCheckpoint } from "../lib/train/state.ts";
+import { loadCheckpoint, readCheckpointMeta } from "../lib/train/state.ts";
 
 export const SEGMENT_COMMAND: CommandSpec = {
   name: "deno task segment",
@@ -113,7 +113,10 @@ export async function segmentFile(
   const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
 
   const kkn = buildKeeper(cfg, 1);
-  await loadCheckpoint(join(runDir, "checkpoints", "keeper-fold1-best"), kkn, {}, "keeper.");
+  // the KKN the guided network was trained with (a `fusion.keeper` "random" control names its own)
+  const meta = await readCheckpointMeta(join(runDir, "checkpoints", "guided-best"));
+  const keeperCkpt = String(meta.keeperCheckpoint ?? "keeper-fold1-best");
+  await loadCheckpoint(join(runDir, "checkpoints", keeperCkpt), kkn, {}, "keeper.");
   // the guided network is rebuilt from the spec its checkpoint records
   const guided = await loadGuided(cfg, join(runDir, "checkpoints", "guided-best"), kkn.widths);
 

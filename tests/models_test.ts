@@ -470,6 +470,32 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assertEquals(t2runs, [runDir, join(out, "t2-rpnet")]);
   const t2 = await Deno.readTextFile(join(tableDir, "table2.md"));
   assert(t2.includes("| 3D U-Net |") && t2.includes("| RP-Net |") && t2.includes("paper average"), t2);
+  // the random-KKN control: the guided network trains on an untrained KKN, saved and named in its
+  // checkpoint, so the figures and `deno task segment` load the same one
+  const rk = join(out, "rk");
+  await Deno.mkdir(join(rk, "checkpoints"), { recursive: true });
+  for (const ck of ["teacher-fold1-best", "keeper-fold1-best"]) {
+    const index = join(runDir, "checkpoints", `${ck}.json`);
+    const data = JSON.parse(await Deno.readTextFile(index)).data;
+    await Deno.copyFile(join(runDir, "checkpoints", data), join(rk, "checkpoints", data));
+    await Deno.copyFile(index, join(rk, "checkpoints", `${ck}.json`));
+  }
+  const rkConfig = join(out, "rk.json");
+  await Deno.writeTextFile(rkConfig, JSON.stringify({ fusion: { keeper: "random" } }));
+  await runTraining({
+    profile: "quick",
+    seed: 0,
+    out,
+    name: "rk",
+    phase: "fusion",
+    epochs: 2,
+    progress: false,
+    config: rkConfig,
+  });
+  const rkMeta = JSON.parse(await Deno.readTextFile(join(rk, "checkpoints", "guided-best.json"))).meta;
+  assertEquals(rkMeta.keeperCheckpoint, "keeper-random");
+  assert(existsSync(join(rk, "checkpoints", "keeper-random.json")));
+  await segmentFile(input, join(out, "rk-labels.nii.gz"), rk);
   // figures regenerated from the run: no blank image, no plot without data
   if (chromiumPath()) {
     const figDir = join(out, "figures");

@@ -49,7 +49,7 @@ import type { USegNetAfmLevels } from "../models/usegnet.ts";
 import { l1 } from "../models/blocks.ts";
 import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
 import { type Scores, trainLoop } from "./loop.ts";
-import { loadCheckpoint, readCheckpointMeta } from "./state.ts";
+import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./state.ts";
 import { GENERATOR_VERSION, IDEAL_KEY } from "../phantom/cohort.ts";
 import {
   ConvergenceError,
@@ -81,6 +81,11 @@ export interface RunConfig {
     voxresnetDeconv: VoxResDeconv;
     /** U-SegNet's AFM levels: `ends` (1 and 5, default) or `all`. */
     usegnetAfmLevels: USegNetAfmLevels;
+    /**
+     * The KKN whose features the AFMs take: `trained` (fold 1's, the method) or `random` (the same
+     * architecture untrained: a control for what the trained 7T-like features add).
+     */
+    keeper: "trained" | "random";
     nf: number;
     levels: number;
     classes: number;
@@ -147,6 +152,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     network: "unet3d" as NetworkName,
     voxresnetDeconv: "compact" as VoxResDeconv,
     usegnetAfmLevels: "ends" as USegNetAfmLevels,
+    keeper: "trained" as "trained" | "random",
     nf,
     levels: 5,
     classes: 4,
@@ -231,6 +237,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "fusion.network": ["unet3d", "voxresnet", "usegnet", "rpnet"],
   "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.usegnetAfmLevels": ["ends", "all"],
+  "fusion.keeper": ["trained", "random"],
   "fusion.afmGate": ["none", "zero"],
   "fusion.loss": ["ce", "ce+dice"],
 };
@@ -1031,6 +1038,16 @@ export async function trainFusion(
   const matchedDice = await testDice((x) => matched.decode(matched.encode(x)));
   matched.dispose();
 
+  // the control `fusion.keeper` "random": an untrained KKN of the same architecture, saved so the
+  // guided checkpoint names the weights it was trained with
+  let keeperCheckpoint = "keeper-fold1-best";
+  if ((ctx.cfg.fusion.keeper ?? "trained") === "random") {
+    kkn = new KnowledgeKeeper(ctx.cfg.keeper, seedOf(ctx.cfg.seed, 6));
+    keeperCheckpoint = "keeper-random";
+    await saveCheckpoint(ckpt(ctx, keeperCheckpoint), new KeeperPair(kkn, new PatchDiscriminator(1, 1)), {}, {
+      random: true,
+    });
+  }
   const guided = buildGuided(ctx.cfg, baseline, kkn.widths);
   await trainSegmenter(ctx, data, {
     label: `${label} + AFM`,
@@ -1041,7 +1058,7 @@ export async function trainFusion(
     logits: (x, fk) => guided.apply(x, fk),
     forward: (x, fk) => guided.forward(x, fk),
     keeper: kkn,
-    meta: { spec, afmGate: ctx.cfg.fusion.afmGate ?? "none", keeperWidths: kkn.widths },
+    meta: { spec, afmGate: ctx.cfg.fusion.afmGate ?? "none", keeperWidths: kkn.widths, keeperCheckpoint },
     auxDecay: baseline.auxDecay ?? 0,
   });
   const guidedDice = await testDice((x) => guided.apply(x, kkn.apply(x)));
