@@ -15,7 +15,6 @@ import type { KnowledgeKeeper } from "./models/keeper.ts";
 import type { Teacher } from "./models/teacher.ts";
 import { loadCohort, type Subject, toTensor } from "./train/data.ts";
 import {
-  buildKeeper,
   buildTeacher,
   type FoldMetrics,
   foldSplits,
@@ -29,7 +28,7 @@ import {
   type RunConfig,
   segInput,
 } from "./train/pipeline.ts";
-import { loadCheckpoint, readCheckpointMeta } from "./train/state.ts";
+import { loadCheckpoint } from "./train/state.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
 import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
@@ -288,13 +287,10 @@ export async function loadModels(run: RunData): Promise<TrainedModels> {
   const cfg = run.config;
   const teacher = buildTeacher(cfg, 1);
   await loadCheckpoint(ck("teacher-fold1-best"), teacher);
-  const keeper = buildKeeper(cfg, 1);
-  // the KKN the guided network was trained with (a `fusion.keeper` "random" control names its own)
-  const guidedMeta = await readCheckpointMeta(ck("guided-best"));
-  await loadCheckpoint(ck(String(guidedMeta.keeperCheckpoint ?? "keeper-fold1-best")), keeper, {}, "keeper.");
-  // segmenters are rebuilt from the network spec their checkpoints record
+  // segmenters are rebuilt from the network spec their checkpoints record; the KKN is the one the
+  // guided network was trained with
   const baseline = await loadSegmenter(cfg, ck("baseline-best"));
-  const guided = await loadGuided(cfg, ck("guided-best"), keeper.widths);
+  const { keeper, guided } = await loadGuided(cfg, join(run.dir, "checkpoints"));
   return { teacher, keeper, baseline, guided };
 }
 
@@ -358,7 +354,7 @@ export async function featureMontage(m: TrainedModels, s: Subject, level = 1): P
 /** Fig. 7: the low-field image with ground-truth, baseline and guided tissue labels. */
 export async function segmentationMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
   const input = segInput(s);
-  const base = await predictVolume(s, input, (x) => labelsOf(m.baseline.decode(m.baseline.encode(x))));
+  const base = await predictVolume(s, input, (x) => labelsOf(m.baseline.apply(x)));
   const guided = await predictVolume(s, input, (x) => labelsOf(m.guided.apply(x, m.keeper.apply(x))));
   const img = asVolume(s, s.arrays[input]);
   return await montage([

@@ -14,8 +14,7 @@ import { readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
 import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
-import { buildKeeper, loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
-import { loadCheckpoint, readCheckpointMeta } from "../lib/train/state.ts";
+import { loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
 
 export const SEGMENT_COMMAND: CommandSpec = {
   name: "deno task segment",
@@ -112,13 +111,8 @@ export async function segmentFile(
   const grid = commonGrid(canonical, spacing);
   const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
 
-  const kkn = buildKeeper(cfg, 1);
-  // the KKN the guided network was trained with (a `fusion.keeper` "random" control names its own)
-  const meta = await readCheckpointMeta(join(runDir, "checkpoints", "guided-best"));
-  const keeperCkpt = String(meta.keeperCheckpoint ?? "keeper-fold1-best");
-  await loadCheckpoint(join(runDir, "checkpoints", keeperCkpt), kkn, {}, "keeper.");
-  // the guided network is rebuilt from the spec its checkpoint records
-  const guided = await loadGuided(cfg, join(runDir, "checkpoints", "guided-best"), kkn.widths);
+  // the guided network rebuilt from the spec its checkpoint records, with the KKN it was trained with
+  const { keeper: kkn, guided } = await loadGuided(cfg, join(runDir, "checkpoints"));
 
   const [ni, nj, nk] = grid.shape;
   const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);

@@ -14,6 +14,7 @@ import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
 import { loadRun, table2 } from "../lib/report.ts";
 import { runTraining } from "../lib/train/run.ts";
+import { copyCheckpoint } from "../lib/train/state.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 
 export const TABLE2_COMMAND: CommandSpec = {
@@ -45,15 +46,6 @@ export const TABLE2_COMMAND: CommandSpec = {
   ],
 };
 
-/** Copies checkpoint `name` (its index and the data file the index names) between run folders. */
-async function copyCheckpoint(from: string, to: string, name: string): Promise<void> {
-  const index = join(from, "checkpoints", `${name}.json`);
-  if (!existsSync(index)) throw new UsageError(`--from ${from}: checkpoints/${name}.json missing`);
-  const data = JSON.parse(await Deno.readTextFile(index)).data ?? `${name}.bin`;
-  await Deno.copyFile(join(from, "checkpoints", data), join(to, "checkpoints", data));
-  await Deno.copyFile(index, join(to, "checkpoints", `${name}.json`));
-}
-
 export async function runTable2(
   opts: Record<string, string | number | boolean | undefined>,
 ): Promise<string[]> {
@@ -75,7 +67,11 @@ export async function runTable2(
     const dir = join(String(opts.runs), name);
     await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
     for (const ck of ["teacher-fold1-best", "keeper-fold1-best"]) {
-      if (!existsSync(join(dir, "checkpoints", `${ck}.json`))) await copyCheckpoint(from, dir, ck);
+      if (existsSync(join(dir, "checkpoints", `${ck}.json`))) continue;
+      if (!existsSync(join(from, "checkpoints", `${ck}.json`))) {
+        throw new UsageError(`--from ${from}: checkpoints/${ck}.json missing`);
+      }
+      await copyCheckpoint(join(from, "checkpoints", ck), join(dir, "checkpoints", ck));
     }
     const config = { ...source.config, fusion: { ...source.config.fusion, network } };
     const configPath = join(dir, "table2-config.json");

@@ -26,6 +26,7 @@ import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { runTable2 } from "../scripts/table2.ts";
+import { copyCheckpoint } from "../lib/train/state.ts";
 import { readNifti, writeNifti } from "../lib/io/nifti.ts";
 import { makeVolume } from "../lib/volume/volume.ts";
 import { UsageError } from "../lib/cli.ts";
@@ -475,10 +476,7 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   const rk = join(out, "rk");
   await Deno.mkdir(join(rk, "checkpoints"), { recursive: true });
   for (const ck of ["teacher-fold1-best", "keeper-fold1-best"]) {
-    const index = join(runDir, "checkpoints", `${ck}.json`);
-    const data = JSON.parse(await Deno.readTextFile(index)).data;
-    await Deno.copyFile(join(runDir, "checkpoints", data), join(rk, "checkpoints", data));
-    await Deno.copyFile(index, join(rk, "checkpoints", `${ck}.json`));
+    await copyCheckpoint(join(runDir, "checkpoints", ck), join(rk, "checkpoints", ck));
   }
   const rkConfig = join(out, "rk.json");
   await Deno.writeTextFile(rkConfig, JSON.stringify({ fusion: { keeper: "random" } }));

@@ -22,6 +22,8 @@ export interface SegmentationNetwork extends Module {
   readonly fusedLevels?: number[];
   readonly classes: number;
   encode(x: tf.Tensor5D): tf.Tensor5D[];
+  /** The network alone: decode(encode(x)). */
+  apply(x: tf.Tensor5D): tf.Tensor5D;
   /** Class logits [1, D, H, W, classes] from (possibly guided) encoder features. */
   decode(features: tf.Tensor5D[]): tf.Tensor5D;
   /** Networks with deep supervision: the logits and the auxiliary outputs their loss adds. */

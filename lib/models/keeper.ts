@@ -193,7 +193,11 @@ export class KnowledgeKeeper extends Module {
 
   /** 7T-like features F~^K_1..L from a low-field image. */
   apply(x: tf.Tensor5D): tf.Tensor5D[] {
-    const dense = this.extract(x);
+    return this.guide(this.extract(x));
+  }
+
+  /** 7T-like features from the extractor's 3T features (`extract`), through the guide blocks. */
+  guide(dense: tf.Tensor5D[]): tf.Tensor5D[] {
     const L = dense.length;
     const out: tf.Tensor5D[] = new Array(L);
     out[L - 1] = this.topPrm.apply(this.top.apply(dense[L - 1]));

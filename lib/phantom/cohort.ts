@@ -9,6 +9,7 @@
  * matching of 3T to 7T).
  */
 import { readNifti, writeFileAtomic, writeNifti } from "../io/nifti.ts";
+import { sha256File } from "../io/hash.ts";
 import { type Affine, applyAffine, invertAffine, matmul4, type Vec3 } from "../volume/affine.ts";
 import { gridForSpacing, resampleToGrid } from "../volume/geometry.ts";
 import { makeVolume, type Volume } from "../volume/volume.ts";
@@ -457,13 +458,6 @@ export interface CohortManifest {
   checksums: Record<string, string>;
 }
 
-/** Hex SHA-256 of a file's bytes. */
-export async function sha256(path: string): Promise<string> {
-  const bytes = await Deno.readFile(path);
-  const d = await crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function drawSubject(profile: PhantomProfile, rand: () => number): SubjectParams {
   const { scale, atrophy } = profile.deformation;
   return {
@@ -589,7 +583,9 @@ export async function generateCohorts(
       log(`${cohort} ${item.id}: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     }
     const checksums: Record<string, string> = {};
-    for (const s of scans) for (const f of Object.values(s.files)) checksums[f] = await sha256(`${dir}/${f}`);
+    for (const s of scans) {
+      for (const f of Object.values(s.files)) checksums[f] = await sha256File(`${dir}/${f}`);
+    }
     const manifest: CohortManifest = {
       cohort,
       profile: profile.name,

@@ -5,8 +5,9 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { join } from "node:path";
-import { readNifti } from "../io/nifti.ts";
-import { type CohortManifest, type ScanRecord, sha256 } from "../phantom/cohort.ts";
+import { parseNifti } from "../io/nifti.ts";
+import { sha256Hex } from "../io/hash.ts";
+import type { CohortManifest, ScanRecord } from "../phantom/cohort.ts";
 import { mulberry32 } from "../random.ts";
 import type { Volume } from "../volume/volume.ts";
 
@@ -41,51 +42,62 @@ export class CohortError extends Error {
 }
 
 /**
+ * A file of a cohort, read and checked against the SHA-256 its manifest records (a partly
+ * written, damaged or swapped file is named).
+ */
+async function readListed(dir: string, manifest: CohortManifest, file: string): Promise<Uint8Array> {
+  const path = join(dir, file);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (err) {
+    throw new CohortError(
+      `${path}: listed by ${join(dir, "manifest.json")} but cannot be read (${(err as Error).message}); ` +
+        `the cohort is incomplete`,
+    );
+  }
+  const want = manifest.checksums?.[file];
+  if (want !== undefined) {
+    const sum = await sha256Hex(bytes);
+    if (want !== sum) {
+      throw new CohortError(
+        `${path}: SHA-256 ${sum.slice(0, 12)}... differs from the manifest's ${want.slice(0, 12)}... ` +
+          `(damaged or replaced since the cohort was written)`,
+      );
+    }
+  }
+  return bytes;
+}
+
+/**
  * Checks a cohort folder before anything trains on it: the manifest is readable and lists scans,
- * every file it names exists, and every file whose SHA-256 the manifest records still has it (a
- * partly written, damaged or swapped file is named).
+ * every file it names exists and still has the SHA-256 the manifest records.
  */
 export async function verifyCohort(dir: string): Promise<CohortManifest> {
   const manifest = await readManifest(dir);
   for (const scan of manifest.scans) {
-    for (const file of Object.values(scan.files ?? {})) {
-      const path = join(dir, file);
-      let sum: string;
-      try {
-        sum = await sha256(path);
-      } catch (err) {
-        throw new CohortError(
-          `${path}: listed by ${join(dir, "manifest.json")} but cannot be read (${
-            (err as Error).message
-          }); ` +
-            `the cohort is incomplete`,
-        );
-      }
-      const want = manifest.checksums?.[file];
-      if (want !== undefined && want !== sum) {
-        throw new CohortError(
-          `${path}: SHA-256 ${sum.slice(0, 12)}... differs from the manifest's ${want.slice(0, 12)}... ` +
-            `(damaged or replaced since the cohort was written)`,
-        );
-      }
-    }
+    for (const file of Object.values(scan.files ?? {})) await readListed(dir, manifest, file);
   }
   return manifest;
 }
 
 /**
- * Reads a cohort folder (`manifest.json` and its NIfTI files), verified first (`verifyCohort`),
- * checking every grid and refusing non-finite voxels.
+ * Reads a cohort folder (`manifest.json` and its NIfTI files), each file read once and checked
+ * as `verifyCohort` does, checking every grid and refusing non-finite voxels.
  */
 export async function loadCohort(dir: string): Promise<{ manifest: CohortManifest; subjects: Subject[] }> {
-  const manifest = await verifyCohort(dir);
+  const manifest = await readManifest(dir);
   const subjects: Subject[] = [];
   for (const scan of manifest.scans) {
     const arrays: Record<string, Float32Array> = {};
     let reference: Volume | undefined;
     for (const [key, file] of Object.entries(scan.files)) {
       const path = join(dir, file);
-      const vol = await readNifti(path);
+      const bytes = await readListed(dir, manifest, file);
+      const vol = parseNifti(
+        path,
+        bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
+      );
       if (reference && vol.shape.join() !== reference.shape.join()) {
         throw new CohortError(
           `${path}: grid ${vol.shape.join("x")} differs from ${reference.shape.join("x")}`,

@@ -244,8 +244,8 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
 
 /** Range rules beyond the type, by `config.json` path: the problem, or null. */
 const RANGES: Record<string, (v: unknown) => string | null> = {
-  folds: (v) => (Number.isInteger(v) && (v as number) >= 1 ? null : "must be a positive integer"),
-  testPerFold: (v) => (Number.isInteger(v) && (v as number) >= 1 ? null : "must be a positive integer"),
+  folds: posInt,
+  testPerFold: posInt,
   seed: (v) => (Number.isInteger(v) ? null : "must be an integer"),
   "teacher.nf": posInt,
   "teacher.levels": levels,
@@ -514,24 +514,38 @@ export function networkSpec(cfg: RunConfig): NetworkSpec {
  * written before specs existed: the run's configuration), with its weights loaded.
  */
 export async function loadSegmenter(cfg: RunConfig, path: string): Promise<SegmentationNetwork> {
-  const meta = await readCheckpointMeta(path);
-  const net = buildSegmenter(cfg, (meta.spec as NetworkSpec | undefined) ?? networkSpec(cfg));
+  const net = buildSegmenter(cfg, specOf(cfg, await readCheckpointMeta(path)));
   await loadCheckpoint(path, net);
   return net;
 }
 
-/** The AFM-guided network a `guided` checkpoint holds, rebuilt from its spec and loaded. */
+/** The spec a segmentation checkpoint's metadata records, else the run configuration's. */
+function specOf(cfg: RunConfig, meta: Record<string, unknown>): NetworkSpec {
+  return (meta.spec as NetworkSpec | undefined) ?? networkSpec(cfg);
+}
+
+/**
+ * The AFM-guided network of a run's `guided-best` checkpoint, rebuilt from its spec, and the KKN
+ * it was trained with (fold 1's, or the one a `fusion.keeper` "random" control names), loaded.
+ */
 export async function loadGuided(
   cfg: RunConfig,
-  path: string,
-  keeperWidths: number[],
-): Promise<GuidedSegmenter> {
+  checkpoints: string,
+): Promise<{ keeper: KnowledgeKeeper; guided: GuidedSegmenter }> {
+  const path = join(checkpoints, "guided-best");
   const meta = await readCheckpointMeta(path);
-  const net = buildSegmenter(cfg, (meta.spec as NetworkSpec | undefined) ?? networkSpec(cfg));
+  const keeper = buildKeeper(cfg, 1);
+  await loadCheckpoint(
+    join(checkpoints, String(meta.keeperCheckpoint ?? "keeper-fold1-best")),
+    keeper,
+    {},
+    "keeper.",
+  );
+  const net = buildSegmenter(cfg, specOf(cfg, meta));
   const gate = (meta.afmGate as AfmGate | undefined) ?? cfg.fusion.afmGate ?? "none";
-  const guided = new GuidedSegmenter(net, keeperWidths, seedOf(cfg.seed, 5), gate);
+  const guided = new GuidedSegmenter(net, keeper.widths, seedOf(cfg.seed, 5), gate);
   await loadCheckpoint(path, guided);
-  return guided;
+  return { keeper, guided };
 }
 
 /** The run's segmentation network, freshly initialised. */
@@ -615,10 +629,10 @@ function judgeImage(ctx: Context, label: string, history: Scores[], schedule: Sc
 
 /** KKN and discriminator as one module, so one checkpoint resumes both. */
 class KeeperPair extends Module {
-  constructor(kkn: KnowledgeKeeper, disc: PatchDiscriminator) {
+  constructor(kkn: KnowledgeKeeper, disc?: PatchDiscriminator) {
     super();
     this.child("keeper", kkn);
-    this.child("discriminator", disc);
+    if (disc) this.child("discriminator", disc);
   }
 }
 
@@ -749,8 +763,8 @@ async function evaluateSubject(
   const recon = await readAndDispose(tf.tidy(() => teacher.reconstruct(y7)));
   const f7 = tf.tidy(() => teacher.encoder.apply(y7));
   const f3 = tf.tidy(() => teacher.encoder.apply(x3));
-  const fk = tf.tidy(() => kkn.apply(x3));
   const fx = tf.tidy(() => kkn.extract(x3));
+  const fk = tf.tidy(() => kkn.guide(fx));
   const syn = await readAndDispose(tf.tidy(() => teacher.decoder.apply(fk)));
   const distances: FeatureDistances[] = [];
   for (let i = 0; i < f7.length; i++) {
@@ -833,6 +847,17 @@ function tissueSplits(ctx: Context, subjects: Subject[]): TissueSplits {
   const input = ctx.cfg.fusion.input ?? "low-field";
   for (const s of subjects) segInput(s, input); // fails early, naming the subject
   return { ...data, input };
+}
+
+/** The stage fields of a segmentation network trained without AFMs. */
+function unguided(net: SegmentationNetwork) {
+  return {
+    module: net,
+    logits: (x: tf.Tensor5D) => net.apply(x),
+    forward: (x: tf.Tensor5D) => decodeAll(net, net.encode(x)),
+    keeper: null,
+    auxDecay: net.auxDecay ?? 0,
+  };
 }
 
 /** Dice per class of each subject. */
@@ -983,15 +1008,11 @@ async function baselineStage(
     label: `baseline ${networkLabel(spec)}`,
     name: "baseline",
     schedule: ctx.cfg.fusion.baseline,
-    module: net,
     seedTag: 13,
-    logits: (x) => net.decode(net.encode(x)),
-    forward: (x) => decodeAll(net, net.encode(x)),
-    keeper: null,
+    ...unguided(net),
     meta: { spec },
-    auxDecay: net.auxDecay ?? 0,
   });
-  const dice = await diceOf(data.test, data.input, classes, (x) => net.decode(net.encode(x)));
+  const dice = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
   const mean = (c: number) => dice.reduce((a, r) => a + r[c], 0) / dice.length;
   return {
     net,
@@ -1027,15 +1048,11 @@ export async function trainFusion(
     label: `baseline ${label}, epoch-matched`,
     name: "baseline-matched",
     schedule: ctx.cfg.fusion.fusion,
-    module: matched,
     seedTag: 14,
-    logits: (x) => matched.decode(matched.encode(x)),
-    forward: (x) => decodeAll(matched, matched.encode(x)),
-    keeper: null,
+    ...unguided(matched),
     meta: { spec },
-    auxDecay: matched.auxDecay ?? 0,
   });
-  const matchedDice = await testDice((x) => matched.decode(matched.encode(x)));
+  const matchedDice = await testDice((x) => matched.apply(x));
   matched.dispose();
 
   // the control `fusion.keeper` "random": an untrained KKN of the same architecture, saved so the
@@ -1044,9 +1061,8 @@ export async function trainFusion(
   if ((ctx.cfg.fusion.keeper ?? "trained") === "random") {
     kkn = new KnowledgeKeeper(ctx.cfg.keeper, seedOf(ctx.cfg.seed, 6));
     keeperCheckpoint = "keeper-random";
-    await saveCheckpoint(ckpt(ctx, keeperCheckpoint), new KeeperPair(kkn, new PatchDiscriminator(1, 1)), {}, {
-      random: true,
-    });
+    // the KKN's checkpoint layout (`keeper.` names), without a discriminator
+    await saveCheckpoint(ckpt(ctx, keeperCheckpoint), new KeeperPair(kkn), {}, { random: true });
   }
   const guided = buildGuided(ctx.cfg, baseline, kkn.widths);
   await trainSegmenter(ctx, data, {

@@ -11,7 +11,8 @@ import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
-import { generateCohorts, GENERATOR_VERSION, sha256 } from "../phantom/cohort.ts";
+import { generateCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
+import { sha256File } from "../io/hash.ts";
 import { loadCohort, verifyCohort } from "./data.ts";
 import { loadCheckpoint } from "./state.ts";
 import {
@@ -136,7 +137,7 @@ export async function checkRunData(runDir: string, data: string): Promise<void> 
   const identity: Record<string, string> = {};
   for (const cohort of ["paired", "tissue"]) {
     const manifest = join(data, cohort, "manifest.json");
-    if (existsSync(manifest)) identity[cohort] = await sha256(manifest);
+    if (existsSync(manifest)) identity[cohort] = await sha256File(manifest);
   }
   const path = join(runDir, "data.json");
   if (existsSync(path)) {

@@ -16,6 +16,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { basename, dirname, join } from "node:path";
 import type { Module } from "../nn/module.ts";
+import { sha256Hex } from "../io/hash.ts";
 
 /**
  * File operations of a checkpoint save, counted so tests can stop a save between any two of them
@@ -28,11 +29,6 @@ async function op<T>(f: () => Promise<T>): Promise<T> {
   }
   checkpointFaults.ops++;
   return await f();
-}
-
-async function hexSha256(bytes: Uint8Array): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 interface Entry {
@@ -77,7 +73,7 @@ export async function saveCheckpoint(
   }
   const { index, bytes } = await pack([...params, ...opt]);
   tf.dispose(fresh);
-  const sha256 = await hexSha256(bytes);
+  const sha256 = await sha256Hex(bytes);
   const dataName = `${basename(path)}.${sha256.slice(0, 16)}.bin`;
   const dataPath = join(dirname(path), dataName);
   const tmp = (p: string) => `${p}.${crypto.randomUUID().slice(0, 8)}.tmp`;
@@ -112,6 +108,14 @@ export async function saveCheckpoint(
       await op(() => Deno.remove(join(dirname(path), e.name))).catch(() => {});
     }
   }
+}
+
+/** Copies the checkpoint `from` (its index and the data file it names) to `to`, index last. */
+export async function copyCheckpoint(from: string, to: string): Promise<void> {
+  const data = JSON.parse(await Deno.readTextFile(`${from}.json`)).data;
+  if (data) await Deno.copyFile(join(dirname(from), data), join(dirname(to), data));
+  else await Deno.copyFile(`${from}.bin`, `${to}.bin`); // written before the hashed data files
+  await Deno.copyFile(`${from}.json`, `${to}.json`);
 }
 
 /** A checkpoint's metadata alone (epoch, scores and, for segmenters, the network spec). */
@@ -157,7 +161,7 @@ export async function loadCheckpoint(
     );
   }
   if (
-    info.sha256 !== undefined && (bytes.length !== info.bytes || (await hexSha256(bytes)) !== info.sha256)
+    info.sha256 !== undefined && (bytes.length !== info.bytes || (await sha256Hex(bytes)) !== info.sha256)
   ) {
     throw new Error(
       `checkpoint ${path}: ${dataPath} does not match its index (size or SHA-256 differs): the checkpoint is damaged`,
