@@ -23,4 +23,5 @@ export * from "./backend.ts";
 export * from "./nn/ops.ts";
 export * from "./nn/gradcheck.ts";
 export * from "./random.ts";
+export * from "./stats.ts";
 export * from "./cli.ts";

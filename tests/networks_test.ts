@@ -102,15 +102,17 @@ for (const name of Object.keys(NETWORKS) as NetworkName[]) {
 Deno.test("VoxResNet: parameter counts of the compact and released decoders, checked by hand", () => {
   // nf 4, 3 levels, 4 classes. Encoder: conv1a 27*4+4, conv1b (1x3x3) 9*16+4; level 2 down
   // 27*4*8+8 and two VoxRes (9*64+8 + 27*64+8); level 3 down 27*8*16+16 and two VoxRes
-  // (9*256+16 + 27*256+16) = 27740.
-  const encoder = 112 + 148 + 872 + 2 * 2320 + 3472 + 2 * 9248;
+  // (9*256+16 + 27*256+16) = 27740; BatchNorm scale and shift (2 per channel) after conv1a (4), before
+  // each down (4, 8) and twice in each VoxRes (2 * 8, 2 * 16) = 224.
+  const bn = 2 * 4 + 2 * 4 + 2 * (2 * 2 * 8) + 2 * 8 + 2 * (2 * 2 * 16);
+  const encoder = 112 + 148 + 872 + 2 * 2320 + 3472 + 2 * 9248 + bn;
   // compact: transposed convs straight to the 4 classes, kernel = stride = 1, 2, 4
   const compact = encoder + (4 * 4 + 4) + (8 * 8 * 4 + 4) + (64 * 16 * 4 + 4);
   // released: transposed convs c -> c, then 1x1x1 convs to the classes
   const released = encoder + (16 + 4) + (16 + 4) + (8 * 64 + 8) + (32 + 4) + (64 * 256 + 16) + (64 + 4);
   assertEquals(new VoxResNet(4, 4, 3, 1, "compact").parameterCount(), compact);
   assertEquals(new VoxResNet(4, 4, 3, 1, "released").parameterCount(), released);
-  assertEquals([compact, released], [32120, 44804]);
+  assertEquals([bn, compact, released], [224, 32344, 45028]);
 });
 
 Deno.test("VoxResNet: 1x3x3 kernels where the authors have them; deep supervision on u1 .. u(L-1)", () => {
@@ -152,24 +154,21 @@ Deno.test("matchSize crops or zero-pads at the end of each axis; its gradient ma
   assertAlmostEquals(r.maxRelError, 0, 1e-2);
 });
 
-Deno.test("U-SegNet at nf 16: the reference's parameter count less BatchNorm's affine parameters", () => {
-  // reference (wave2-architectures.md 1.3): encoder 3,535,440, decoder 1,764,624 with BatchNorm
-  // weight and bias (2 per channel, twice per double conv; once after the 1x1 merge); instance
-  // norm here has none: encoder 4 * (16+32+64+128+256), decoder 4 * (128+64+32+16) + 2 * 16
+Deno.test("U-SegNet at nf 16: the reference's parameter count", () => {
+  // reference (wave2-architectures.md 1.3): encoder 3,535,440, decoder 1,764,624, with BatchNorm
+  // weight and bias (2 per channel, twice per double conv; once after the 1x1 merge)
   const net = new USegNet(4, 16, 5, 1);
-  assertEquals(net.parameterCount(), 3535440 - 4 * 496 + 1764624 - (4 * 240 + 32));
+  assertEquals(net.parameterCount(), 3535440 + 1764624);
   assertEquals(net.fusedLevels, [0, 4]);
   assertEquals(new USegNet(4, 4, 3, 1, "all").fusedLevels, [0, 1, 2]);
   net.dispose();
 });
 
-Deno.test("RP-Net at nf 16: the reference's parameter counts less BatchNorm's affine parameters", () => {
+Deno.test("RP-Net at nf 16: the reference's parameter counts", () => {
   // reference (wave2-architectures.md 1.4): encoder 6,474,194, decoder 4,159,904, classifier 960,
   // with BatchNorm weight and bias: RRB(cin, cout) has 2 (cin + 6 cout), the bottleneck 2 * 2 * 256
-  const bnEncoder = 2 * (1 + 96) + 2 * (16 + 192) + 2 * (32 + 384) + 2 * (64 + 768) + 1024;
-  const bnDecoder = 14 * (128 + 64 + 32 + 16);
   const net = new RPNet(4, 16, 5, 1);
-  assertEquals(net.parameterCount(), 6474194 - bnEncoder + 4159904 - bnDecoder + 960);
+  assertEquals(net.parameterCount(), 6474194 + 4159904 + 960);
   assertEquals(net.auxDecay, 0);
   net.dispose();
 });

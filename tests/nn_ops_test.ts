@@ -1,6 +1,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
 import {
+  batchNorm,
   gradCheck,
   initBackend,
   instanceNorm,
@@ -14,6 +15,7 @@ import {
   upsampleLinear2x,
   upsampleNearest2x,
 } from "../lib/mod.ts";
+import { BatchNorm, Init } from "../lib/nn/module.ts";
 
 await initBackend("cpu", { quiet: true });
 
@@ -100,6 +102,34 @@ Deno.test("finite-difference gradient: bilinear resize and x2 upsampling (4D and
     const r = gradCheck(f, [x]);
     assert(r.maxRelError < GRAD_TOL, `${name}: ${JSON.stringify(r)}`);
   }
+});
+
+Deno.test("batch norm: per-channel statistics over batch and space, then scale and shift", () => {
+  // two samples of one voxel each, two channels: channel 0 values 1, 3 (mean 2, variance 1);
+  // channel 1 values 10, 30 (mean 20, variance 100)
+  const x = tf.tensor5d([1, 10, 3, 30], [2, 1, 1, 1, 2]);
+  const y = batchNorm(x, tf.tensor1d([2, 0.5]), tf.tensor1d([1, -1]));
+  const s0 = 2 / Math.sqrt(1 + 1e-5), s1 = 0.5 / Math.sqrt(100 + 1e-5);
+  close(y.dataSync(), [-s0 + 1, -10 * s1 - 1, s0 + 1, 10 * s1 - 1], 1e-5);
+  // batch 1 with unit scale and zero shift is instance norm
+  const z = randn([1, 3, 4, 2, 3], 5) as tf.Tensor5D;
+  const ones = tf.ones([3]) as tf.Tensor1D, zeros = tf.zeros([3]) as tf.Tensor1D;
+  close(batchNorm(z, ones, zeros).dataSync(), Array.from(instanceNorm(z).dataSync()), 1e-5);
+  // the module starts at scale ~ N(1, 0.02), shift 0, and names its two parameters
+  const bn = new BatchNorm(new Init(3), 4);
+  assertEquals(bn.namedParameters().map(([n]) => n), ["gamma", "beta"]);
+  for (const g of bn.gamma.dataSync()) assert(Math.abs(g - 1) < 0.1, `gamma ${g}`);
+  close(bn.beta.dataSync(), [0, 0, 0, 0]);
+});
+
+Deno.test("finite-difference gradient: batch norm in its input, scale and shift", () => {
+  const x = tf.mul(randn([2, 3, 2, 3, 2], 31), 3);
+  const r = gradCheck(
+    (t, g, b) => batchNorm(t as tf.Tensor5D, g as tf.Tensor1D, b as tf.Tensor1D),
+    [x, tf.tensor1d([1.3, -0.7]), tf.tensor1d([0.2, -0.4])],
+    { eps: 1e-2 },
+  );
+  assert(r.maxRelError < 5e-3, `batchNorm: ${JSON.stringify(r)}`);
 });
 
 Deno.test("finite-difference gradient: instance norm (4D and 5D) and leakyRelu", () => {

@@ -132,40 +132,94 @@ export interface AfmMaps {
  */
 export type AfmGate = "none" | "zero";
 
+/**
+ * The AFM's parts, each of which Table 5 removes in turn. The defaults are the full AFM.
+ *
+ * - `aggregation` (Eq. 7): every 7T-like level, resized and projected, makes the descriptor;
+ *   without it only the same level's 7T-like feature does (Table 5a).
+ * - `featureCombined` (Eq. 8): D = IN(conv([G, F^S])); without it D = IN(conv(G)), the guidance
+ *   never sees the low-field features it adjusts (Table 5c).
+ * - `channelRefinement` (Eq. 9): `two-path` weighs D+ and D- with separate squeeze-and-excitation
+ *   branches; `one-path` weighs D with one branch (Table 5b); `none` takes A = D (Table 5d).
+ */
+export interface AfmParts {
+  aggregation: boolean;
+  featureCombined: boolean;
+  channelRefinement: "two-path" | "one-path" | "none";
+}
+
+export const FULL_AFM: AfmParts = { aggregation: true, featureCombined: true, channelRefinement: "two-path" };
+
+/** The paper's name of an AFM variant (Table 5's rows). */
+export function afmVariantLabel(p: AfmParts): string {
+  const missing = [
+    p.aggregation ? null : "aggregation",
+    p.channelRefinement === "one-path" ? "two paths in channel-wise refinement" : null,
+    p.featureCombined ? null : "feature-combined refinement",
+    p.channelRefinement === "none" ? "channel-wise refinement" : null,
+  ].filter((m) => m !== null);
+  return missing.length === 0 ? "full AFM" : `w/o ${missing.join(", w/o ")}`;
+}
+
 /** One adaptive fusion module for an encoder level with `c` channels. */
 export class AFM extends Module {
   private readonly aggregate: Conv[];
   private readonly g0: Conv;
   private readonly g1: Conv;
   private readonly combine: Conv;
-  private readonly positive: ChannelBranch;
-  private readonly negative: ChannelBranch;
+  private readonly positive: ChannelBranch | null;
+  private readonly negative: ChannelBranch | null;
   /** The learnable scale of A (`gate: "zero"`), or null (the paper's plain sum). */
   readonly gate: tf.Variable | null;
-  constructor(init: Init, keeperWidths: number[], readonly c: number, gate: AfmGate = "none") {
+  /**
+   * `level` is this AFM's level (0-based), the one 7T-like feature it reads without aggregation.
+   */
+  constructor(
+    init: Init,
+    keeperWidths: number[],
+    readonly c: number,
+    gate: AfmGate = "none",
+    readonly parts: AfmParts = FULL_AFM,
+    readonly level = 0,
+  ) {
     super();
+    if (!parts.aggregation && !(level < keeperWidths.length)) {
+      throw new RangeError(
+        `AFM without aggregation at level ${level + 1}: the KKN has ${keeperWidths.length} levels`,
+      );
+    }
     const middle = Math.max(1, Math.floor(c / 5));
-    this.aggregate = keeperWidths.map((kc, j) =>
-      this.child(`aggregate${j + 1}`, new Conv(init, 3, kc, middle, 1))
-    );
-    this.g0 = this.child("guidance0", new Conv(init, 3, middle * keeperWidths.length, c, 3));
+    const read = parts.aggregation ? keeperWidths : [keeperWidths[level]];
+    this.aggregate = read.map((kc, j) => this.child(`aggregate${j + 1}`, new Conv(init, 3, kc, middle, 1)));
+    this.g0 = this.child("guidance0", new Conv(init, 3, middle * read.length, c, 3));
     this.g1 = this.child("guidance1", new Conv(init, 3, c, c, 3));
-    this.combine = this.child("combine", new Conv(init, 3, 2 * c, c, 3));
-    this.positive = this.child("positive", new ChannelBranch(init, c));
-    this.negative = this.child("negative", new ChannelBranch(init, c));
+    this.combine = this.child("combine", new Conv(init, 3, parts.featureCombined ? 2 * c : c, c, 3));
+    const r = parts.channelRefinement;
+    this.positive = r === "none"
+      ? null
+      : this.child(r === "two-path" ? "positive" : "channel", new ChannelBranch(init, c));
+    this.negative = r === "two-path" ? this.child("negative", new ChannelBranch(init, c)) : null;
     this.gate = gate === "zero" ? this.param("gate", tf.zeros([1])) : null;
   }
   applyWithMaps(keeperFeatures: tf.Tensor5D[], fs: tf.Tensor5D): AfmMaps {
     const size = spatialSize(fs);
     // Eq. 7: aggregation of every 7T-like level to this level's resolution
-    const desc = cat(keeperFeatures.map((f, j) => resizeLinear(this.aggregate[j].apply(f), size)));
+    const read = this.parts.aggregation ? keeperFeatures : [keeperFeatures[this.level]];
+    const desc = cat(read.map((f, j) => resizeLinear(this.aggregate[j].apply(f), size)));
     const guidance = this.g1.apply(relu(instanceNorm(this.g0.apply(desc))));
     // Eq. 8: feature-combined refinement
-    const refined = instanceNorm(this.combine.apply(cat([guidance, fs])));
+    const refined = instanceNorm(
+      this.combine.apply(this.parts.featureCombined ? cat([guidance, fs]) : guidance),
+    );
     // Eq. 9: two-path channel-wise refinement
-    const dPos = relu(refined);
-    const dNeg = tf.sub(refined, dPos) as tf.Tensor5D;
-    const assimilable = tf.add(this.positive.apply(dPos), this.negative.apply(dNeg)) as tf.Tensor5D;
+    let assimilable = refined;
+    if (this.negative) {
+      const dPos = relu(refined);
+      const dNeg = tf.sub(refined, dPos) as tf.Tensor5D;
+      assimilable = tf.add(this.positive!.apply(dPos), this.negative.apply(dNeg)) as tf.Tensor5D;
+    } else if (this.positive) {
+      assimilable = this.positive.apply(refined);
+    }
     const added = this.gate ? tf.mul(this.gate, assimilable) : assimilable;
     return { guidance, refined, assimilable, fused: tf.add(fs, added) as tf.Tensor5D };
   }
@@ -186,13 +240,14 @@ export class GuidedSegmenter extends Module {
     keeperWidths: number[],
     seed: number,
     gate: AfmGate = "none",
+    parts: AfmParts = FULL_AFM,
   ) {
     super();
     this.child("net", net);
     const init = new Init(seed);
     const fused = new Set(net.fusedLevels ?? net.levelChannels.map((_, i) => i));
     this.afms = net.levelChannels.map((c, i) =>
-      fused.has(i) ? this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate)) : null
+      fused.has(i) ? this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate, parts, i)) : null
     );
   }
   private guidedFeatures(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D[] {

@@ -38,6 +38,18 @@ export interface KeeperConfig {
    * transition out of level 1 (the authors' code: nf / 4, `null`).
    */
   growth: number | null;
+  /**
+   * `true`: the guide blocks (attention over the 3T and deeper 7T-like features, then PRM) make
+   * the 7T-like features; `false` (Table 4a): each level's dense features go through one
+   * ConvBlock to the teacher's width, with no attention, PRM or top-down path.
+   */
+  guideBlocks: boolean;
+  /**
+   * `true`: feature and distribution matching against the teacher encoder (Eq. 5) join the
+   * synthesis and adversarial losses; `false` (Table 4b): the KKN learns only through the frozen
+   * teacher decoder's synthesis and the discriminator.
+   */
+  distillation: boolean;
 }
 
 export const DEFAULT_KEEPER: KeeperConfig = {
@@ -49,6 +61,8 @@ export const DEFAULT_KEEPER: KeeperConfig = {
   norm: "instance",
   kernel: 7,
   growth: null,
+  guideBlocks: true,
+  distillation: true,
 };
 
 export class PRM extends Module {
@@ -143,8 +157,10 @@ export class KnowledgeKeeper extends Module {
   private readonly dense: DenseLevel[];
   private readonly transitions: ConvBlock[];
   private readonly top: ConvBlock;
-  private readonly topPrm: PRM;
+  private readonly topPrm: PRM | null;
   private readonly guides: GuideBlock[];
+  /** Without guide blocks: one ConvBlock per level below the top (`guideBlocks: false`). */
+  private readonly projections: ConvBlock[];
   constructor(readonly cfg: KeeperConfig, seed: number) {
     super();
     const init = new Init(seed);
@@ -170,13 +186,23 @@ export class KnowledgeKeeper extends Module {
       `guide${L}`,
       new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: kernel, norm: cfg.norm }),
     );
-    this.topPrm = this.child(`guide${L}prm`, new PRM());
+    // runs written before `guideBlocks` existed had them
+    const guided = cfg.guideBlocks ?? true;
+    this.topPrm = guided ? this.child(`guide${L}prm`, new PRM()) : null;
     this.guides = [];
+    this.projections = [];
     for (let k = L - 2; k >= 0; k--) {
-      this.guides[k] = this.child(
-        `guide${k + 1}`,
-        new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm, kernel),
-      );
+      if (guided) {
+        this.guides[k] = this.child(
+          `guide${k + 1}`,
+          new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm, kernel),
+        );
+      } else {
+        this.projections[k] = this.child(
+          `project${k + 1}`,
+          new ConvBlock(init, denseC[k], this.widths[k], { k: kernel, norm: cfg.norm }),
+        );
+      }
     }
   }
 
@@ -200,7 +226,9 @@ export class KnowledgeKeeper extends Module {
   guide(dense: tf.Tensor5D[]): tf.Tensor5D[] {
     const L = dense.length;
     const out: tf.Tensor5D[] = new Array(L);
-    out[L - 1] = this.topPrm.apply(this.top.apply(dense[L - 1]));
+    const top = this.top.apply(dense[L - 1]);
+    if (!this.topPrm) return [...dense.slice(0, -1).map((d, k) => this.projections[k].apply(d)), top];
+    out[L - 1] = this.topPrm.apply(top);
     for (let k = L - 2; k >= 0; k--) out[k] = this.guides[k].apply(dense[k], out[k + 1]);
     return out;
   }

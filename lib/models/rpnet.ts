@@ -15,32 +15,38 @@
  * - Deep supervision: each up-merge output upsampled to full size, then Conv1x1 to the classes;
  *   loss = CE(logits) + the sum of the four auxiliary CEs, weight 1, constant.
  *
- * Normalisation is instance norm where the authors have BatchNorm (batch 1).
+ * Normalisation is `BatchNorm` (batch statistics with a learnable scale and shift, which at batch
+ * 1 is affine instance norm). The shift is what lets the first block's ReLU keep the image's dark
+ * half (CSF, grey matter); an affine-free instance norm there discards everything below the mean.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { Conv, Init, Module } from "../nn/module.ts";
-import { instanceNorm, relu, resizeLinear } from "../nn/ops.ts";
+import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
+import { relu, resizeLinear } from "../nn/ops.ts";
 import { cat, levelWidths, pool, spatialSize } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
-const preAct = (x: tf.Tensor5D) => relu(instanceNorm(x));
-
 /** Recursive residual block. */
 class RRB extends Module {
+  private readonly entryNorm: BatchNorm;
   private readonly entry: Conv;
-  private readonly units: [Conv, Conv][];
+  private readonly units: { na: BatchNorm; a: Conv; nb: BatchNorm; b: Conv }[];
   constructor(init: Init, cin: number, cout: number) {
     super();
+    this.entryNorm = this.child("entryNorm", new BatchNorm(init, cin));
     this.entry = this.child("entry", new Conv(init, 3, cin, cout, 3));
-    this.units = [1, 2, 3].map((j) => [
-      this.child(`b${j}a`, new Conv(init, 3, cout, cout, 3)),
-      this.child(`b${j}b`, new Conv(init, 3, cout, cout, 3)),
-    ]);
+    this.units = [1, 2, 3].map((j) => ({
+      na: this.child(`b${j}na`, new BatchNorm(init, cout)),
+      a: this.child(`b${j}a`, new Conv(init, 3, cout, cout, 3)),
+      nb: this.child(`b${j}nb`, new BatchNorm(init, cout)),
+      b: this.child(`b${j}b`, new Conv(init, 3, cout, cout, 3)),
+    }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const x0 = this.entry.apply(preAct(x));
+    const x0 = this.entry.apply(relu(this.entryNorm.apply(x)));
     let o = x0;
-    for (const [a, b] of this.units) o = tf.add(b.apply(preAct(a.apply(preAct(o)))), x0) as tf.Tensor5D;
+    for (const u of this.units) {
+      o = tf.add(u.b.apply(relu(u.nb.apply(u.a.apply(relu(u.na.apply(o)))))), x0) as tf.Tensor5D;
+    }
     return o;
   }
 }
@@ -83,7 +89,7 @@ export class RPNet extends Module implements SegmentationNetwork {
   /** Deep supervision weight stays 1 (no decay). */
   readonly auxDecay = 0;
   private readonly rrbs: RRB[];
-  private readonly bottom: [Conv, Conv];
+  private readonly bottom: [Conv, BatchNorm, Conv, BatchNorm];
   private readonly ups: UpMerge[];
   private readonly pyramid: Conv[];
   private readonly out: Conv;
@@ -99,7 +105,9 @@ export class RPNet extends Module implements SegmentationNetwork {
     const L = levels;
     this.bottom = [
       this.child(`conv${L}a`, new Conv(init, 3, w[L - 2], w[L - 1], 3)),
+      this.child(`conv${L}na`, new BatchNorm(init, w[L - 1])),
       this.child(`conv${L}b`, new Conv(init, 3, w[L - 1], w[L - 1], 3)),
+      this.child(`conv${L}nb`, new BatchNorm(init, w[L - 1])),
     ];
     // ups[k] brings level k+1 (width w[k+1]) to level k (width w[k])
     this.ups = [];
@@ -116,8 +124,8 @@ export class RPNet extends Module implements SegmentationNetwork {
       out.push(r.apply(h));
       h = pool(out[out.length - 1]);
     }
-    const [a, b] = this.bottom;
-    out.push(preAct(b.apply(preAct(a.apply(h)))) as tf.Tensor5D);
+    const [a, na, b, nb] = this.bottom;
+    out.push(relu(nb.apply(b.apply(relu(na.apply(a.apply(h)))))));
     return out;
   }
   /** The decoder's level outputs, deepest merge first, and the logits. */

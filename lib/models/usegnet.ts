@@ -13,11 +13,12 @@
  * The decoder reads F1 and F5 only; F2-F4 matter through their pooling positions, so AFMs there
  * would get no gradient. `fusedLevels` declares where AFMs attach: levels 1 and 5 (`ends`, the
  * default, an inference: the authors never released the journal wiring) or all five (`all`).
- * Normalisation is instance norm where the authors have BatchNorm (batch 1).
+ * Normalisation is `BatchNorm` (batch statistics, learnable scale and shift: affine instance norm at
+ * batch 1), as the released code.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { Conv, Init, Module } from "../nn/module.ts";
-import { instanceNorm, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
+import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
+import { maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
 import { cat, levelWidths } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 import { matchSize } from "./voxresnet.ts";
@@ -26,14 +27,18 @@ export type USegNetAfmLevels = "ends" | "all";
 
 class DoubleConv extends Module {
   private readonly a: Conv;
+  private readonly na: BatchNorm;
   private readonly b: Conv;
+  private readonly nb: BatchNorm;
   constructor(init: Init, cin: number, cout: number) {
     super();
     this.a = this.child("a", new Conv(init, 3, cin, cout, 3, { bias: true }));
+    this.na = this.child("na", new BatchNorm(init, cout));
     this.b = this.child("b", new Conv(init, 3, cout, cout, 3, { bias: true }));
+    this.nb = this.child("nb", new BatchNorm(init, cout));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    return instanceNorm(relu(this.b.apply(instanceNorm(relu(this.a.apply(x))))));
+    return this.nb.apply(relu(this.b.apply(this.na.apply(relu(this.a.apply(x))))));
   }
 }
 
@@ -43,6 +48,7 @@ export class USegNet extends Module implements SegmentationNetwork {
   private readonly enc: DoubleConv[];
   private readonly dec: DoubleConv[];
   private readonly merge: Conv;
+  private readonly mergeNorm: BatchNorm;
   private readonly head: Conv;
   /** Window masks of each pooling in the last `encode`, for the next `decode`. */
   private masks: tf.Tensor5D[][] | null = null;
@@ -67,6 +73,7 @@ export class USegNet extends Module implements SegmentationNetwork {
       this.dec[k] = this.child(`dec${k + 1}`, new DoubleConv(init, w[k], w[k - 1]));
     }
     this.merge = this.child("merge", new Conv(init, 3, 2 * w[0], w[0], 1, { bias: true }));
+    this.mergeNorm = this.child("mergeNorm", new BatchNorm(init, w[0]));
     this.head = this.child("head", new Conv(init, 3, w[0], classes, 1));
   }
   encode(x: tf.Tensor5D): tf.Tensor5D[] {
@@ -97,7 +104,7 @@ export class USegNet extends Module implements SegmentationNetwork {
       y = this.dec[k].apply(matchSize(maxUnpool(y, masks[k]), size(k)));
     }
     const up = matchSize(maxUnpool(y, masks[0]), size(0));
-    const merged = instanceNorm(relu(this.merge.apply(cat([up, features[0]]))));
+    const merged = this.mergeNorm.apply(relu(this.merge.apply(cat([up, features[0]]))));
     return this.head.apply(merged);
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {

@@ -13,43 +13,48 @@
  * - Deep supervision: CE on u1 .. u(L-1) (not uL) beside the loss on the sum, weighted by a weight
  *   that starts at 1 and falls by 0.001 a round (an epoch in the authors' code).
  *
- * Normalisation is instance norm where the authors use BatchNorm (batch 1; as the 3D U-Net here).
+ * Normalisation is `BatchNorm` (batch statistics, learnable scale and shift: affine instance norm at
+ * batch 1), as the released code.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { Conv, Init, Module } from "../nn/module.ts";
-import { instanceNorm, relu } from "../nn/ops.ts";
+import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
+import { relu } from "../nn/ops.ts";
 import { levelWidths } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
 export type VoxResDeconv = "compact" | "released";
 
-const preAct = (x: tf.Tensor5D) => relu(instanceNorm(x));
-
 class VoxRes extends Module {
+  private readonly na: BatchNorm;
   private readonly a: Conv;
+  private readonly nb: BatchNorm;
   private readonly b: Conv;
   constructor(init: Init, c: number) {
     super();
+    this.na = this.child("na", new BatchNorm(init, c));
     this.a = this.child("a", new Conv(init, 3, c, c, [1, 3, 3], { bias: true }));
+    this.nb = this.child("nb", new BatchNorm(init, c));
     this.b = this.child("b", new Conv(init, 3, c, c, 3, { bias: true }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    return tf.add(x, this.b.apply(preAct(this.a.apply(preAct(x))))) as tf.Tensor5D;
+    return tf.add(x, this.b.apply(relu(this.nb.apply(this.a.apply(relu(this.na.apply(x))))))) as tf.Tensor5D;
   }
 }
 
 /** Norm-ReLU-Conv3 stride 2 with one voxel of zero padding on both sides (PyTorch's `padding=1`). */
 class Down extends Module {
+  private readonly norm: BatchNorm;
   private readonly conv: Conv;
   constructor(init: Init, cin: number, cout: number) {
     super();
+    this.norm = this.child("norm", new BatchNorm(init, cin));
     this.conv = this.child(
       "conv",
       new Conv(init, 3, cin, cout, 3, { stride: 2, padding: "valid", bias: true }),
     );
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const p = tf.pad(preAct(x), [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]]) as tf.Tensor5D;
+    const p = tf.pad(relu(this.norm.apply(x)), [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]]) as tf.Tensor5D;
     return this.conv.apply(p);
   }
 }
@@ -99,6 +104,7 @@ export class VoxResNet extends Module implements SegmentationNetwork {
   /** The deep-supervision weight falls by 0.001 a round (an epoch in the authors' code). */
   readonly auxDecay = 0.001;
   private readonly stem: Conv;
+  private readonly stemNorm: BatchNorm;
   private readonly stem2: Conv;
   private readonly downs: Down[] = [];
   private readonly res: VoxRes[][] = [];
@@ -116,6 +122,7 @@ export class VoxResNet extends Module implements SegmentationNetwork {
     const w = levelWidths(nf, levels);
     this.levelChannels = w;
     this.stem = this.child("conv1a", new Conv(init, 3, 1, w[0], 3, { bias: true }));
+    this.stemNorm = this.child("conv1n", new BatchNorm(init, w[0]));
     this.stem2 = this.child("conv1b", new Conv(init, 3, w[0], w[0], [1, 3, 3], { bias: true }));
     for (let k = 1; k < levels; k++) {
       this.downs[k] = this.child(`down${k + 1}`, new Down(init, w[k - 1], w[k]));
@@ -132,7 +139,7 @@ export class VoxResNet extends Module implements SegmentationNetwork {
     });
   }
   encode(x: tf.Tensor5D): tf.Tensor5D[] {
-    const out = [this.stem2.apply(preAct(this.stem.apply(x)))];
+    const out = [this.stem2.apply(relu(this.stemNorm.apply(this.stem.apply(x))))];
     for (let k = 1; k < this.levelChannels.length; k++) {
       out.push(this.res[k].reduce((h, r) => r.apply(h), this.downs[k].apply(out[k - 1])));
     }

@@ -8,6 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { gaussian, mulberry32 } from "../random.ts";
+import { batchNorm } from "./ops.ts";
 
 /** A seeded source of initial weights. */
 export class Init {
@@ -20,6 +21,11 @@ export class Init {
     const std = Math.sqrt(2) / Math.sqrt(fanIn);
     const n = shape.reduce((a, b) => a * b, 1);
     return tf.tensor(Float32Array.from({ length: n }, () => gaussian(this.rand) * std), shape);
+  }
+  /** Normal samples with the given mean and standard deviation. */
+  normal(shape: number[], mean: number, std: number): tf.Tensor {
+    const n = shape.reduce((a, b) => a * b, 1);
+    return tf.tensor(Float32Array.from({ length: n }, () => mean + gaussian(this.rand) * std), shape);
   }
   /** PyTorch's default bias init: uniform(-1/sqrt(fanIn), 1/sqrt(fanIn)). */
   bias(n: number, fanIn: number): tf.Tensor {
@@ -108,6 +114,26 @@ export class Conv extends Module {
       : tf.conv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, this.stride, this.padding);
     if (this.bias) y = tf.add(y, this.bias);
     return y as T;
+  }
+}
+
+/**
+ * Batch normalisation with learnable per-channel scale and shift (`batchNorm`), initialised as the
+ * authors' `weights_init_normal`: scale ~ N(1, 0.02), shift 0. At batch 1 it is instance norm
+ * with an affine transform, the substitute for the BatchNorm of the baselines' released code. The
+ * shift matters where a ReLU follows: without it, ReLU(norm(x)) of a one-channel image keeps only
+ * the voxels above the mean.
+ */
+export class BatchNorm extends Module {
+  readonly gamma: tf.Variable;
+  readonly beta: tf.Variable;
+  constructor(init: Init, readonly channels: number) {
+    super();
+    this.gamma = this.param("gamma", init.normal([channels], 1, 0.02));
+    this.beta = this.param("beta", tf.zeros([channels]));
+  }
+  apply<T extends tf.Tensor4D | tf.Tensor5D>(x: T): T {
+    return batchNorm(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D);
   }
 }
 

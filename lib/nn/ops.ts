@@ -128,6 +128,22 @@ export function instanceNorm<T extends Spatial>(x: T, eps = 1e-5): T {
   });
 }
 
+/**
+ * Batch normalisation with batch statistics (PyTorch `BatchNorm2d/3d` in training mode): each
+ * channel is normalised over the batch and spatial positions with the biased variance, then
+ * scaled by `gamma` and shifted by `beta` (both `[channels]`). With batch 1 the statistics are
+ * the instance's, so this is instance normalisation with an affine transform; it is used at
+ * evaluation too (no running averages), which keeps training and inference identical.
+ */
+export function batchNorm<T extends Spatial>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
+  const axes = [0, ...spatialAxes(x)];
+  return tf.tidy(() => {
+    const { mean, variance } = tf.moments(x, axes, true);
+    const scale = tf.div(gamma, tf.sqrt(tf.add(variance, eps)));
+    return tf.add(tf.mul(tf.sub(x, mean), scale), beta) as T;
+  });
+}
+
 /** LeakyReLU with PyTorch's default slope 0.01 (tfjs's own default is 0.2). */
 export function leakyRelu<T extends tf.Tensor>(x: T, slope = 0.01): T {
   return fastLeakyRelu(x, slope) ?? tf.leakyRelu(x, slope);

@@ -31,7 +31,9 @@ import {
 } from "../models/keeper.ts";
 import {
   type AfmGate,
+  type AfmParts,
   crossEntropy,
+  FULL_AFM,
   GuidedSegmenter,
   type SegmentationLoss,
   segmentationLoss,
@@ -93,6 +95,8 @@ export interface RunConfig {
     input: SegmentationInput;
     /** How AFM outputs join the segmentation features (`none`: the paper's plain sum). */
     afmGate: AfmGate;
+    /** The AFM's parts (Table 5 removes each in turn; default: all). */
+    afm: AfmParts;
     /** `ce`: the authors' cross-entropy; `ce+dice`: plus soft Dice over the foreground classes. */
     loss: SegmentationLoss;
     baseline: Schedule;
@@ -158,6 +162,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     classes: 4,
     input: "low-field" as SegmentationInput,
     afmGate: "none" as AfmGate,
+    afm: { ...FULL_AFM },
   };
   if (profile === "paper") {
     return {
@@ -239,6 +244,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "fusion.usegnetAfmLevels": ["ends", "all"],
   "fusion.keeper": ["trained", "random"],
   "fusion.afmGate": ["none", "zero"],
+  "fusion.afm.channelRefinement": ["two-path", "one-path", "none"],
   "fusion.loss": ["ce", "ce+dice"],
 };
 
@@ -543,7 +549,8 @@ export async function loadGuided(
   );
   const net = buildSegmenter(cfg, specOf(cfg, meta));
   const gate = (meta.afmGate as AfmGate | undefined) ?? cfg.fusion.afmGate ?? "none";
-  const guided = new GuidedSegmenter(net, keeper.widths, seedOf(cfg.seed, 5), gate);
+  const parts = (meta.afm as AfmParts | undefined) ?? cfg.fusion.afm ?? FULL_AFM;
+  const guided = new GuidedSegmenter(net, keeper.widths, seedOf(cfg.seed, 5), gate, parts);
   await loadCheckpoint(path, guided);
   return { keeper, guided };
 }
@@ -553,13 +560,22 @@ export function buildSegmenter(cfg: RunConfig, spec: NetworkSpec = networkSpec(c
   return buildNetwork(spec, seedOf(cfg.seed, 4));
 }
 
-/** A segmentation network with the run's AFMs (runs written before `afmGate` existed: `none`). */
+/**
+ * A segmentation network with the run's AFMs (runs written before `afmGate` existed: `none`;
+ * before `afm`: the full AFM).
+ */
 export function buildGuided(
   cfg: RunConfig,
   net: SegmentationNetwork,
   keeperWidths: number[],
 ): GuidedSegmenter {
-  return new GuidedSegmenter(net, keeperWidths, seedOf(cfg.seed, 5), cfg.fusion.afmGate ?? "none");
+  return new GuidedSegmenter(
+    net,
+    keeperWidths,
+    seedOf(cfg.seed, 5),
+    cfg.fusion.afmGate ?? "none",
+    cfg.fusion.afm ?? FULL_AFM,
+  );
 }
 
 /** PSNR/SSIM of the 3T input itself against 7T: the floor a synthesis has to beat. */
@@ -647,6 +663,8 @@ export async function trainKeeper(
   const schedule = ctx.cfg.keeper.train;
   const optK = adam(schedule.learningRate), optD = adam(schedule.learningRate);
   const { lambdaSyn, lambdaAdv, distribution } = ctx.cfg.keeper;
+  // runs written before `distillation` existed distilled
+  const distilling = ctx.cfg.keeper.distillation ?? true;
   const pair = new KeeperPair(kkn, disc);
   const label = `keeper fold ${split.fold}`;
   const result = await trainLoop({
@@ -667,7 +685,7 @@ export async function trainKeeper(
         "7T",
       );
       const x3 = toTensor(a.arrays["3T"], a.shape), y7 = toTensor(a.arrays["7T"], a.shape);
-      const target = tf.tidy(() => teacher.encoder.apply(y7));
+      const target = distilling ? tf.tidy(() => teacher.encoder.apply(y7)) : null;
       // Algorithm 1 lines 12-19: the KKN update through the frozen teacher decoder; its synthesis
       // is kept (outside the gradient tape, i.e. detached) for the LSGAN discriminator update
       // that follows, so one forward pass serves both.
@@ -678,7 +696,7 @@ export async function trainKeeper(
           const feats = kkn.apply(x3);
           const syn = teacher.decoder.apply(feats);
           fake = tf.keep(syn);
-          const distill = distillationLoss(target, feats, distribution);
+          const distill = target ? distillationLoss(target, feats, distribution) : tf.scalar(0);
           const synthesis = l1(syn, y7);
           const adv = adversarialLoss(disc.apply(syn));
           parts = {
@@ -697,7 +715,8 @@ export async function trainKeeper(
         disc.parameters(),
       )!;
       const out = { loss: kCost.dataSync()[0], discriminator: dCost.dataSync()[0], ...parts };
-      tf.dispose([x3, y7, target, fake!, dCost, kCost]);
+      tf.dispose([x3, y7, fake!, dCost, kCost]);
+      if (target) tf.dispose(target);
       return Promise.resolve(out);
     },
     validate: async () => {
@@ -1074,7 +1093,13 @@ export async function trainFusion(
     logits: (x, fk) => guided.apply(x, fk),
     forward: (x, fk) => guided.forward(x, fk),
     keeper: kkn,
-    meta: { spec, afmGate: ctx.cfg.fusion.afmGate ?? "none", keeperWidths: kkn.widths, keeperCheckpoint },
+    meta: {
+      spec,
+      afmGate: ctx.cfg.fusion.afmGate ?? "none",
+      afm: ctx.cfg.fusion.afm ?? FULL_AFM,
+      keeperWidths: kkn.widths,
+      keeperCheckpoint,
+    },
     auxDecay: baseline.auxDecay ?? 0,
   });
   const guidedDice = await testDice((x) => guided.apply(x, kkn.apply(x)));
