@@ -15,6 +15,7 @@ import type { KnowledgeKeeper } from "./models/keeper.ts";
 import type { Teacher } from "./models/teacher.ts";
 import { loadCohort, type Subject, toTensor } from "./train/data.ts";
 import {
+  type BaselineMetrics,
   buildTeacher,
   type FoldMetrics,
   foldSplits,
@@ -46,6 +47,9 @@ export interface RunData {
     peakRssMiB: number | null;
     folds: FoldMetrics[];
     fusion: FusionMetrics | null;
+    /** A `--phase baseline` run's results. */
+    baseline?: BaselineMetrics | null;
+    convergence?: ConvergenceReport[];
   };
   /** log.jsonl: one line per round, and one convergence verdict per phase. */
   log: {
@@ -230,7 +234,7 @@ export function table2(runs: RunData[]): dfd.DataFrame {
     const paper = PAPER_TABLE2[net];
     row["paper average"] = paper ? mean(paper.baseline) : "n/a";
     row["paper average + guidance"] = paper ? mean(paper.guided) : "n/a";
-    const conv = (run.metrics as { convergence?: ConvergenceReport[] }).convergence ?? [];
+    const conv = run.metrics.convergence ?? [];
     const problems = conv.filter((c) => c.problems.length && !/^(teacher|keeper)/.test(c.phase));
     row["converged"] = problems.length
       ? problems.map((c) => `${c.phase}: ${c.problems.join("; ")}`).join(" | ")

@@ -238,7 +238,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "teacher.norm": ["instance", "none"],
   "keeper.distribution": ["paper", "code"],
   "keeper.norm": ["instance", "none"],
-  "fusion.input": ["low-field", "ideal"],
+  "fusion.input": ["low-field", "ideal", "synthesized"],
   "fusion.network": ["unet3d", "voxresnet", "usegnet", "rpnet"],
   "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.usegnetAfmLevels": ["ends", "all"],
@@ -832,12 +832,25 @@ export interface FusionMetrics {
 
 /**
  * Which tissue image the segmenters read: `low-field` (the 1.5T scan, or 3T where a cohort has
- * no 1.5T) or `ideal` (the phantom's noise-free 1.5T image, for measuring a segmentation ceiling).
+ * no 1.5T), `ideal` (the phantom's noise-free 1.5T image, for measuring a segmentation ceiling) or
+ * `synthesized` (the low-field scan through fold 1's KKN and teacher decoder: the image-level
+ * guidance of Table B.1; `addSyntheses` computes it).
  */
-export type SegmentationInput = "low-field" | "ideal";
+export type SegmentationInput = "low-field" | "ideal" | "synthesized";
+
+/** The key under which `addSyntheses` stores a subject's 7T-like synthesis. */
+export const SYNTHESIZED_KEY = "synthesized";
 
 /** The manifest key of the image a segmentation subject is segmented from. */
 export function segInput(s: Subject, input: SegmentationInput = "low-field"): string {
+  if (input === "synthesized") {
+    if (!(SYNTHESIZED_KEY in s.arrays)) {
+      throw new Error(
+        `tissue subject ${s.id}: no 7T-like synthesis (fusion.input "synthesized" needs addSyntheses)`,
+      );
+    }
+    return SYNTHESIZED_KEY;
+  }
   if (input === "ideal") {
     if (!(IDEAL_KEY in s.arrays)) {
       throw new Error(
@@ -847,6 +860,22 @@ export function segInput(s: Subject, input: SegmentationInput = "low-field"): st
     return IDEAL_KEY;
   }
   return "1.5T" in s.arrays ? "1.5T" : "3T";
+}
+
+/**
+ * Adds to every subject its low-field image synthesised into a 7T-like image by the KKN and the
+ * frozen teacher decoder (whole volume, clipped to [0, 1] as the synthesis scores are), under
+ * `SYNTHESIZED_KEY`.
+ */
+export async function addSyntheses(
+  subjects: Subject[],
+  teacher: Teacher,
+  kkn: KnowledgeKeeper,
+): Promise<void> {
+  for (const s of subjects) {
+    const syn = await predictVolume(s, segInput(s, "low-field"), (x) => teacher.decoder.apply(kkn.apply(x)));
+    s.arrays[SYNTHESIZED_KEY] = syn.map((v) => Math.min(1, Math.max(0, v)));
+  }
 }
 
 /** The tissue cohort's splits and what the segmenters read. */

@@ -13,9 +13,10 @@ import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
 import { generateCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
 import { sha256File } from "../io/hash.ts";
-import { loadCohort, verifyCohort } from "./data.ts";
+import { loadCohort, type Subject, verifyCohort } from "./data.ts";
 import { loadCheckpoint } from "./state.ts";
 import {
+  addSyntheses,
   type BaselineMetrics,
   buildKeeper,
   buildTeacher,
@@ -208,10 +209,12 @@ async function trainInto(
   let baseline: BaselineMetrics | null = null;
   if ((phase === "fusion" || phase === "all") && firstKeeper) {
     const tissue = await loadCohort(join(data, "tissue"));
+    if (cfg.fusion.input === "synthesized") await synthesize(runDir, cfg, tissue.subjects, firstKeeper);
     fusion = await trainFusion(ctx, tissue.subjects, firstKeeper);
   }
   if (phase === "baseline") {
     const tissue = await loadCohort(join(data, "tissue"));
+    if (cfg.fusion.input === "synthesized") await synthesize(runDir, cfg, tissue.subjects);
     const trained = await trainBaseline(ctx, tissue.subjects);
     trained.net.dispose();
     baseline = trained.metrics;
@@ -241,6 +244,27 @@ async function trainInto(
 /** The phantom cohort a training profile runs on (`long` trains longer on the default cohort). */
 export function cohortProfile(profile: string): "quick" | "default" | "paper" {
   return profile === "long" ? "default" : profile as "quick" | "default" | "paper";
+}
+
+/**
+ * `fusion.input` "synthesized": the tissue subjects' 7T-like syntheses through fold 1's KKN (the
+ * one given, else the run's checkpoint) and teacher decoder, which must be in the run already.
+ */
+async function synthesize(runDir: string, cfg: RunConfig, subjects: Subject[], kkn?: KnowledgeKeeper) {
+  const path = (name: string) => {
+    const p = join(runDir, "checkpoints", name);
+    if (!existsSync(`${p}.json`)) {
+      throw new UsageError(
+        `fusion.input "synthesized": ${p}.json missing (train the teacher and keeper phases into ${runDir} first)`,
+      );
+    }
+    return p;
+  };
+  const teacher = await loaded(buildTeacher(cfg, 1), path("teacher-fold1-best"));
+  const keeper = kkn ?? await loaded(buildKeeper(cfg, 1), path("keeper-fold1-best"), "keeper.");
+  await addSyntheses(subjects, teacher, keeper);
+  teacher.dispose();
+  if (!kkn) keeper.dispose();
 }
 
 async function loaded<M extends Module>(m: M, path: string, prefix = ""): Promise<M> {

@@ -1,0 +1,400 @@
+/**
+ * `deno task tables [--tables 5,4,B1] [--from runs/default] [--host rpnet]`: the paper's tissue
+ * ablations as plans of runs, each an ordinary `deno task train` run folder under `--runs` that
+ * resumes like any other, then each table with statistics beside the paper's values.
+ *
+ * - Table 5 (AFM ablation): the host network (the paper: RP-Net) with the full AFM and with each
+ *   part removed (`fusion.afm`). One run trains the host's baseline and epoch-matched control;
+ *   the others copy them and train only the guided model, so every row fine-tunes the same
+ *   baseline.
+ * - Table 4 (KKN ablation): a KKN without guide blocks and one without distillation
+ *   (`keeper.guideBlocks`, `keeper.distillation`), each trained on fold 1 like the `--from` run's
+ *   and scored by synthesis on the paired test subjects; each then guides the same host baseline.
+ *   Row (c) is the full KKN of Table 5's row (e).
+ * - Table B.1 (image- vs feature-level guidance): the `--from` run's network trained on the
+ *   7T-like syntheses of the low-field images (`fusion.input` "synthesized") beside that run's
+ *   baseline and AFM-guided model.
+ *
+ * All rows use fold 1's teacher and KKN and one guided model (the `--from` run's protocol); the
+ * released code's alternative, one guided model per KKN fold averaged, is not run here.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
+import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { writeFileAtomic } from "../lib/io/nifti.ts";
+import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
+import { type AfmParts, afmVariantLabel, FULL_AFM } from "../lib/models/fusion.ts";
+import { loadRun, type RunData } from "../lib/report.ts";
+import { networkSpec } from "../lib/train/pipeline.ts";
+import { networkLabel } from "../lib/models/networks.ts";
+import { runTraining } from "../lib/train/run.ts";
+import { copyCheckpoint } from "../lib/train/state.ts";
+import {
+  comparisonTable,
+  longRecords,
+  type MeasuredRow,
+  PAPER_TABLE4,
+  PAPER_TABLE5,
+  PAPER_TABLEB1,
+  tableMarkdown,
+  tablePlot,
+  type TableSpec,
+} from "../lib/tables.ts";
+import { dataFrame, toCsv, toMarkdown } from "../lib/viz/table.ts";
+import { type PlotlyFigure, renderFigures } from "../lib/viz/plotly.ts";
+
+export const TABLE_IDS = ["5", "4", "B1"] as const;
+type TableId = typeof TABLE_IDS[number];
+
+export const TABLES_COMMAND: CommandSpec = {
+  name: "deno task tables",
+  summary: "run the paper's tissue ablations (Tables 5, 4, B.1) on a finished run's KKN and write them",
+  usage: "deno task tables [--tables 5,4,B1] [--from runs/default] [--host rpnet] [--out figures]",
+  options: [
+    { name: "tables", description: `comma-separated tables (${TABLE_IDS.join(", ")})`, default: "5,4,B1" },
+    {
+      name: "from",
+      description: "a finished run whose teacher, KKN and settings every row starts from",
+      default: "runs/default",
+    },
+    {
+      name: "host",
+      description: "the segmentation network the AFM and KKN ablations guide (the paper: RP-Net)",
+      choices: Object.keys(NETWORKS),
+      default: "rpnet",
+    },
+    { name: "name", description: "run name prefix: runs/<name>-<row>", default: "tables" },
+    { name: "runs", description: "folder the runs go to", default: "runs" },
+    { name: "out", description: "folder for the tables, plots and results.csv", default: "figures" },
+    {
+      name: "backend",
+      description: "compute backend",
+      choices: BACKENDS,
+      default: "auto",
+      env: "TFJS_BACKEND",
+    },
+    { name: "progress", description: "progress bars", type: "boolean", default: true },
+  ],
+};
+
+/** One run of a plan: a configuration change from the `--from` run and what it reuses. */
+interface Arm {
+  /** Run folder suffix. */
+  id: string;
+  /** Deep changes to the `--from` run's configuration. */
+  changes: { keeper?: Record<string, unknown>; fusion?: Record<string, unknown> };
+  phase: "fusion" | "baseline";
+  /** Checkpoints copied before training: from the `--from` run or from another arm's run. */
+  copy: { from: "source" | string; names: string[] }[];
+}
+
+const TEACHER_KKN = ["teacher-fold1-best", "keeper-fold1-best"];
+const HOST_BASELINE = ["baseline-best", "baseline-last", "baseline-matched-best", "baseline-matched-last"];
+
+const AFM_ROWS: [string, Partial<AfmParts>][] = [
+  ["a", { aggregation: false }],
+  ["b", { channelRefinement: "one-path" }],
+  ["c", { featureCombined: false }],
+  ["d", { channelRefinement: "none" }],
+  ["e", {}],
+];
+const KKN_ROWS: [string, string, Record<string, unknown>][] = [
+  ["a", "w/o guide blocks", { guideBlocks: false }],
+  ["b", "w/o knowledge distillation", { distillation: false }],
+];
+
+/** The runs the requested tables need, in training order (each once). */
+export function planArms(tables: TableId[], host: NetworkName): Arm[] {
+  const arms: Arm[] = [];
+  const needsHost = tables.includes("5") || tables.includes("4");
+  if (needsHost) {
+    arms.push({
+      id: "host",
+      changes: { fusion: { network: host, afm: FULL_AFM } },
+      phase: "fusion",
+      copy: [{ from: "source", names: TEACHER_KKN }],
+    });
+  }
+  if (tables.includes("5")) {
+    for (const [key, parts] of AFM_ROWS.filter(([k]) => k !== "e")) {
+      arms.push({
+        id: `afm-${key}`,
+        changes: { fusion: { network: host, afm: { ...FULL_AFM, ...parts } } },
+        phase: "fusion",
+        copy: [{ from: "source", names: TEACHER_KKN }, { from: "host", names: HOST_BASELINE }],
+      });
+    }
+  }
+  if (tables.includes("4")) {
+    for (const [key, , keeper] of KKN_ROWS) {
+      arms.push({
+        id: `kkn-${key}`,
+        changes: { keeper, fusion: { network: host, afm: FULL_AFM } },
+        phase: "fusion",
+        copy: [{ from: "source", names: ["teacher-fold1-best"] }, { from: "host", names: HOST_BASELINE }],
+      });
+    }
+  }
+  if (tables.includes("B1")) {
+    arms.push({
+      id: "image-level",
+      changes: { fusion: { input: "synthesized" } },
+      phase: "baseline",
+      copy: [{ from: "source", names: TEACHER_KKN }],
+    });
+  }
+  return arms;
+}
+
+function deepMerge(base: unknown, change: unknown): unknown {
+  if (change === null || typeof change !== "object" || Array.isArray(change)) return change;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(change)) out[k] = deepMerge(out[k], v);
+  return out;
+}
+
+async function runArm(
+  arm: Arm,
+  source: RunData,
+  opts: Record<string, string | number | boolean | undefined>,
+): Promise<string> {
+  const runs = String(opts.runs);
+  const name = `${opts.name}-${arm.id}`;
+  const dir = join(runs, name);
+  await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
+  for (const { from, names } of arm.copy) {
+    const fromDir = from === "source" ? source.dir : join(runs, `${opts.name}-${from}`);
+    for (const ck of names) {
+      if (existsSync(join(dir, "checkpoints", `${ck}.json`))) continue;
+      if (!existsSync(join(fromDir, "checkpoints", `${ck}.json`))) {
+        throw new UsageError(`${fromDir}: checkpoints/${ck}.json missing (needed by ${name})`);
+      }
+      await copyCheckpoint(join(fromDir, "checkpoints", ck), join(dir, "checkpoints", ck));
+    }
+  }
+  const config = deepMerge(source.config, arm.changes);
+  const configPath = join(dir, "tables-config.json");
+  await writeFileAtomic(configPath, JSON.stringify(config, null, 2));
+  console.log(`${name}: ${arm.phase} (${JSON.stringify(arm.changes)})`);
+  return await runTraining({
+    profile: source.config.profile,
+    seed: source.config.seed,
+    phase: arm.phase,
+    config: configPath,
+    name,
+    out: runs,
+    data: source.metrics.data,
+    folds: 1,
+    progress: opts.progress !== false,
+    // an unconverged row is reported in its table, not fatal to the others
+    "allow-unconverged": true,
+  });
+}
+
+type Model = "baseline" | "baselineMatched" | "guided";
+
+/** A run's per-subject Dice of one model. */
+function diceRows(run: RunData, model: Model): MeasuredRow["subjects"] {
+  if (model === "baseline" && run.metrics.baseline && !run.metrics.fusion) {
+    return run.metrics.baseline.subjects;
+  }
+  const fu = run.metrics.fusion;
+  if (!fu) throw new Error(`${run.dir}: no phase 3 results`);
+  return fu.subjects.map((s) => ({ id: s.id, dice: s[model] }));
+}
+
+function synthesisRows(run: RunData): MeasuredRow["synthesis"] {
+  return run.metrics.folds.map((f) => ({ id: f.subject, psnr: f.keeper.psnr, ssim: f.keeper.ssim }));
+}
+
+function floorRows(run: RunData): MeasuredRow["synthesis"] {
+  return run.metrics.folds.map((f) => ({ id: f.subject, psnr: f.floor3T.psnr, ssim: f.floor3T.ssim }));
+}
+
+/** Problems the runs' convergence checks reported for the segmentation and KKN phases. */
+function convergenceNote(runs: RunData[]): string {
+  const problems = runs.flatMap((r) =>
+    (r.metrics.convergence ?? [])
+      .filter((c) => c.problems.length && !/^teacher/.test(c.phase))
+      .map((c) => `${r.dir} ${c.phase}: ${c.problems.join("; ")}`)
+  );
+  return problems.length
+    ? `Not converged: ${problems.join(" | ")}.`
+    : "Every phase passed its convergence checks.";
+}
+
+/** The table specs from finished runs. */
+export function buildTables(
+  tables: TableId[],
+  runs: Record<string, RunData>,
+  source: RunData,
+): TableSpec[] {
+  const out: TableSpec[] = [];
+  const hostLabel = runs.host ? networkLabel(networkSpec(runs.host.config)) : "";
+  const protocol = (rs: RunData[]) =>
+    `Protocol: fold 1's teacher and KKN, one guided model (no averaging over KKN folds); ` +
+    `statistics over the ${
+      diceRows(rs[0], rs[0].metrics.fusion ? "guided" : "baseline").length
+    } tissue test subjects (paired t-test, Wilcoxon signed-rank, bootstrap 95% CI of the mean difference). ` +
+    convergenceNote(rs);
+  if (tables.includes("5")) {
+    const rows = AFM_ROWS.map(([key, parts]): MeasuredRow => {
+      const run = key === "e" ? runs.host : runs[`afm-${key}`];
+      return {
+        key,
+        label: afmVariantLabel({ ...FULL_AFM, ...parts }),
+        source: `${run.dir} guided`,
+        subjects: diceRows(run, "guided"),
+        paper: PAPER_TABLE5[key],
+      };
+    });
+    rows.push({
+      key: "baseline",
+      label: `${hostLabel} without AFMs`,
+      source: `${runs.host.dir} baseline`,
+      subjects: diceRows(runs.host, "baseline"),
+    }, {
+      key: "control",
+      label: `${hostLabel} without AFMs, epoch-matched`,
+      source: `${runs.host.dir} baselineMatched`,
+      subjects: diceRows(runs.host, "baselineMatched"),
+    });
+    out.push({
+      id: "table5",
+      title: `Table 5: AFM ablation (${hostLabel})`,
+      reference: "e",
+      protocol: protocol([runs.host, ...AFM_ROWS.slice(0, 4).map(([k]) => runs[`afm-${k}`])]),
+      rows,
+    });
+  }
+  if (tables.includes("4")) {
+    const rows: MeasuredRow[] = KKN_ROWS.map(([key, label]) => {
+      const run = runs[`kkn-${key}`];
+      return {
+        key,
+        label,
+        source: `${run.dir} keeper fold 1, guided`,
+        subjects: diceRows(run, "guided"),
+        synthesis: synthesisRows(run),
+        paper: PAPER_TABLE4[key],
+      };
+    });
+    rows.push({
+      key: "c",
+      label: "full KKN (ours)",
+      source: `${runs.host.dir} keeper fold 1, guided`,
+      subjects: diceRows(runs.host, "guided"),
+      synthesis: synthesisRows(runs.host),
+      paper: PAPER_TABLE4.c,
+    }, {
+      key: "3T floor",
+      label: "3T input itself (synthesis floor)",
+      source: `${runs.host.dir} paired test subjects`,
+      subjects: diceRows(runs.host, "baseline"),
+      synthesis: floorRows(runs.host),
+    });
+    out.push({
+      id: "table4",
+      title: `Table 4: KKN ablation (synthesis on the paired test subjects; ${hostLabel} + AFM Dice)`,
+      reference: "c",
+      protocol: protocol([runs.host, ...KKN_ROWS.map(([k]) => runs[`kkn-${k}`])]) +
+        ` The 3T floor row's Dice is the ${hostLabel} baseline (no KKN).`,
+      rows,
+    });
+  }
+  if (tables.includes("B1")) {
+    const label = networkLabel(networkSpec(source.config));
+    out.push({
+      id: "tableB1",
+      title: `Table B.1: image-level against feature-level guidance (${label})`,
+      reference: "b",
+      protocol: protocol([runs["image-level"], source]),
+      rows: [
+        {
+          key: "a",
+          label: "image level (trained on KKN + teacher-decoder syntheses)",
+          source: `${runs["image-level"].dir} baseline`,
+          subjects: diceRows(runs["image-level"], "baseline"),
+          paper: PAPER_TABLEB1.a,
+        },
+        {
+          key: "b",
+          label: "none (baseline)",
+          source: `${source.dir} baseline`,
+          subjects: diceRows(source, "baseline"),
+          paper: PAPER_TABLEB1.b,
+        },
+        {
+          key: "c",
+          label: "feature level (KKN + AFM)",
+          source: `${source.dir} guided`,
+          subjects: diceRows(source, "guided"),
+          paper: PAPER_TABLEB1.c,
+        },
+        {
+          key: "control",
+          label: "none, epoch-matched",
+          source: `${source.dir} baselineMatched`,
+          subjects: diceRows(source, "baselineMatched"),
+        },
+      ],
+    });
+  }
+  return out;
+}
+
+/** Writes `<id>.csv`, `<id>.md`, `<id>.png/.svg` per table and `results.csv`; returns the files. */
+export async function writeTables(specs: TableSpec[], out: string): Promise<string[]> {
+  await Deno.mkdir(out, { recursive: true });
+  const written: string[] = [];
+  const plots: [string, PlotlyFigure][] = [];
+  for (const spec of specs) {
+    const table = comparisonTable(spec);
+    await writeFileAtomic(join(out, `${spec.id}.csv`), toCsv(table));
+    await writeFileAtomic(join(out, `${spec.id}.md`), tableMarkdown(spec, toMarkdown(table, 3)));
+    written.push(`${spec.id}.csv`, `${spec.id}.md`);
+    plots.push([spec.id, tablePlot(spec)]);
+  }
+  await writeFileAtomic(join(out, "results.csv"), toCsv(dataFrame(specs.flatMap(longRecords))));
+  written.push("results.csv");
+  const rendered = await renderFigures(plots.map(([, f]) => f));
+  for (const [i, [name]] of plots.entries()) {
+    await writeFileAtomic(join(out, `${name}.png`), rendered[i].png);
+    await writeFileAtomic(join(out, `${name}.svg`), rendered[i].svg);
+    await writeFileAtomic(join(out, `${name}.json`), JSON.stringify(plots[i][1]));
+    written.push(`${name}.png`, `${name}.svg`, `${name}.json`);
+  }
+  return written;
+}
+
+export async function runTables(
+  opts: Record<string, string | number | boolean | undefined>,
+): Promise<TableSpec[]> {
+  const tables = String(opts.tables).split(",").map((t) => t.trim()).filter(Boolean) as TableId[];
+  for (const t of tables) {
+    if (!TABLE_IDS.includes(t)) {
+      throw new UsageError(`--tables: "${t}" is not one of ${TABLE_IDS.join(", ")}`);
+    }
+  }
+  const source = await loadRun(String(opts.from));
+  if (!source.metrics.fusion) {
+    throw new UsageError(`--from ${opts.from}: no phase 3 results (a finished run)`);
+  }
+  const runs: Record<string, RunData> = {};
+  for (const arm of planArms(tables, String(opts.host) as NetworkName)) {
+    runs[arm.id] = await loadRun(await runArm(arm, source, opts));
+  }
+  const specs = buildTables(tables, runs, source);
+  const files = await writeTables(specs, String(opts.out));
+  for (const spec of specs) console.log(`\n${spec.title}\n${toMarkdown(comparisonTable(spec), 3)}`);
+  console.log(`wrote ${files.map((f) => join(String(opts.out), f)).join(", ")}`);
+  return specs;
+}
+
+if (import.meta.main) {
+  await runCommand(TABLES_COMMAND, async (args) => {
+    await initBackend(String(args.options.backend));
+    await runTables(args.options);
+  });
+}
