@@ -24,4 +24,6 @@ export * from "./nn/ops.ts";
 export * from "./nn/gradcheck.ts";
 export * from "./random.ts";
 export * from "./stats.ts";
+export * from "./tables.ts";
+export * from "./tissue/atropos.ts";
 export * from "./cli.ts";

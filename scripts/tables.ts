@@ -1,8 +1,13 @@
 /**
- * `deno task tables [--tables 5,4,B1] [--from runs/default] [--host rpnet]`: the paper's tissue
- * ablations as plans of runs, each an ordinary `deno task train` run folder under `--runs` that
+ * `deno task tables [--tables 1,5,4,B1] [--from runs/default] [--host unet3d]`: the paper's tissue
+ * comparisons as plans of runs, each an ordinary `deno task train` run folder under `--runs` that
  * resumes like any other, then each table with statistics beside the paper's values.
  *
+ * - Table 1 (synthesis, then a classical tissue classifier): the Atropos method (`lib/tissue/
+ *   atropos.ts`, ANTs' settings) on the `--from` run's 3D KKN syntheses of fold 1's paired test
+ *   subjects, and on their 3T and real 7T images as floor and ceiling. Nothing is trained. Rows
+ *   (a) WATNet, (c) and (e) (2D KKN) and (d) (a U-Net decoder trained on the frozen KKN) are listed
+ *   as not measured, with why.
  * - Table 5 (AFM ablation): the host network (the paper: RP-Net) with the full AFM and with each
  *   part removed (`fusion.afm`). One run trains the host's baseline and epoch-matched control;
  *   the others copy them and train only the guided model, so every row fine-tunes the same
@@ -29,11 +34,18 @@ import { loadRun, type RunData } from "../lib/report.ts";
 import { networkSpec } from "../lib/train/pipeline.ts";
 import { networkLabel } from "../lib/models/networks.ts";
 import { runTraining } from "../lib/train/run.ts";
+import { buildKeeper, buildTeacher, foldSplits, predictVolume } from "../lib/train/pipeline.ts";
+import { loadCohort } from "../lib/train/data.ts";
+import { loadCheckpoint } from "../lib/train/state.ts";
+import { dicePerClass } from "../lib/metrics.ts";
+import { atropos, type AtroposOptions } from "../lib/tissue/atropos.ts";
+import { runDataDir } from "../lib/report.ts";
 import { copyCheckpoint } from "../lib/train/state.ts";
 import {
   comparisonTable,
   longRecords,
   type MeasuredRow,
+  PAPER_TABLE1,
   PAPER_TABLE4,
   PAPER_TABLE5,
   PAPER_TABLEB1,
@@ -42,17 +54,17 @@ import {
   type TableSpec,
 } from "../lib/tables.ts";
 import { dataFrame, toCsv, toMarkdown } from "../lib/viz/table.ts";
-import { type PlotlyFigure, renderFigures } from "../lib/viz/plotly.ts";
+import { chromiumPath, type PlotlyFigure, renderFigures } from "../lib/viz/plotly.ts";
 
-export const TABLE_IDS = ["5", "4", "B1"] as const;
+export const TABLE_IDS = ["1", "5", "4", "B1"] as const;
 type TableId = typeof TABLE_IDS[number];
 
 export const TABLES_COMMAND: CommandSpec = {
   name: "deno task tables",
-  summary: "run the paper's tissue ablations (Tables 5, 4, B.1) on a finished run's KKN and write them",
-  usage: "deno task tables [--tables 5,4,B1] [--from runs/default] [--host rpnet] [--out figures]",
+  summary: "run the paper's tissue comparisons (Tables 1, 5, 4, B.1) on a finished run's KKN and write them",
+  usage: "deno task tables [--tables 1,5,4,B1] [--from runs/default] [--host unet3d] [--out figures]",
   options: [
-    { name: "tables", description: `comma-separated tables (${TABLE_IDS.join(", ")})`, default: "5,4,B1" },
+    { name: "tables", description: `comma-separated tables (${TABLE_IDS.join(", ")})`, default: "1,5,4,B1" },
     {
       name: "from",
       description: "a finished run whose teacher, KKN and settings every row starts from",
@@ -60,9 +72,10 @@ export const TABLES_COMMAND: CommandSpec = {
     },
     {
       name: "host",
-      description: "the segmentation network the AFM and KKN ablations guide (the paper: RP-Net)",
+      description:
+        "the segmentation network the AFM and KKN ablations guide (the paper: rpnet, which does not reach the sanity floor at the default budget here)",
       choices: Object.keys(NETWORKS),
-      default: "rpnet",
+      default: "unet3d",
     },
     { name: "name", description: "run name prefix: runs/<name>-<row>", default: "tables" },
     { name: "runs", description: "folder the runs go to", default: "runs" },
@@ -104,8 +117,12 @@ const KKN_ROWS: [string, string, Record<string, unknown>][] = [
   ["b", "w/o knowledge distillation", { distillation: false }],
 ];
 
-/** The runs the requested tables need, in training order (each once). */
-export function planArms(tables: TableId[], host: NetworkName): Arm[] {
+/**
+ * The runs the requested tables need, in training order (each once). When the `--from` run
+ * already trained the host network with the full AFM, the host row is that run's phase 3 (copied,
+ * so only its test Dice is recomputed).
+ */
+export function planArms(tables: TableId[], host: NetworkName, sourceHostsFullAfm = false): Arm[] {
   const arms: Arm[] = [];
   const needsHost = tables.includes("5") || tables.includes("4");
   if (needsHost) {
@@ -113,7 +130,12 @@ export function planArms(tables: TableId[], host: NetworkName): Arm[] {
       id: "host",
       changes: { fusion: { network: host, afm: FULL_AFM } },
       phase: "fusion",
-      copy: [{ from: "source", names: TEACHER_KKN }],
+      copy: [{
+        from: "source",
+        names: sourceHostsFullAfm
+          ? [...TEACHER_KKN, ...HOST_BASELINE, "guided-best", "guided-last"]
+          : TEACHER_KKN,
+      }],
     });
   }
   if (tables.includes("5")) {
@@ -225,12 +247,13 @@ function convergenceNote(runs: RunData[]): string {
 }
 
 /** The table specs from finished runs. */
-export function buildTables(
+export async function buildTables(
   tables: TableId[],
   runs: Record<string, RunData>,
   source: RunData,
-): TableSpec[] {
+): Promise<TableSpec[]> {
   const out: TableSpec[] = [];
+  if (tables.includes("1")) out.push(await table1Spec(source));
   const hostLabel = runs.host ? networkLabel(networkSpec(runs.host.config)) : "";
   const protocol = (rs: RunData[]) =>
     `Protocol: fold 1's teacher and KKN, one guided model (no averaging over KKN folds); ` +
@@ -344,6 +367,83 @@ export function buildTables(
   return out;
 }
 
+/**
+ * Atropos as `antsAtroposN4`-style scripts call it for three tissues: `-i KMeans[3] -m [0.1,1x1x1]
+ * -c [5,0]`: Potts weight 0.1 over the 26-neighbourhood weighted by inverse distance, the
+ * neighbours' labels of the previous iteration, no mixing proportions in the posterior.
+ */
+export const ANTS_ATROPOS: AtroposOptions = {
+  classes: 3,
+  beta: 0.1,
+  neighbourhood: 26,
+  mrf: "labels",
+  mixingWeights: false,
+  iterations: 5,
+  tolerance: 0,
+};
+
+/**
+ * Table 1's classical rows on fold 1's paired test subjects: Atropos inside the true brain mask
+ * (tissue label > 0) on the 3T image, the 3D KKN's synthesis and the real 7T image.
+ */
+export async function table1Spec(source: RunData): Promise<TableSpec> {
+  const cfg = source.config;
+  const paired = await loadCohort(join(runDataDir(source), "paired"));
+  const split = foldSplits(paired.subjects, { folds: 1, testPerFold: cfg.testPerFold ?? 1 })[0];
+  const ck = (n: string) => join(source.dir, "checkpoints", n);
+  const teacher = buildTeacher(cfg, 1);
+  await loadCheckpoint(ck("teacher-fold1-best"), teacher);
+  const kkn = buildKeeper(cfg, 1);
+  await loadCheckpoint(ck("keeper-fold1-best"), kkn, {}, "keeper.");
+  const rows: Record<string, MeasuredRow["subjects"]> = { floor: [], b: [], ceiling: [] };
+  for (const s of split.test) {
+    const mask = Float32Array.from(s.arrays.tissue, (v) => (v > 0 ? 1 : 0));
+    const syn = (await predictVolume(s, "3T", (x) => teacher.decoder.apply(kkn.apply(x))))
+      .map((v) => Math.min(1, Math.max(0, v)));
+    const spacing = paired.manifest.grid.spacing;
+    const classify = (image: ArrayLike<number>) => {
+      const r = atropos(image, s.shape, mask, { ...ANTS_ATROPOS, spacing: [spacing, spacing, spacing] });
+      return dicePerClass(r.labels, s.arrays.tissue, 4);
+    };
+    rows.floor.push({ id: s.id, dice: classify(s.arrays["3T"]) });
+    rows.b.push({ id: s.id, dice: classify(syn) });
+    rows.ceiling.push({ id: s.id, dice: classify(s.arrays["7T"]) });
+  }
+  teacher.dispose();
+  kkn.dispose();
+  const src = `${source.dir} fold 1 paired test subjects`;
+  const pending = (key: string, label: string, why: string): MeasuredRow => ({
+    key,
+    label,
+    source: "",
+    subjects: [],
+    paper: PAPER_TABLE1[key],
+    pending: why,
+  });
+  return {
+    id: "table1",
+    title: "Table 1: synthesis, then segmentation (paired cohort)",
+    reference: "b",
+    protocol:
+      `Protocol: fold 1's 3D KKN (${source.dir}); Atropos (k-means initialised Gaussian mixture, Potts ` +
+      `MRF, ANTs' \`-m [0.1,1x1x1] -c [5,0]\`) inside the true brain mask; statistics over the ` +
+      `${split.test.length} paired test subjects of fold 1 (the paper: 15 leave-one-out folds).`,
+    rows: [
+      pending(
+        "a",
+        "WATNet + Atropos",
+        "WATNet is a separate published synthesis network whose architecture this paper does not specify",
+      ),
+      { key: "b", label: "3D KKN + Atropos", source: src, subjects: rows.b, paper: PAPER_TABLE1.b },
+      pending("c", "2D KKN + Atropos", "the 2D three-view pipeline is not built yet"),
+      pending("d", "3D KKN + 3D U-Net decoder", "the decoder-on-frozen-KKN training is not built yet"),
+      pending("e", "2D KKN + 2D U-Net decoder", "the 2D three-view pipeline is not built yet"),
+      { key: "floor", label: "3T image + Atropos (floor)", source: src, subjects: rows.floor },
+      { key: "ceiling", label: "real 7T image + Atropos (ceiling)", source: src, subjects: rows.ceiling },
+    ],
+  };
+}
+
 /** Writes `<id>.csv`, `<id>.md`, `<id>.png/.svg` per table and `results.csv`; returns the files. */
 export async function writeTables(specs: TableSpec[], out: string): Promise<string[]> {
   await Deno.mkdir(out, { recursive: true });
@@ -358,12 +458,21 @@ export async function writeTables(specs: TableSpec[], out: string): Promise<stri
   }
   await writeFileAtomic(join(out, "results.csv"), toCsv(dataFrame(specs.flatMap(longRecords))));
   written.push("results.csv");
+  for (const [name, fig] of plots) {
+    await writeFileAtomic(join(out, `${name}.json`), JSON.stringify(fig));
+    written.push(`${name}.json`);
+  }
+  if (!chromiumPath()) {
+    console.log(
+      "Chromium not found: plots written as plotly JSON only (install the Debian package `chromium`)",
+    );
+    return written;
+  }
   const rendered = await renderFigures(plots.map(([, f]) => f));
   for (const [i, [name]] of plots.entries()) {
     await writeFileAtomic(join(out, `${name}.png`), rendered[i].png);
     await writeFileAtomic(join(out, `${name}.svg`), rendered[i].svg);
-    await writeFileAtomic(join(out, `${name}.json`), JSON.stringify(plots[i][1]));
-    written.push(`${name}.png`, `${name}.svg`, `${name}.json`);
+    written.push(`${name}.png`, `${name}.svg`);
   }
   return written;
 }
@@ -382,10 +491,15 @@ export async function runTables(
     throw new UsageError(`--from ${opts.from}: no phase 3 results (a finished run)`);
   }
   const runs: Record<string, RunData> = {};
-  for (const arm of planArms(tables, String(opts.host) as NetworkName)) {
+  const host = String(opts.host) as NetworkName;
+  const afm = source.config.fusion.afm ?? FULL_AFM;
+  const sourceHostsFullAfm = (source.config.fusion.network ?? "unet3d") === host &&
+    JSON.stringify(afm) === JSON.stringify(FULL_AFM) &&
+    (source.config.fusion.keeper ?? "trained") === "trained";
+  for (const arm of planArms(tables, host, sourceHostsFullAfm)) {
     runs[arm.id] = await loadRun(await runArm(arm, source, opts));
   }
-  const specs = buildTables(tables, runs, source);
+  const specs = await buildTables(tables, runs, source);
   const files = await writeTables(specs, String(opts.out));
   for (const spec of specs) console.log(`\n${spec.title}\n${toMarkdown(comparisonTable(spec), 3)}`);
   console.log(`wrote ${files.map((f) => join(String(opts.out), f)).join(", ")}`);

@@ -33,6 +33,7 @@ import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { runTable2 } from "../scripts/table2.ts";
+import { runTables } from "../scripts/tables.ts";
 import { copyCheckpoint } from "../lib/train/state.ts";
 import { readNifti, writeNifti } from "../lib/io/nifti.ts";
 import { makeVolume } from "../lib/volume/volume.ts";
@@ -591,6 +592,43 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assertEquals(rkMeta.keeperCheckpoint, "keeper-random");
   assert(existsSync(join(rk, "checkpoints", "keeper-random.json")));
   await segmentFile(input, join(out, "rk-labels.nii.gz"), rk);
+  // Tables 1, 5, 4 and B.1 as plans of runs from the run: every row measured (or marked pending),
+  // the AFM-ablation rows fine-tune the host baseline they copied, results.csv long format
+  const tablesDir = join(out, "tables");
+  const specs = await runTables({
+    from: runDir,
+    tables: "1,5,4,B1",
+    host: "unet3d",
+    name: "tb",
+    out: tablesDir,
+    runs: out,
+    progress: false,
+  });
+  assertEquals(specs.map((t) => t.id), ["table1", "table5", "table4", "tableB1"]);
+  for (const id of ["table1", "table5", "table4", "tableB1"]) {
+    const md = await Deno.readTextFile(join(tablesDir, `${id}.md`));
+    assert(md.includes("paper average") && md.includes("p (Wilcoxon)") && md.includes("Protocol:"), md);
+  }
+  const t1 = specs[0];
+  assertEquals(t1.rows.filter((r) => r.pending).map((r) => r.key), ["a", "c", "d", "e"]);
+  assertEquals(t1.rows.find((r) => r.key === "b")!.subjects.length, 1);
+  // the ablated guided models start from the host's baseline: identical baseline weights
+  const hostBase = JSON.parse(
+    await Deno.readTextFile(join(out, "tb-host", "checkpoints", "baseline-best.json")),
+  );
+  const armBase = JSON.parse(
+    await Deno.readTextFile(join(out, "tb-afm-a", "checkpoints", "baseline-best.json")),
+  );
+  assert(typeof hostBase.sha256 === "string");
+  assertEquals(armBase.sha256, hostBase.sha256);
+  const afmMeta =
+    JSON.parse(await Deno.readTextFile(join(out, "tb-afm-a", "checkpoints", "guided-best.json"))).meta;
+  assertEquals(afmMeta.afm.aggregation, false);
+  const kknCfg = JSON.parse(await Deno.readTextFile(join(out, "tb-kkn-a", "config.json")));
+  assertEquals(kknCfg.keeper.guideBlocks, false);
+  const results = (await Deno.readTextFile(join(tablesDir, "results.csv"))).trim().split("\n");
+  // one line per subject, class and row of every table (+ synthesis scores of Table 4) + header
+  assert(results.length > 1 && results[0].includes("measure"), results[0]);
   // figures regenerated from the run: no blank image, no plot without data
   if (chromiumPath()) {
     const figDir = join(out, "figures");

@@ -22,15 +22,43 @@ Deno.test("wilcoxon: matches SciPy 1.10.1 (ties and zeros; exact with 20 pairs)"
   assertEquals([r2.n, r2.method, Math.min(r2.wPlus, r2.wMinus)], [10, "normal", 5]);
   assertAlmostEquals(r2.p, 0.02139756869691903, 1e-6);
   const d3 = [
-    2.0641, 0.7002, 1.2787, 2.5409, 2.1676, -0.6773, 1.2501, 0.1486, 0.1968, 0.7106, 0.444, 1.7543, 1.061,
-    0.4217, 0.7439, 0.6337, 1.7941, 0.0948, 0.6131, -0.5541,
+    2.0641,
+    0.7002,
+    1.2787,
+    2.5409,
+    2.1676,
+    -0.6773,
+    1.2501,
+    0.1486,
+    0.1968,
+    0.7106,
+    0.444,
+    1.7543,
+    1.061,
+    0.4217,
+    0.7439,
+    0.6337,
+    1.7941,
+    0.0948,
+    0.6131,
+    -0.5541,
   ];
   const r3 = wilcoxonSignedRank(zeros(20), d3); // method="exact": 0.0002613067626953125, W = 15
   assertEquals([r3.method, r3.wMinus], ["exact", 15]);
   assertAlmostEquals(r3.p, 0.0002613067626953125, 1e-12);
   // 30 pairs: normal approximation, SciPy 0.0011138009078172067 (W = 74)
   const d4 = [
-    ...d3, -2.253, 0.9536, 1.1644, -0.4422, 2.5698, -1.1544, 0.3458, 0.1128, 1.8328, 1.7694,
+    ...d3,
+    -2.253,
+    0.9536,
+    1.1644,
+    -0.4422,
+    2.5698,
+    -1.1544,
+    0.3458,
+    0.1128,
+    1.8328,
+    1.7694,
   ];
   const r4 = wilcoxonSignedRank(zeros(30), d4);
   assertEquals([r4.method, r4.wMinus], ["normal", 74]);

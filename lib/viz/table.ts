@@ -6,10 +6,11 @@ import * as dfd from "danfojs";
 
 export type Row = Record<string, string | number>;
 
+/** A DataFrame of rows; its columns are every row's keys in order of appearance (missing cells: ""). */
 export function dataFrame(rows: Row[]): dfd.DataFrame {
   if (!rows.length) throw new Error("dataFrame: no rows");
-  const columns = Object.keys(rows[0]);
-  return new dfd.DataFrame(rows.map((r) => columns.map((c) => r[c])), { columns });
+  const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  return new dfd.DataFrame(rows.map((r) => columns.map((c) => r[c] ?? "")), { columns });
 }
 
 function cell(v: unknown, digits: number): string {
