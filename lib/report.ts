@@ -418,17 +418,27 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
       "written by `deno task table2`, not by this command: per-network tissue Dice of baseline, epoch-matched control and AFM-guided network, gains, p-values, convergence verdicts, the paper's averages",
   },
   {
+    file: "table1.csv/.md/.png, table4.*, table5.*, tableB1.*, results.csv",
+    paper: "Tables 1, 4, 5, B.1",
+    what:
+      "written by `deno task tables`, not by this command: synthesis-then-Atropos (Table 1), KKN ablation (Table 4), AFM ablation (Table 5), image- against feature-level guidance (Table B.1), each with mean ± sd, paired t-test, Wilcoxon, bootstrap CI, the paper's values and whether its ordering holds; results.csv has every value in long format",
+  },
+  {
     file: "keeper-features.png",
     paper: "Fig. A.1",
     what: "level-1 channel-averaged features: rows 3T (teacher encoder), 7T (teacher encoder), 7T-like (KKN)",
   },
   {
     file: "dice-boxplot.png/.svg",
-    paper: "Table 1 / Fig. 7",
+    paper: "Table 2 (the network's row) / Fig. 7",
     what:
       "tissue Dice per class: the baseline network (`fusion.network`), the same trained as many extra epochs without AFMs (control), and with AFMs",
   },
-  { file: "dice.csv/.md", paper: "Table 1", what: "mean Dice per class, paired t-tests of AFM against both" },
+  {
+    file: "dice.csv/.md",
+    paper: "Table 2 (the network's row)",
+    what: "mean Dice per class, paired t-tests of AFM against both",
+  },
   {
     file: "segmentation-overlay.png",
     paper: "Fig. 7",

@@ -195,9 +195,17 @@ async function runArm(
       await copyCheckpoint(join(fromDir, "checkpoints", ck), join(dir, "checkpoints", ck));
     }
   }
-  const config = deepMerge(source.config, arm.changes);
+  const config = JSON.stringify(deepMerge(source.config, arm.changes), null, 2);
   const configPath = join(dir, "tables-config.json");
-  await writeFileAtomic(configPath, JSON.stringify(config, null, 2));
+  // a finished row of the same plan is read, not re-evaluated (rerunning a plan re-renders it)
+  if (
+    existsSync(join(dir, "metrics.json")) && existsSync(configPath) &&
+    (await Deno.readTextFile(configPath)) === config
+  ) {
+    console.log(`${name}: finished, read from ${dir}`);
+    return dir;
+  }
+  await writeFileAtomic(configPath, config);
   console.log(`${name}: ${arm.phase} (${JSON.stringify(arm.changes)})`);
   return await runTraining({
     profile: source.config.profile,

@@ -12,6 +12,7 @@ import {
   type TableSpec,
 } from "../lib/tables.ts";
 import { planArms } from "../scripts/tables.ts";
+import { dataFrame, toCsv } from "../lib/viz/table.ts";
 
 const subjects = (avg: number[]) => avg.map((a, i) => ({ id: `s${i}`, dice: [0.99, a - 0.1, a, a + 0.1] })); // tissue mean = a
 
@@ -101,4 +102,21 @@ Deno.test("plans: the AFM and KKN ablations reuse one host baseline; B.1 trains 
   assert(reuse.copy[0].names.includes("guided-best"));
   assert(!planArms(["5"], "unet3d", false)[0].copy[0].names.includes("guided-best"));
   assertEquals(planArms(["1"], "unet3d"), []);
+});
+
+Deno.test("CSV: fields with commas, quotes or line breaks are quoted (RFC 4180); Python's csv reads them back", async () => {
+  const csv = toCsv(
+    dataFrame([{ a: "[0.1, 0.2]", b: 'say "hi"', c: 3.5 }, { a: "plain", b: "two\nlines", c: -1 }]),
+  );
+  assertEquals(csv, 'a,b,c\n"[0.1, 0.2]","say ""hi""",3.5\nplain,"two\nlines",-1\n');
+  const py = new Deno.Command("python3", {
+    args: ["-c", "import csv,sys,json; print(json.dumps(list(csv.reader(sys.stdin))))"],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const w = py.stdin.getWriter();
+  await w.write(new TextEncoder().encode(csv));
+  await w.close();
+  const rows = JSON.parse(new TextDecoder().decode((await py.output()).stdout));
+  assertEquals(rows, [["a", "b", "c"], ["[0.1, 0.2]", 'say "hi"', "3.5"], ["plain", "two\nlines", "-1"]]);
 });

@@ -38,6 +38,16 @@ export function toMarkdown(df: dfd.DataFrame, digits = 4): string {
   return lines.join("\n") + "\n";
 }
 
+/**
+ * CSV (RFC 4180): a field holding a comma, a double quote or a line break is quoted, its quotes
+ * doubled. (danfojs's `toCSV` writes such fields bare, which splits "[0.1, 0.2]" into two columns.)
+ */
 export function toCsv(df: dfd.DataFrame): string {
-  return dfd.toCSV(df) as string;
+  const field = (v: unknown) => {
+    const t = String(v ?? "");
+    return /[",\r\n]/.test(t) ? `"${t.replaceAll('"', '""')}"` : t;
+  };
+  const lines = [df.columns.map(field).join(",")];
+  for (const r of df.values as unknown[][]) lines.push(r.map(field).join(","));
+  return lines.join("\n") + "\n";
 }
