@@ -23,6 +23,7 @@ import "@tensorflow/tfjs-backend-cpu";
 // tfjs-core alone registers no gradients, and its ES build (which has register_all_gradients)
 // does not load under Deno; the union package registers every gradient in the shared registry.
 import "@tensorflow/tfjs";
+import type { OptionSpec } from "./cli.ts";
 import { installNativeKernels } from "./native/kernels.ts";
 import { registerMissingGradients } from "./nn/gradients.ts";
 
@@ -30,6 +31,11 @@ registerMissingGradients();
 
 export const BACKENDS = ["auto", "tensorflow", "webgpu", "cpu"] as const;
 export type BackendName = (typeof BACKENDS)[number];
+
+/** The `--backend` option every command that computes takes. */
+export function backendOption(description = "compute backend"): OptionSpec {
+  return { name: "backend", description, choices: BACKENDS, default: "auto", env: "TFJS_BACKEND" };
+}
 
 export interface BackendInfo {
   /** The backend that runs: "tensorflow", "webgpu" or "cpu". */

@@ -28,11 +28,13 @@ import {
   readAndDispose,
   type RunConfig,
   segInput,
+  synthesisOf,
 } from "./train/pipeline.ts";
 import { loadCheckpoint } from "./train/state.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
 import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
+import { meanOf, sdOf } from "./stats.ts";
 import { montage } from "./viz/png.ts";
 
 export { montage };
@@ -80,12 +82,6 @@ export async function loadRun(dir: string): Promise<RunData> {
 export function runDataDir(run: RunData): string {
   return run.metrics.data ?? `data/generated/${run.metrics.profile}`;
 }
-
-const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-const sd = (v: number[]) => {
-  const m = mean(v);
-  return v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
-};
 
 /**
  * Training loss and validation score per round of one phase (e.g. "teacher fold 1") against
@@ -185,13 +181,13 @@ export function featureDistanceTable(run: RunData, reading: FeatureReading = "ex
       });
     return {
       level,
-      "d(3T, 7T)": mean(at("d3T7T")),
-      "d(3T, 7T) sd": sd(at("d3T7T")),
-      "d(3T, 7T-like)": mean(at("d3TLike")),
-      "d(3T, 7T-like) sd": sd(at("d3TLike")),
-      "d(7T, 7T-like)": mean(at("d7TLike")),
-      "d(7T, 7T-like) sd": sd(at("d7TLike")),
-      "7T-like closer to 7T than 3T is": mean(at("d7TLike")) < mean(at("d3T7T")) ? "yes" : "no",
+      "d(3T, 7T)": meanOf(at("d3T7T")),
+      "d(3T, 7T) sd": sdOf(at("d3T7T")),
+      "d(3T, 7T-like)": meanOf(at("d3TLike")),
+      "d(3T, 7T-like) sd": sdOf(at("d3TLike")),
+      "d(7T, 7T-like)": meanOf(at("d7TLike")),
+      "d(7T, 7T-like) sd": sdOf(at("d7TLike")),
+      "7T-like closer to 7T than 3T is": meanOf(at("d7TLike")) < meanOf(at("d3T7T")) ? "yes" : "no",
     };
   }));
 }
@@ -218,7 +214,7 @@ export function table2(runs: RunData[]): dfd.DataFrame {
     const net = networkLabel(networkSpec(run.config));
     const tissue = fu.tTest.filter((t) => t.class !== "background");
     const avg = (k: "baselineMean" | "baselineMatchedMean" | "guidedMean") =>
-      mean(tissue.map((t) => pct(t[k])));
+      meanOf(tissue.map((t) => pct(t[k])));
     const row: Record<string, number | string> = { network: net };
     for (const t of tissue) row[`${t.class}`] = pct(t.baselineMean);
     row["average"] = avg("baselineMean");
@@ -232,8 +228,8 @@ export function table2(runs: RunData[]): dfd.DataFrame {
       row[`p ${t.class} vs control`] = Number.isFinite(t.pMatched) ? t.pMatched : "n/a";
     }
     const paper = PAPER_TABLE2[net];
-    row["paper average"] = paper ? mean(paper.baseline) : "n/a";
-    row["paper average + guidance"] = paper ? mean(paper.guided) : "n/a";
+    row["paper average"] = paper ? meanOf(paper.baseline) : "n/a";
+    row["paper average + guidance"] = paper ? meanOf(paper.guided) : "n/a";
     const conv = run.metrics.convergence ?? [];
     const problems = conv.filter((c) => c.problems.length && !/^(teacher|keeper)/.test(c.phase));
     row["converged"] = problems.length
@@ -315,7 +311,7 @@ function asVolume(s: Subject, data: ArrayLike<number>): Volume<Float32Array> {
 
 /** Fig. 6: rows 3T input, KKN 7T-like synthesis, 7T ground truth, teacher reconstruction. */
 export async function synthesisMontage(m: TrainedModels, s: Subject): Promise<Uint8Array> {
-  const syn = await predictVolume(s, "3T", (x) => m.teacher.decoder.apply(m.keeper.apply(x)));
+  const syn = await synthesisOf(s, "3T", m.teacher, m.keeper);
   const rec = await predictVolume(s, "7T", (y) => m.teacher.reconstruct(y));
   return await montage([
     { vol: asVolume(s, s.arrays["3T"]) },

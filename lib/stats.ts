@@ -133,8 +133,10 @@ export interface PairedComparison {
   ciHigh: number;
 }
 
-const meanOf = (v: number[]) => v.reduce((s, x) => s + x, 0) / v.length;
-const sdOf = (v: number[]) => {
+/** Arithmetic mean. */
+export const meanOf = (v: number[]): number => v.reduce((s, x) => s + x, 0) / v.length;
+/** Sample standard deviation (n - 1; 0 for one value). */
+export const sdOf = (v: number[]): number => {
   const m = meanOf(v);
   return v.length > 1 ? Math.sqrt(v.reduce((s, x) => s + (x - m) ** 2, 0) / (v.length - 1)) : 0;
 };

@@ -9,7 +9,7 @@
  * value), from which any other view can be rebuilt.
  */
 import type * as dfd from "danfojs";
-import { comparePaired } from "./stats.ts";
+import { comparePaired, meanOf, sdOf } from "./stats.ts";
 import { dataFrame, type Row } from "./viz/table.ts";
 import { barPlot, type PlotlyFigure } from "./viz/plotly.ts";
 
@@ -80,11 +80,6 @@ export const PAPER_TABLE1: Record<string, PaperValues> = {
 };
 
 const pct = (v: number) => 100 * v;
-const meanOf = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-const sdOf = (v: number[]) => {
-  const m = meanOf(v);
-  return v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
-};
 
 /** A subject's mean tissue Dice in % (background excluded, as the paper's "Average"). */
 export function subjectAverage(dice: number[]): number {

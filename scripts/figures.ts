@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { backendOption, initBackend } from "../lib/backend.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import {
   afmMontage,
@@ -35,13 +35,7 @@ export const FIGURES_COMMAND: CommandSpec = {
   options: [
     { name: "run", description: "a finished `deno task train` run", default: "runs/default" },
     { name: "out", description: "output folder", default: "figures" },
-    {
-      name: "backend",
-      description: "compute backend for the montages",
-      choices: BACKENDS,
-      default: "auto",
-      env: "TFJS_BACKEND",
-    },
+    backendOption("compute backend for the montages"),
   ],
 };
 

@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { backendOption, initBackend } from "../lib/backend.ts";
 import { readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io/nifti.ts";
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
@@ -22,13 +22,7 @@ export const SEGMENT_COMMAND: CommandSpec = {
   usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME] [--force]",
   options: [
     { name: "run", description: "a finished `deno task train` run folder", default: "runs/default" },
-    {
-      name: "backend",
-      description: "compute backend",
-      choices: BACKENDS,
-      default: "auto",
-      env: "TFJS_BACKEND",
-    },
+    backendOption(),
     {
       name: "spacing",
       description: "voxel size (mm) of the model grid (default: the run's cohort spacing)",

@@ -4,17 +4,16 @@
  * `--from` run's teacher and KKN (fold 1) and configuration with only `fusion.network` changed,
  * and trains phase 3 (baseline, epoch-matched control, AFM-guided); a network the `--from` run
  * already trained is taken from it. Then `<out>/table2.csv` and `table2.md` are written from the
- * runs' results, beside the paper's numbers. Each run resumes like any other.
+ * runs' results, beside the paper's numbers. Each run is an arm of a plan (`lib/train/plan.ts`):
+ * it resumes like any other, and a finished one is read.
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { backendOption, initBackend } from "../lib/backend.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
 import { loadRun, table2 } from "../lib/report.ts";
-import { runTraining } from "../lib/train/run.ts";
-import { copyCheckpoint } from "../lib/train/state.ts";
+import { type Arm, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 
 export const TABLE2_COMMAND: CommandSpec = {
@@ -35,13 +34,7 @@ export const TABLE2_COMMAND: CommandSpec = {
     { name: "name", description: "run name prefix: runs/<name>-<network>", default: "table2" },
     { name: "out", description: "folder for table2.csv and table2.md", default: "figures" },
     { name: "runs", description: "folder the per-network runs go to", default: "runs" },
-    {
-      name: "backend",
-      description: "compute backend",
-      choices: BACKENDS,
-      default: "auto",
-      env: "TFJS_BACKEND",
-    },
+    backendOption(),
     { name: "progress", description: "progress bars", type: "boolean", default: true },
   ],
 };
@@ -63,33 +56,18 @@ export async function runTable2(
       runs.push(from);
       continue;
     }
-    const name = `${opts.name}-${network}`;
-    const dir = join(String(opts.runs), name);
-    await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
-    for (const ck of ["teacher-fold1-best", "keeper-fold1-best"]) {
-      if (existsSync(join(dir, "checkpoints", `${ck}.json`))) continue;
-      if (!existsSync(join(from, "checkpoints", `${ck}.json`))) {
-        throw new UsageError(`--from ${from}: checkpoints/${ck}.json missing`);
-      }
-      await copyCheckpoint(join(from, "checkpoints", ck), join(dir, "checkpoints", ck));
-    }
-    const config = { ...source.config, fusion: { ...source.config.fusion, network } };
-    const configPath = join(dir, "table2-config.json");
-    await writeFileAtomic(configPath, JSON.stringify(config, null, 2));
-    console.log(`${name}: phase 3 with ${NETWORKS[network].label}`);
+    const arm: Arm = {
+      id: network,
+      changes: { fusion: { network } },
+      phase: "fusion",
+      copy: [{ from: "source", names: TEACHER_KKN }],
+    };
+    console.log(`${opts.name}-${network}: phase 3 with ${NETWORKS[network].label}`);
     runs.push(
-      await runTraining({
-        profile: source.config.profile,
-        seed: source.config.seed,
-        phase: "fusion",
-        config: configPath,
-        name,
-        out: String(opts.runs),
-        data: source.metrics.data,
-        folds: 1,
+      await runArm(arm, source, {
+        runs: String(opts.runs),
+        prefix: String(opts.name),
         progress: opts.progress !== false,
-        // a network whose phase has not converged is reported in the table, not fatal to the others
-        "allow-unconverged": true,
       }),
     );
   }

@@ -23,24 +23,27 @@
  * All rows use fold 1's teacher and KKN and one guided model (the `--from` run's protocol); the
  * released code's alternative, one guided model per KKN fold averaged, is not run here.
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { backendOption, initBackend } from "../lib/backend.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
 import { type AfmParts, afmVariantLabel, FULL_AFM } from "../lib/models/fusion.ts";
-import { loadRun, type RunData } from "../lib/report.ts";
-import { networkSpec } from "../lib/train/pipeline.ts";
 import { networkLabel } from "../lib/models/networks.ts";
-import { runTraining } from "../lib/train/run.ts";
-import { buildKeeper, buildTeacher, foldSplits, predictVolume } from "../lib/train/pipeline.ts";
+import { loadRun, type RunData, runDataDir } from "../lib/report.ts";
+import {
+  buildKeeper,
+  buildTeacher,
+  clip01,
+  foldSplits,
+  networkSpec,
+  synthesisOf,
+} from "../lib/train/pipeline.ts";
+import { type Arm, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { loadCohort } from "../lib/train/data.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 import { dicePerClass } from "../lib/metrics.ts";
 import { atropos, type AtroposOptions } from "../lib/tissue/atropos.ts";
-import { runDataDir } from "../lib/report.ts";
-import { copyCheckpoint } from "../lib/train/state.ts";
 import {
   comparisonTable,
   longRecords,
@@ -80,29 +83,11 @@ export const TABLES_COMMAND: CommandSpec = {
     { name: "name", description: "run name prefix: runs/<name>-<row>", default: "tables" },
     { name: "runs", description: "folder the runs go to", default: "runs" },
     { name: "out", description: "folder for the tables, plots and results.csv", default: "figures" },
-    {
-      name: "backend",
-      description: "compute backend",
-      choices: BACKENDS,
-      default: "auto",
-      env: "TFJS_BACKEND",
-    },
+    backendOption(),
     { name: "progress", description: "progress bars", type: "boolean", default: true },
   ],
 };
 
-/** One run of a plan: a configuration change from the `--from` run and what it reuses. */
-interface Arm {
-  /** Run folder suffix. */
-  id: string;
-  /** Deep changes to the `--from` run's configuration. */
-  changes: { keeper?: Record<string, unknown>; fusion?: Record<string, unknown> };
-  phase: "fusion" | "baseline";
-  /** Checkpoints copied before training: from the `--from` run or from another arm's run. */
-  copy: { from: "source" | string; names: string[] }[];
-}
-
-const TEACHER_KKN = ["teacher-fold1-best", "keeper-fold1-best"];
 const HOST_BASELINE = ["baseline-best", "baseline-last", "baseline-matched-best", "baseline-matched-last"];
 
 const AFM_ROWS: [string, Partial<AfmParts>][] = [
@@ -169,59 +154,6 @@ export function planArms(tables: TableId[], host: NetworkName, sourceHostsFullAf
   return arms;
 }
 
-function deepMerge(base: unknown, change: unknown): unknown {
-  if (change === null || typeof change !== "object" || Array.isArray(change)) return change;
-  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
-  for (const [k, v] of Object.entries(change)) out[k] = deepMerge(out[k], v);
-  return out;
-}
-
-async function runArm(
-  arm: Arm,
-  source: RunData,
-  opts: Record<string, string | number | boolean | undefined>,
-): Promise<string> {
-  const runs = String(opts.runs);
-  const name = `${opts.name}-${arm.id}`;
-  const dir = join(runs, name);
-  await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
-  for (const { from, names } of arm.copy) {
-    const fromDir = from === "source" ? source.dir : join(runs, `${opts.name}-${from}`);
-    for (const ck of names) {
-      if (existsSync(join(dir, "checkpoints", `${ck}.json`))) continue;
-      if (!existsSync(join(fromDir, "checkpoints", `${ck}.json`))) {
-        throw new UsageError(`${fromDir}: checkpoints/${ck}.json missing (needed by ${name})`);
-      }
-      await copyCheckpoint(join(fromDir, "checkpoints", ck), join(dir, "checkpoints", ck));
-    }
-  }
-  const config = JSON.stringify(deepMerge(source.config, arm.changes), null, 2);
-  const configPath = join(dir, "tables-config.json");
-  // a finished row of the same plan is read, not re-evaluated (rerunning a plan re-renders it)
-  if (
-    existsSync(join(dir, "metrics.json")) && existsSync(configPath) &&
-    (await Deno.readTextFile(configPath)) === config
-  ) {
-    console.log(`${name}: finished, read from ${dir}`);
-    return dir;
-  }
-  await writeFileAtomic(configPath, config);
-  console.log(`${name}: ${arm.phase} (${JSON.stringify(arm.changes)})`);
-  return await runTraining({
-    profile: source.config.profile,
-    seed: source.config.seed,
-    phase: arm.phase,
-    config: configPath,
-    name,
-    out: runs,
-    data: source.metrics.data,
-    folds: 1,
-    progress: opts.progress !== false,
-    // an unconverged row is reported in its table, not fatal to the others
-    "allow-unconverged": true,
-  });
-}
-
 type Model = "baseline" | "baselineMatched" | "guided";
 
 /** A run's per-subject Dice of one model. */
@@ -234,12 +166,9 @@ function diceRows(run: RunData, model: Model): MeasuredRow["subjects"] {
   return fu.subjects.map((s) => ({ id: s.id, dice: s[model] }));
 }
 
-function synthesisRows(run: RunData): MeasuredRow["synthesis"] {
-  return run.metrics.folds.map((f) => ({ id: f.subject, psnr: f.keeper.psnr, ssim: f.keeper.ssim }));
-}
-
-function floorRows(run: RunData): MeasuredRow["synthesis"] {
-  return run.metrics.folds.map((f) => ({ id: f.subject, psnr: f.floor3T.psnr, ssim: f.floor3T.ssim }));
+/** Per paired test subject: the KKN's synthesis scores, or the 3T input's (`floor3T`). */
+function synthesisRows(run: RunData, image: "keeper" | "floor3T" = "keeper"): MeasuredRow["synthesis"] {
+  return run.metrics.folds.map((f) => ({ id: f.subject, psnr: f[image].psnr, ssim: f[image].ssim }));
 }
 
 /** Problems the runs' convergence checks reported for the segmentation and KKN phases. */
@@ -323,7 +252,7 @@ export async function buildTables(
       label: "3T input itself (synthesis floor)",
       source: `${runs.host.dir} paired test subjects`,
       subjects: diceRows(runs.host, "baseline"),
-      synthesis: floorRows(runs.host),
+      synthesis: synthesisRows(runs.host, "floor3T"),
     });
     out.push({
       id: "table4",
@@ -406,8 +335,7 @@ export async function table1Spec(source: RunData): Promise<TableSpec> {
   const rows: Record<string, MeasuredRow["subjects"]> = { floor: [], b: [], ceiling: [] };
   for (const s of split.test) {
     const mask = Float32Array.from(s.arrays.tissue, (v) => (v > 0 ? 1 : 0));
-    const syn = (await predictVolume(s, "3T", (x) => teacher.decoder.apply(kkn.apply(x))))
-      .map((v) => Math.min(1, Math.max(0, v)));
+    const syn = clip01(await synthesisOf(s, "3T", teacher, kkn));
     const spacing = paired.manifest.grid.spacing;
     const classify = (image: ArrayLike<number>) => {
       const r = atropos(image, s.shape, mask, { ...ANTS_ATROPOS, spacing: [spacing, spacing, spacing] });
@@ -505,7 +433,13 @@ export async function runTables(
     JSON.stringify(afm) === JSON.stringify(FULL_AFM) &&
     (source.config.fusion.keeper ?? "trained") === "trained";
   for (const arm of planArms(tables, host, sourceHostsFullAfm)) {
-    runs[arm.id] = await loadRun(await runArm(arm, source, opts));
+    runs[arm.id] = await loadRun(
+      await runArm(arm, source, {
+        runs: String(opts.runs),
+        prefix: String(opts.name),
+        progress: opts.progress !== false,
+      }),
+    );
   }
   const specs = await buildTables(tables, runs, source);
   const files = await writeTables(specs, String(opts.out));

@@ -4,7 +4,7 @@
  * every metric the paper's tables need under `runs/<name>/`.
  */
 import { type CommandSpec, runCommand } from "../lib/cli.ts";
-import { BACKENDS, initBackend } from "../lib/backend.ts";
+import { backendOption, initBackend } from "../lib/backend.ts";
 import { runTraining } from "../lib/train/run.ts";
 
 export { runTraining };
@@ -27,13 +27,7 @@ export const TRAIN_COMMAND: CommandSpec = {
       choices: ["quick", "default", "long", "paper"],
       default: "default",
     },
-    {
-      name: "backend",
-      description: "compute backend",
-      choices: BACKENDS,
-      default: "auto",
-      env: "TFJS_BACKEND",
-    },
+    backendOption(),
     {
       name: "epochs",
       description:

@@ -225,9 +225,9 @@ export class KnowledgeKeeper extends Module {
   /** 7T-like features from the extractor's 3T features (`extract`), through the guide blocks. */
   guide(dense: tf.Tensor5D[]): tf.Tensor5D[] {
     const L = dense.length;
-    const out: tf.Tensor5D[] = new Array(L);
     const top = this.top.apply(dense[L - 1]);
     if (!this.topPrm) return [...dense.slice(0, -1).map((d, k) => this.projections[k].apply(d)), top];
+    const out: tf.Tensor5D[] = new Array(L);
     out[L - 1] = this.topPrm.apply(top);
     for (let k = L - 2; k >= 0; k--) out[k] = this.guides[k].apply(dense[k], out[k + 1]);
     return out;

@@ -449,8 +449,23 @@ export async function readAndDispose(t: tf.Tensor): Promise<Float32Array> {
   return v;
 }
 
+/** Values clipped to the images' range [0, 1] (how syntheses are scored and used). */
+export function clip01(v: Float32Array): Float32Array {
+  return v.map((x) => Math.min(1, Math.max(0, x)));
+}
+
+/** A subject's image `key` synthesised into a 7T-like image: the KKN, then the teacher's decoder (unclipped). */
+export function synthesisOf(
+  s: Subject,
+  key: string,
+  teacher: Teacher,
+  kkn: KnowledgeKeeper,
+): Promise<Float32Array> {
+  return predictVolume(s, key, (x) => teacher.decoder.apply(kkn.apply(x)));
+}
+
 function imageScores(pred: Float32Array, truth: Float32Array, shape: [number, number, number]): Scores {
-  const clipped = pred.map((v) => Math.min(1, Math.max(0, v)));
+  const clipped = clip01(pred);
   return { psnr: psnr(clipped, truth), ssim: ssim3d(clipped, truth, shape) };
 }
 
@@ -721,8 +736,7 @@ export async function trainKeeper(
     },
     validate: async () => {
       const s = split.validation;
-      const syn = await predictVolume(s, "3T", (x) => teacher.decoder.apply(kkn.apply(x)));
-      return imageScores(syn, s.arrays["7T"], s.shape);
+      return imageScores(await synthesisOf(s, "3T", teacher, kkn), s.arrays["7T"], s.shape);
     },
     better: bothImprove,
     log: ctx.log,
@@ -873,8 +887,7 @@ export async function addSyntheses(
   kkn: KnowledgeKeeper,
 ): Promise<void> {
   for (const s of subjects) {
-    const syn = await predictVolume(s, segInput(s, "low-field"), (x) => teacher.decoder.apply(kkn.apply(x)));
-    s.arrays[SYNTHESIZED_KEY] = syn.map((v) => Math.min(1, Math.max(0, v)));
+    s.arrays[SYNTHESIZED_KEY] = clip01(await synthesisOf(s, segInput(s, "low-field"), teacher, kkn));
   }
 }
 

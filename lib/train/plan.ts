@@ -1,0 +1,86 @@
+/**
+ * Runs derived from a finished run: an "arm" is the source run's configuration with a few
+ * settings changed, a phase to train, and checkpoints copied in first (the source's teacher and
+ * KKN, or another arm's trained baseline), so that rows of a table differ only in what the table
+ * varies. Each arm is an ordinary `deno task train` run folder that resumes like any other; an arm
+ * already finished with the same configuration is read, not retrained. Table 2 and the ablation
+ * tables (`scripts/table2.ts`, `scripts/tables.ts`) are plans of arms.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { UsageError } from "../cli.ts";
+import { writeFileAtomic } from "../io/nifti.ts";
+import type { RunData } from "../report.ts";
+import { mergeConfig, profileConfig } from "./pipeline.ts";
+import { runTraining } from "./run.ts";
+import { copyCheckpoint } from "./state.ts";
+
+export interface Arm {
+  /** Run folder suffix: the run is `<runs>/<prefix>-<id>`. */
+  id: string;
+  /** Deep changes to the source run's configuration. */
+  changes: { keeper?: Record<string, unknown>; fusion?: Record<string, unknown> };
+  phase: "fusion" | "baseline";
+  /** Checkpoints copied before training: from the source run or from another arm of the plan. */
+  copy: { from: "source" | string; names: string[] }[];
+}
+
+export const TEACHER_KKN = ["teacher-fold1-best", "keeper-fold1-best"];
+
+/** Where an arm's runs go and how they report. */
+export interface PlanOptions {
+  runs: string;
+  prefix: string;
+  progress: boolean;
+}
+
+/** The arm's configuration: the source's (settings added since it was written at their defaults) changed. */
+export function armConfig(arm: Arm, source: RunData): unknown {
+  const defaults = profileConfig(source.config.profile, source.config.seed);
+  return mergeConfig(mergeConfig(defaults, source.config), arm.changes);
+}
+
+/** Trains one arm (or reads it when finished with the same configuration); returns its run folder. */
+export async function runArm(
+  arm: Arm,
+  source: RunData,
+  { runs, prefix, progress }: PlanOptions,
+): Promise<string> {
+  const name = `${prefix}-${arm.id}`;
+  const dir = join(runs, name);
+  await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
+  for (const { from, names } of arm.copy) {
+    const fromDir = from === "source" ? source.dir : join(runs, `${prefix}-${from}`);
+    for (const ck of names) {
+      if (existsSync(join(dir, "checkpoints", `${ck}.json`))) continue;
+      if (!existsSync(join(fromDir, "checkpoints", `${ck}.json`))) {
+        throw new UsageError(`${fromDir}: checkpoints/${ck}.json missing (needed by ${name})`);
+      }
+      await copyCheckpoint(join(fromDir, "checkpoints", ck), join(dir, "checkpoints", ck));
+    }
+  }
+  const config = JSON.stringify(armConfig(arm, source), null, 2);
+  const configPath = join(dir, "plan-config.json");
+  if (
+    existsSync(join(dir, "metrics.json")) && existsSync(configPath) &&
+    (await Deno.readTextFile(configPath)) === config
+  ) {
+    console.log(`${name}: finished, read from ${dir}`);
+    return dir;
+  }
+  await writeFileAtomic(configPath, config);
+  console.log(`${name}: ${arm.phase} (${JSON.stringify(arm.changes)})`);
+  return await runTraining({
+    profile: source.config.profile,
+    seed: source.config.seed,
+    phase: arm.phase,
+    config: configPath,
+    name,
+    out: runs,
+    data: source.metrics.data,
+    folds: 1,
+    progress,
+    // an unconverged arm is reported in its table, not fatal to the others
+    "allow-unconverged": true,
+  });
+}
