@@ -7,8 +7,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { adam } from "../lib/nn/module.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
-import { DEFAULT_KEEPER, distillationLoss, KnowledgeKeeper } from "../lib/models/keeper.ts";
-import { l1 } from "../lib/models/blocks.ts";
+import { DEFAULT_KEEPER, KnowledgeKeeper } from "../lib/models/keeper.ts";
+import { distillationLoss, l1 } from "../lib/losses.ts";
 import { generateCohorts } from "../lib/phantom/cohort.ts";
 import { medianSeconds } from "./timing.ts";
 

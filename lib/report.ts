@@ -13,7 +13,8 @@ import type { GuidedSegmenter, SegmentationNetwork } from "./models/fusion.ts";
 import { networkLabel } from "./models/networks.ts";
 import type { KnowledgeKeeper } from "./models/keeper.ts";
 import type { Teacher } from "./models/teacher.ts";
-import { loadCohort, type Subject, toTensor } from "./train/data.ts";
+import { loadCohort, type Subject } from "./data/cohort.ts";
+import { toTensor } from "./train/augment.ts";
 import {
   type BaselineMetrics,
   buildTeacher,

@@ -13,7 +13,7 @@ import { backendOption, initBackend } from "../lib/backend.ts";
 import { readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io/nifti.ts";
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
-import { commonGrid, normalizeIntensity } from "../lib/phantom/cohort.ts";
+import { commonGrid, normalizeIntensity } from "../lib/data/preprocess.ts";
 import { loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
 
 export const SEGMENT_COMMAND: CommandSpec = {

@@ -40,7 +40,7 @@ import {
   synthesisOf,
 } from "../lib/train/pipeline.ts";
 import { type Arm, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
-import { loadCohort } from "../lib/train/data.ts";
+import { loadCohort } from "../lib/data/cohort.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 import { dicePerClass } from "../lib/metrics.ts";
 import { atropos, type AtroposOptions } from "../lib/tissue/atropos.ts";

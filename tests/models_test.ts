@@ -10,24 +10,18 @@ import { join } from "node:path";
 import { gradCheck, initBackend, mulberry32 } from "../lib/mod.ts";
 import { Init } from "../lib/nn/module.ts";
 import { adam } from "../lib/nn/module.ts";
+import { DEFAULT_KEEPER, GuideBlock, KnowledgeKeeper, PRM } from "../lib/models/keeper.ts";
+import { AFM, type AfmParts, afmVariantLabel, FULL_AFM } from "../lib/models/fusion.ts";
+import { ConvBlock } from "../lib/models/blocks.ts";
 import {
   adversarialLoss,
-  DEFAULT_KEEPER,
+  crossEntropy,
   discriminatorLoss,
   distillationLoss,
-  GuideBlock,
-  KnowledgeKeeper,
-  PRM,
-} from "../lib/models/keeper.ts";
-import {
-  AFM,
-  type AfmParts,
-  afmVariantLabel,
-  crossEntropy,
-  FULL_AFM,
+  l1,
+  mse,
   softDiceLoss,
-} from "../lib/models/fusion.ts";
-import { ConvBlock, l1, mse } from "../lib/models/blocks.ts";
+} from "../lib/losses.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
 import { runTraining } from "../scripts/train.ts";

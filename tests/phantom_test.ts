@@ -6,13 +6,13 @@ import {
   acquire,
   type Anatomy,
   atlasOnGrid,
-  type CohortManifest,
   generateCohorts,
-  histogramMatch,
   loadAtlas,
   PROFILES,
   warpAnatomy,
 } from "../lib/phantom/cohort.ts";
+import type { CohortManifest } from "../lib/data/cohort.ts";
+import { histogramMatch } from "../lib/data/preprocess.ts";
 import {
   type Field,
   MP2RAGE_7T,

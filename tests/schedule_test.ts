@@ -13,7 +13,7 @@ import {
   scheduleProblem,
 } from "../lib/train/schedule.ts";
 import { foldSplits, profileConfig, schedulesOf } from "../lib/train/pipeline.ts";
-import type { Subject } from "../lib/train/data.ts";
+import type { Subject } from "../lib/data/cohort.ts";
 import { runTraining } from "../scripts/train.ts";
 import { initBackend } from "../lib/mod.ts";
 

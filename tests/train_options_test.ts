@@ -2,7 +2,7 @@
 import { assertRejects } from "@std/assert";
 import { join } from "node:path";
 import { UsageError } from "../lib/cli.ts";
-import { CohortError } from "../lib/train/data.ts";
+import { CohortError } from "../lib/data/cohort.ts";
 import { profileConfig } from "../lib/train/pipeline.ts";
 import { checkRunData, lockRun, runTraining } from "../lib/train/run.ts";
 

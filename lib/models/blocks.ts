@@ -60,16 +60,6 @@ export function pool(x: tf.Tensor5D): tf.Tensor5D {
   return tf.maxPool3d(x, 2, 2, "valid");
 }
 
-/** Mean squared error. */
-export function mse(a: tf.Tensor, b: tf.Tensor): tf.Scalar {
-  return tf.mean(tf.squaredDifference(a, b)) as tf.Scalar;
-}
-
-/** Mean absolute error. */
-export function l1(a: tf.Tensor, b: tf.Tensor): tf.Scalar {
-  return tf.mean(tf.abs(tf.sub(a, b))) as tf.Scalar;
-}
-
 /** Channel widths of an L-level encoder with base width nf: nf, 2nf, 4nf, ... */
 export function levelWidths(nf: number, levels: number): number[] {
   return Array.from({ length: levels }, (_, i) => nf * 2 ** i);

@@ -263,37 +263,3 @@ export class GuidedSegmenter extends Module {
     return this.net.decodeWithAux ? this.net.decodeWithAux(f) : { logits: this.net.decode(f), aux: [] };
   }
 }
-
-/** Cross-entropy of logits against integer labels (mean over voxels). */
-export function crossEntropy(logits: tf.Tensor5D, labels: tf.Tensor): tf.Scalar {
-  const classes = logits.shape[4];
-  const flat = tf.reshape(logits, [-1, classes]) as tf.Tensor2D;
-  const onehot = tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes);
-  return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(flat)), 1))) as tf.Scalar;
-}
-
-/**
- * Soft Dice loss over the foreground classes 1..C-1 (Milletari et al., 3DV 2016, Eq. 1 with
- * p, g not squared in the denominator, as in nnU-Net): 1 - mean_c (2 sum p_c g_c + eps) /
- * (sum p_c + sum g_c + eps), p = softmax(logits), g one-hot labels.
- */
-export function softDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, eps = 1e-5): tf.Scalar {
-  return tf.tidy(() => {
-    const classes = logits.shape[4];
-    const p = tf.softmax(tf.reshape(logits, [-1, classes]) as tf.Tensor2D);
-    const g = tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes);
-    const fg = (t: tf.Tensor) => tf.slice(t as tf.Tensor2D, [0, 1], [-1, classes - 1]);
-    const inter = tf.sum(tf.mul(fg(p), fg(g)), 0);
-    const denom = tf.add(tf.sum(fg(p), 0), tf.sum(fg(g), 0));
-    const dice = tf.div(tf.add(tf.mul(2, inter), eps), tf.add(denom, eps));
-    return tf.sub(1, tf.mean(dice)) as tf.Scalar;
-  });
-}
-
-export type SegmentationLoss = "ce" | "ce+dice";
-
-/** The segmentation objective: cross-entropy (the authors' 3D tissue loss) or CE + soft Dice. */
-export function segmentationLoss(kind: SegmentationLoss, logits: tf.Tensor5D, labels: tf.Tensor): tf.Scalar {
-  const ce = crossEntropy(logits, labels);
-  return kind === "ce" ? ce : tf.add(ce, softDiceLoss(logits, labels)) as tf.Scalar;
-}

@@ -18,9 +18,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { resizeLinear } from "../nn/ops.ts";
-import { cat, ConvBlock, levelWidths, mse, type Norm, spatialSize } from "./blocks.ts";
-
-export type DistributionMatching = "paper" | "code";
+import type { DistributionMatching } from "../losses.ts";
+import { cat, ConvBlock, levelWidths, type Norm, spatialSize } from "./blocks.ts";
 
 export interface KeeperConfig {
   nf: number;
@@ -253,38 +252,4 @@ export class PatchDiscriminator extends Module {
     // PyTorch padding=1 around a k4 stride-1 conv
     return this.out.apply(tf.pad(h, [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]]) as tf.Tensor5D);
   }
-}
-
-/** Per-level distribution statistics for the matching terms of Eq. 5. */
-function stats(f: tf.Tensor5D, mode: DistributionMatching): { mean: tf.Tensor; std: tf.Tensor } {
-  const axes = mode === "paper" ? [1, 2, 3] : [4];
-  const { mean, variance } = tf.moments(f, axes);
-  return { mean, std: tf.sqrt(tf.add(variance, 1e-6)) };
-}
-
-/**
- * The distillation loss of Eq. 5 (as MSE, as in the authors' code): feature matching plus
- * mean and std matching per level.
- */
-export function distillationLoss(
-  teacher: tf.Tensor5D[],
-  keeper: tf.Tensor5D[],
-  mode: DistributionMatching,
-): tf.Scalar {
-  let total = tf.scalar(0);
-  teacher.forEach((t, i) => {
-    const a = stats(t, mode), b = stats(keeper[i], mode);
-    total = tf.add(total, tf.add(mse(t, keeper[i]), tf.add(mse(a.mean, b.mean), mse(a.std, b.std))));
-  });
-  return total;
-}
-
-/** LSGAN discriminator loss: 0.5 (MSE(D(real), 1) + MSE(D(fake), 0)). */
-export function discriminatorLoss(real: tf.Tensor, fake: tf.Tensor): tf.Scalar {
-  return tf.mul(0.5, tf.add(mse(real, tf.onesLike(real)), mse(fake, tf.zerosLike(fake)))) as tf.Scalar;
-}
-
-/** LSGAN generator term: MSE(D(fake), 1). */
-export function adversarialLoss(fake: tf.Tensor): tf.Scalar {
-  return mse(fake, tf.onesLike(fake));
 }

@@ -14,7 +14,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { resizeLinear } from "../nn/ops.ts";
-import { cat, ConvBlock, l1, levelWidths, mse, type Norm, pool, spatialSize } from "./blocks.ts";
+import { l1, mse } from "../losses.ts";
+import { cat, ConvBlock, levelWidths, type Norm, pool, spatialSize } from "./blocks.ts";
 
 export type SkipNoise = "paper" | "code" | "none";
 export type NoiseScale = "absolute" | "channel-sd";

@@ -10,8 +10,10 @@
  */
 import { readNifti, writeFileAtomic, writeNifti } from "../io/nifti.ts";
 import { sha256File } from "../io/hash.ts";
-import { type Affine, applyAffine, invertAffine, matmul4, type Vec3 } from "../volume/affine.ts";
+import { applyAffine, invertAffine, type Vec3 } from "../volume/affine.ts";
 import { gridForSpacing, resampleToGrid } from "../volume/geometry.ts";
+import type { CohortManifest, CohortName, ScanRecord } from "../data/cohort.ts";
+import { commonGrid, histogramMatch, normalizeIntensity } from "../data/preprocess.ts";
 import { makeVolume, type Volume } from "../volume/volume.ts";
 import { gaussian, mulberry32 } from "../random.ts";
 import { DEFAULT_DEFORMATION, type DeformationParams, randomDiffeomorphism, sampleField } from "./deform.ts";
@@ -366,62 +368,6 @@ export function acquire(
   return makeVolume(out, grid.shape, grid.affine);
 }
 
-/** The common grid: the atlas field of view at `spacing`, padded (centred) to multiples of 16. */
-export function commonGrid(atlasRef: Volume, spacing: number): { shape: Vec3; affine: Affine } {
-  const g = gridForSpacing(atlasRef, [spacing, spacing, spacing]);
-  const shape = g.shape.map((s) => Math.ceil(s / 16) * 16) as Vec3;
-  const shift: Affine = [
-    [1, 0, 0, -Math.floor((shape[0] - g.shape[0]) / 2)],
-    [0, 1, 0, -Math.floor((shape[1] - g.shape[1]) / 2)],
-    [0, 0, 1, -Math.floor((shape[2] - g.shape[2]) / 2)],
-    [0, 0, 0, 1],
-  ];
-  return { shape, affine: matmul4(g.affine, shift) };
-}
-
-/** Intensities to [0, 1]: divided by the 99.5th percentile of the non-zero voxels, clipped. */
-export function normalizeIntensity(v: Volume<Float32Array>): Volume<Float32Array> {
-  const nz = Array.from(v.data).filter((x) => x > 0).sort((a, b) => a - b);
-  const top = nz.length ? nz[Math.min(nz.length - 1, Math.floor(0.995 * nz.length))] : 1;
-  return makeVolume(
-    Float32Array.from(v.data, (x) => Math.min(1, Math.max(0, x / (top || 1)))),
-    v.shape,
-    v.affine,
-  );
-}
-
-/**
- * Histogram matching of the non-zero voxels of `source` to those of `reference` by piecewise
- * linear mapping of `quantiles` quantiles (zeros stay zero).
- */
-export function histogramMatch(
-  source: Volume<Float32Array>,
-  reference: Volume<Float32Array>,
-  quantiles = 256,
-): Volume<Float32Array> {
-  const q = (v: Float32Array) => {
-    const s = Array.from(v).filter((x) => x > 0).sort((a, b) => a - b);
-    return Float64Array.from(
-      { length: quantiles },
-      (_, t) => s[Math.min(s.length - 1, Math.round((t / (quantiles - 1)) * (s.length - 1)))] ?? 0,
-    );
-  };
-  const qs = q(source.data), qr = q(reference.data);
-  const out = Float32Array.from(source.data, (x) => {
-    if (x <= 0) return 0;
-    let lo = 0, hi = quantiles - 1;
-    while (hi - lo > 1) {
-      const mid = (lo + hi) >> 1;
-      if (qs[mid] <= x) lo = mid;
-      else hi = mid;
-    }
-    const span = qs[hi] - qs[lo];
-    const f = span > 0 ? Math.min(1, Math.max(0, (x - qs[lo]) / span)) : 0;
-    return qr[lo] + f * (qr[hi] - qr[lo]);
-  });
-  return makeVolume(out, source.shape, source.affine);
-}
-
 /** Tissue labels (0 bg, 1 CSF, 2 GM, 3 WM) by the largest fraction where the brain covers half a voxel. */
 export function tissueLabels(
   a: { gm: Volume<Float32Array>; wm: Volume<Float32Array>; csf: Volume<Float32Array> },
@@ -433,29 +379,6 @@ export function tissueLabels(
     out[p] = c >= g && c >= w ? 1 : g >= w ? 2 : 3;
   }
   return makeVolume(out, a.gm.shape, a.gm.affine);
-}
-
-export type CohortName = "paired" | "tissue" | "wholebrain";
-
-export interface ScanRecord {
-  id: string;
-  subject: string;
-  split: "train" | "validation" | "test" | "fold";
-  params: SubjectParams;
-  files: Record<string, string>;
-}
-
-export interface CohortManifest {
-  cohort: CohortName;
-  profile: PhantomProfile["name"];
-  seed: number;
-  generatorVersion: string;
-  grid: { shape: Vec3; spacing: number; affine: Affine };
-  labels: string;
-  description: string;
-  scans: ScanRecord[];
-  /** SHA-256 of every file, by path relative to the cohort folder. */
-  checksums: Record<string, string>;
 }
 
 function drawSubject(profile: PhantomProfile, rand: () => number): SubjectParams {
@@ -579,7 +502,7 @@ export async function generateCohorts(
           );
         } else await write("structures", onCommon(anatomy.structures, "nearest"));
       }
-      scans.push({ ...item, files });
+      scans.push({ ...item, params: { ...item.params }, files });
       log(`${cohort} ${item.id}: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     }
     const checksums: Record<string, string> = {};

@@ -20,23 +20,12 @@ import { adam, Module } from "../nn/module.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import { dicePerClass, featureDistance, pairedTTest, psnr, ssim3d } from "../metrics.ts";
 import { DEFAULT_TEACHER, Teacher, type TeacherConfig } from "../models/teacher.ts";
-import {
-  adversarialLoss,
-  DEFAULT_KEEPER,
-  discriminatorLoss,
-  distillationLoss,
-  type KeeperConfig,
-  KnowledgeKeeper,
-  PatchDiscriminator,
-} from "../models/keeper.ts";
+import { DEFAULT_KEEPER, type KeeperConfig, KnowledgeKeeper, PatchDiscriminator } from "../models/keeper.ts";
 import {
   type AfmGate,
   type AfmParts,
-  crossEntropy,
   FULL_AFM,
   GuidedSegmenter,
-  type SegmentationLoss,
-  segmentationLoss,
   type SegmentationNetwork,
 } from "../models/fusion.ts";
 import {
@@ -48,8 +37,17 @@ import {
 } from "../models/networks.ts";
 import type { VoxResDeconv } from "../models/voxresnet.ts";
 import type { USegNetAfmLevels } from "../models/usegnet.ts";
-import { l1 } from "../models/blocks.ts";
-import { augment, drawAugmentation, type Subject, toTensor } from "./data.ts";
+import {
+  adversarialLoss,
+  crossEntropy,
+  discriminatorLoss,
+  distillationLoss,
+  l1,
+  type SegmentationLoss,
+  segmentationLoss,
+} from "../losses.ts";
+import { augment, drawAugmentation, toTensor } from "./augment.ts";
+import type { Subject } from "../data/cohort.ts";
 import { type Scores, trainLoop } from "./loop.ts";
 import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./state.ts";
 import { GENERATOR_VERSION, IDEAL_KEY } from "../phantom/cohort.ts";

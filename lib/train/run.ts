@@ -13,7 +13,7 @@ import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
 import { generateCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
 import { sha256File } from "../io/hash.ts";
-import { loadCohort, type Subject, verifyCohort } from "./data.ts";
+import { loadCohort, type Subject, verifyCohort } from "../data/cohort.ts";
 import { loadCheckpoint } from "./state.ts";
 import {
   addSyntheses,
