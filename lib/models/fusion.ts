@@ -12,7 +12,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Linear, Module } from "../nn/module.ts";
 import { instanceNorm, relu, resizeLinear } from "../nn/ops.ts";
-import { cat, ConvBlock, levelWidths, pool, spatialSize } from "./blocks.ts";
+import { cat, ConvBlock, type Dims, kernelOf, levelWidths, pool, spatialSize } from "./blocks.ts";
 
 /** The encoder/decoder split every baseline implements. */
 export interface SegmentationNetwork extends Module {
@@ -21,6 +21,8 @@ export interface SegmentationNetwork extends Module {
   /** The levels (0-based) whose features the decoder reads and AFMs attach to (default: all). */
   readonly fusedLevels?: number[];
   readonly classes: number;
+  /** Spatial dimensionality: 3 (the default when absent) or 2 (slices as [batch, 1, H, W, C]). */
+  readonly dims?: Dims;
   encode(x: tf.Tensor5D): tf.Tensor5D[];
   /** The network alone: decode(encode(x)). */
   apply(x: tf.Tensor5D): tf.Tensor5D;
@@ -111,9 +113,9 @@ class ChannelBranch extends Module {
     this.fc1 = this.child("fc1", new Linear(init, mid, c));
   }
   apply(d: tf.Tensor5D): tf.Tensor5D {
-    const desc = tf.mean(d, [1, 2, 3]) as tf.Tensor2D; // GAP -> [1, C]
+    const desc = tf.mean(d, [1, 2, 3]) as tf.Tensor2D; // GAP -> [batch, C]
     const w = relu(this.fc1.apply(relu(this.fc0.apply(desc))));
-    return tf.mul(d, tf.reshape(w, [1, 1, 1, 1, -1])) as tf.Tensor5D;
+    return tf.mul(d, tf.reshape(w, [d.shape[0], 1, 1, 1, -1])) as tf.Tensor5D;
   }
 }
 
@@ -181,6 +183,7 @@ export class AFM extends Module {
     gate: AfmGate = "none",
     readonly parts: AfmParts = FULL_AFM,
     readonly level = 0,
+    dims: Dims = 3,
   ) {
     super();
     if (!parts.aggregation && !(level < keeperWidths.length)) {
@@ -191,9 +194,10 @@ export class AFM extends Module {
     const middle = Math.max(1, Math.floor(c / 5));
     const read = parts.aggregation ? keeperWidths : [keeperWidths[level]];
     this.aggregate = read.map((kc, j) => this.child(`aggregate${j + 1}`, new Conv(init, 3, kc, middle, 1)));
-    this.g0 = this.child("guidance0", new Conv(init, 3, middle * read.length, c, 3));
-    this.g1 = this.child("guidance1", new Conv(init, 3, c, c, 3));
-    this.combine = this.child("combine", new Conv(init, 3, parts.featureCombined ? 2 * c : c, c, 3));
+    const k3 = kernelOf(3, dims);
+    this.g0 = this.child("guidance0", new Conv(init, 3, middle * read.length, c, k3));
+    this.g1 = this.child("guidance1", new Conv(init, 3, c, c, k3));
+    this.combine = this.child("combine", new Conv(init, 3, parts.featureCombined ? 2 * c : c, c, k3));
     const r = parts.channelRefinement;
     this.positive = r === "none"
       ? null
@@ -247,7 +251,9 @@ export class GuidedSegmenter extends Module {
     const init = new Init(seed);
     const fused = new Set(net.fusedLevels ?? net.levelChannels.map((_, i) => i));
     this.afms = net.levelChannels.map((c, i) =>
-      fused.has(i) ? this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate, parts, i)) : null
+      fused.has(i)
+        ? this.child(`afm${i + 1}`, new AFM(init, keeperWidths, c, gate, parts, i, net.dims ?? 3))
+        : null
     );
   }
   private guidedFeatures(x: tf.Tensor5D, keeperFeatures: tf.Tensor5D[]): tf.Tensor5D[] {

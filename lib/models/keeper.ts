@@ -13,13 +13,24 @@
  *   at the argmax of the channel-sum map; similarity to the query weighted by a Gaussian of the
  *   per-axis (learnable theta) distance to the query position times a learnable scale, and
  *   similarity to the global average; mixed by learnable scalars (0, 1), z-normalised over space,
- *   affine (0, 1), sigmoid gate. At initialisation the gate is uniformly sigmoid(1).
+ *   affine (0, 1), sigmoid gate. At initialisation the gate is uniformly sigmoid(1). Each sample
+ *   of a batch is recalibrated on its own.
+ * - `dims`: 3 (volumes) or 2 (slices, the paper's 2D KKN), from the same blocks.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { resizeLinear } from "../nn/ops.ts";
 import type { DistributionMatching } from "../losses.ts";
-import { cat, ConvBlock, levelWidths, type Norm, spatialSize } from "./blocks.ts";
+import {
+  cat,
+  ConvBlock,
+  type Dims,
+  kernelOf,
+  levelWidths,
+  type Norm,
+  padSpatial,
+  spatialSize,
+} from "./blocks.ts";
 
 export interface KeeperConfig {
   nf: number;
@@ -49,6 +60,8 @@ export interface KeeperConfig {
    * teacher decoder's synthesis and the discriminator.
    */
   distillation: boolean;
+  /** Spatial dimensionality, 3 (volumes; the default when absent) or 2 (slices). */
+  dims?: Dims;
 }
 
 export const DEFAULT_KEEPER: KeeperConfig = {
@@ -81,9 +94,14 @@ export class PRM extends Module {
     this.bias = this.param("bias", tf.ones([1]));
   }
 
+  /** Recalibrates each sample of a batch on its own (query, context and statistics per sample). */
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const [n, d, h, w, c] = x.shape;
-    if (n !== 1) throw new RangeError(`PRM expects batch 1, got ${n}`);
+    if (x.shape[0] === 1) return this.applyOne(x);
+    return tf.concat((tf.split(x, x.shape[0], 0) as tf.Tensor5D[]).map((s) => this.applyOne(s)), 0);
+  }
+
+  private applyOne(x: tf.Tensor5D): tf.Tensor5D {
+    const [, d, h, w, c] = x.shape;
     const flat = tf.reshape(x, [d * h * w, c]) as tf.Tensor2D;
     // query position: argmax of the channel-sum map (not differentiated, as in the original)
     const pos = tf.tidy(() => tf.argMax(tf.sum(flat, 1)).dataSync()[0]);
@@ -116,10 +134,18 @@ export class GuideBlock extends Module {
   readonly local: ConvBlock;
   readonly attention: Conv;
   readonly prm: PRM;
-  constructor(init: Init, denseC: number, deeperC: number, c: number, norm: Norm = "instance", k = 7) {
+  constructor(
+    init: Init,
+    denseC: number,
+    deeperC: number,
+    c: number,
+    norm: Norm = "instance",
+    k = 7,
+    dims: Dims = 3,
+  ) {
     super();
     this.project = this.child("project", new Conv(init, 3, deeperC, c, 1));
-    this.local = this.child("local", new ConvBlock(init, denseC, c, { k, norm }));
+    this.local = this.child("local", new ConvBlock(init, denseC, c, { k, norm, dims }));
     this.attention = this.child("attention", new Conv(init, 3, 2 * c, 2, 1));
     this.prm = this.child("prm", new PRM());
   }
@@ -138,10 +164,10 @@ export class GuideBlock extends Module {
 
 class DenseLevel extends Module {
   private readonly convs: ConvBlock[];
-  constructor(init: Init, cin: number, growth: number, norm: Norm, k: number) {
+  constructor(init: Init, cin: number, growth: number, norm: Norm, k: number, dims: Dims) {
     super();
     this.convs = [0, 1, 2].map((i) =>
-      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, { k, norm }))
+      this.child(`conv${i + 1}`, new ConvBlock(init, cin + i * growth, growth, { k, norm, dims }))
     );
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
@@ -165,6 +191,7 @@ export class KnowledgeKeeper extends Module {
     const init = new Init(seed);
     // runs written before `kernel` existed used the paper's 7
     const kernel = cfg.kernel ?? 7;
+    const dims = cfg.dims ?? 3;
     this.widths = levelWidths(cfg.nf, cfg.levels);
     // runs written before `growth` existed used the authors' nf / 4
     const nfDown = cfg.growth ?? Math.max(1, Math.floor(cfg.nf / 4));
@@ -175,15 +202,18 @@ export class KnowledgeKeeper extends Module {
     const inC = growth.map((_, k) => (k === 0 ? 1 : growth[k - 1]));
     const denseC = inC.map((c, k) => c + 3 * growth[k]);
     this.dense = growth.map((g, k) =>
-      this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g, cfg.norm, kernel))
+      this.child(`dense${k + 1}`, new DenseLevel(init, inC[k], g, cfg.norm, kernel, dims))
     );
     this.transitions = growth.slice(0, -1).map((g, k) =>
-      this.child(`transition${k + 1}`, new ConvBlock(init, denseC[k], g, { k: 4, stride: 2, norm: cfg.norm }))
+      this.child(
+        `transition${k + 1}`,
+        new ConvBlock(init, denseC[k], g, { k: 4, stride: 2, norm: cfg.norm, dims }),
+      )
     );
     const L = cfg.levels;
     this.top = this.child(
       `guide${L}`,
-      new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: kernel, norm: cfg.norm }),
+      new ConvBlock(init, denseC[L - 1], this.widths[L - 1], { k: kernel, norm: cfg.norm, dims }),
     );
     // runs written before `guideBlocks` existed had them
     const guided = cfg.guideBlocks ?? true;
@@ -194,12 +224,12 @@ export class KnowledgeKeeper extends Module {
       if (guided) {
         this.guides[k] = this.child(
           `guide${k + 1}`,
-          new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm, kernel),
+          new GuideBlock(init, denseC[k], this.widths[k + 1], this.widths[k], cfg.norm, kernel, dims),
         );
       } else {
         this.projections[k] = this.child(
           `project${k + 1}`,
-          new ConvBlock(init, denseC[k], this.widths[k], { k: kernel, norm: cfg.norm }),
+          new ConvBlock(init, denseC[k], this.widths[k], { k: kernel, norm: cfg.norm, dims }),
         );
       }
     }
@@ -237,19 +267,25 @@ export class KnowledgeKeeper extends Module {
 export class PatchDiscriminator extends Module {
   private readonly blocks: ConvBlock[];
   private readonly out: Conv;
-  constructor(nf: number, seed: number) {
+  constructor(nf: number, seed: number, readonly dims: Dims = 3) {
     super();
     const init = new Init(seed);
     const w = levelWidths(nf, 4);
     this.blocks = w.map((c, i) =>
-      this.child(`block${i + 1}`, new ConvBlock(init, i === 0 ? 1 : w[i - 1], c, { k: 4, stride: 2 }))
+      this.child(
+        `block${i + 1}`,
+        new ConvBlock(init, i === 0 ? 1 : w[i - 1], c, { k: 4, stride: 2, dims }),
+      )
     );
-    this.out = this.child("out", new Conv(init, 3, w[3], 1, 4, { padding: "valid", bias: true }));
+    this.out = this.child(
+      "out",
+      new Conv(init, 3, w[3], 1, kernelOf(4, dims), { padding: "valid", bias: true }),
+    );
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
     let h = x;
     for (const b of this.blocks) h = b.apply(h);
     // PyTorch padding=1 around a k4 stride-1 conv
-    return this.out.apply(tf.pad(h, [[0, 0], [1, 1], [1, 1], [1, 1], [0, 0]]) as tf.Tensor5D);
+    return this.out.apply(padSpatial(h, 1, this.dims));
   }
 }

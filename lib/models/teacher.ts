@@ -10,12 +10,13 @@
  *   `code` adds uniform [0, 1) noise as the released code does.
  * - Feature-level reconstruction heads (Eq. 2): level k+1 upsampled -> 1x1x1 conv -> ConvBlock,
  *   compared with level k by MSE.
+ * - `dims`: 3 (volumes) or 2 (slices, the paper's 2D teacher), from the same blocks.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { resizeLinear } from "../nn/ops.ts";
 import { l1, mse } from "../losses.ts";
-import { cat, ConvBlock, levelWidths, type Norm, pool, spatialSize } from "./blocks.ts";
+import { cat, ConvBlock, type Dims, levelWidths, type Norm, pool, spatialSize } from "./blocks.ts";
 
 export type SkipNoise = "paper" | "code" | "none";
 export type NoiseScale = "absolute" | "channel-sd";
@@ -36,6 +37,8 @@ export interface TeacherConfig {
   lambdaImg: number;
   /** Normalisation in every ConvBlock (the authors' code: `instance`). */
   norm: Norm;
+  /** Spatial dimensionality, 3 (volumes; the default when absent) or 2 (slices). */
+  dims?: Dims;
 }
 
 export const DEFAULT_TEACHER: TeacherConfig = {
@@ -50,21 +53,23 @@ export const DEFAULT_TEACHER: TeacherConfig = {
 
 export class TeacherEncoder extends Module {
   readonly widths: number[];
+  readonly dims: Dims;
   private readonly blocks: ConvBlock[];
   constructor(init: Init, cfg: TeacherConfig) {
     super();
     this.widths = levelWidths(cfg.nf, cfg.levels);
+    this.dims = cfg.dims ?? 3;
     this.blocks = this.widths.map((c, i) =>
       this.child(
         `level${i + 1}`,
-        new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c, { norm: cfg.norm }),
+        new ConvBlock(init, i === 0 ? 1 : this.widths[i - 1], c, { norm: cfg.norm, dims: this.dims }),
       )
     );
   }
   /** Features F^T_1..L of an image [1, D, H, W, 1]. */
   apply(x: tf.Tensor5D): tf.Tensor5D[] {
     const out: tf.Tensor5D[] = [];
-    this.blocks.forEach((b, i) => out.push(b.apply(i === 0 ? x : pool(out[i - 1]))));
+    this.blocks.forEach((b, i) => out.push(b.apply(i === 0 ? x : pool(out[i - 1], this.dims))));
     return out;
   }
 }
@@ -74,15 +79,21 @@ export class TeacherDecoder extends Module {
   private readonly reduce: Conv[];
   private readonly blocks: ConvBlock[];
   private readonly head: Conv;
-  constructor(init: Init, readonly widths: number[], norm: Norm = "instance") {
+  constructor(init: Init, readonly widths: number[], norm: Norm = "instance", dims: Dims = 3) {
     super();
     const L = widths.length;
-    this.bottleneck = this.child("bottleneck", new ConvBlock(init, widths[L - 1], widths[L - 1], { norm }));
+    this.bottleneck = this.child(
+      "bottleneck",
+      new ConvBlock(init, widths[L - 1], widths[L - 1], { norm, dims }),
+    );
     this.reduce = [];
     this.blocks = [];
     for (let k = L - 2; k >= 0; k--) {
       this.reduce[k] = this.child(`up${k + 1}`, new Conv(init, 3, widths[k + 1], widths[k], 1));
-      this.blocks[k] = this.child(`level${k + 1}`, new ConvBlock(init, 2 * widths[k], widths[k], { norm }));
+      this.blocks[k] = this.child(
+        `level${k + 1}`,
+        new ConvBlock(init, 2 * widths[k], widths[k], { norm, dims }),
+      );
     }
     this.head = this.child("head", new Conv(init, 3, widths[0], 1, 1));
   }
@@ -102,12 +113,12 @@ export class TeacherDecoder extends Module {
 class FeatureHead extends Module {
   private readonly reduce: Conv;
   private readonly block: ConvBlock;
-  constructor(init: Init, cDeep: number, c: number, norm: Norm) {
+  constructor(init: Init, cDeep: number, c: number, norm: Norm, dims: Dims) {
     super();
     this.reduce = this.child("reduce", new Conv(init, 3, cDeep, c, 1));
-    this.block = this.child("block", new ConvBlock(init, c, c, { norm }));
+    this.block = this.child("block", new ConvBlock(init, c, c, { norm, dims }));
   }
-  apply(deeper: tf.Tensor5D, size: [number, number, number]): tf.Tensor5D {
+  apply(deeper: tf.Tensor5D, size: number[]): tf.Tensor5D {
     return this.block.apply(this.reduce.apply(resizeLinear(deeper, size)));
   }
 }
@@ -120,10 +131,13 @@ export class Teacher extends Module {
     super();
     const init = new Init(seed);
     this.encoder = this.child("encoder", new TeacherEncoder(init, cfg));
-    this.decoder = this.child("decoder", new TeacherDecoder(init, this.encoder.widths, cfg.norm));
+    this.decoder = this.child(
+      "decoder",
+      new TeacherDecoder(init, this.encoder.widths, cfg.norm, this.encoder.dims),
+    );
     const w = this.encoder.widths;
     this.heads = w.slice(0, -1).map((c, k) =>
-      this.child(`featureHead${k + 1}`, new FeatureHead(init, w[k + 1], c, cfg.norm))
+      this.child(`featureHead${k + 1}`, new FeatureHead(init, w[k + 1], c, cfg.norm, this.encoder.dims))
     );
   }
 

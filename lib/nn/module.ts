@@ -75,7 +75,8 @@ export type Nd = 2 | 3;
 export type Padding = "same" | "valid";
 
 export interface ConvOptions {
-  stride?: number;
+  /** One stride for every axis, or one per axis. */
+  stride?: number | number[];
   padding?: Padding;
   bias?: boolean;
 }
@@ -87,7 +88,7 @@ export interface ConvOptions {
 export class Conv extends Module {
   readonly weight: tf.Variable;
   readonly bias?: tf.Variable;
-  readonly stride: number;
+  readonly stride: number | number[];
   readonly padding: Padding;
 
   constructor(
@@ -110,8 +111,8 @@ export class Conv extends Module {
 
   apply<T extends tf.Tensor4D | tf.Tensor5D>(x: T): T {
     let y = this.nd === 3
-      ? tf.conv3d(x as tf.Tensor5D, this.weight as tf.Tensor5D, this.stride, this.padding)
-      : tf.conv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, this.stride, this.padding);
+      ? tf.conv3d(x as tf.Tensor5D, this.weight as tf.Tensor5D, this.stride as number, this.padding)
+      : tf.conv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, this.stride as number, this.padding);
     if (this.bias) y = tf.add(y, this.bias);
     return y as T;
   }
