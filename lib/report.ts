@@ -35,7 +35,7 @@ import { loadCheckpoint } from "./train/state.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
 import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
-import { meanOf, sdOf } from "./stats.ts";
+import { comparePaired, meanOf, sdOf } from "./stats.ts";
 import { montage } from "./viz/png.ts";
 
 export { montage };
@@ -201,17 +201,28 @@ export const PAPER_TABLE2: Record<string, { baseline: number[]; guided: number[]
   "RP-Net": { baseline: [74.89, 87.29, 83.41], guided: [81.58, 92.22, 88.89] },
 };
 
+/** Per test subject, the mean tissue Dice (%, background excluded) of one model of a fusion run. */
+function subjectAverages(fu: FusionMetrics, key: "baseline" | "baselineMatched" | "guided"): number[] {
+  return fu.subjects.map((s) => 100 * meanOf(s[key].slice(1)));
+}
+
+function fusionOf(run: RunData): FusionMetrics {
+  const fu = run.metrics.fusion;
+  if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+  return fu;
+}
+
 /**
  * Table 2 from one finished fusion run per network: mean test Dice (%) per tissue class and
  * their average, for the baseline, the epoch-matched control and the AFM-guided network; the
- * AFM's gain and paired t-test p-values against the baseline and the control; the paper's
+ * AFM's gain in the average with its bootstrap 95% interval and the Wilcoxon signed-rank p-value,
+ * against the baseline and against the control; per-class paired t-test p-values; the paper's
  * baseline and guided averages beside them.
  */
 export function table2(runs: RunData[]): dfd.DataFrame {
   const pct = (v: number) => 100 * v;
   return dataFrame(runs.map((run) => {
-    const fu = run.metrics.fusion;
-    if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+    const fu = fusionOf(run);
     const net = networkLabel(networkSpec(run.config));
     const tissue = fu.tTest.filter((t) => t.class !== "background");
     const avg = (k: "baselineMean" | "baselineMatchedMean" | "guidedMean") =>
@@ -222,8 +233,17 @@ export function table2(runs: RunData[]): dfd.DataFrame {
     row["control average"] = avg("baselineMatchedMean");
     for (const t of tissue) row[`${t.class} + AFM`] = pct(t.guidedMean);
     row["average + AFM"] = avg("guidedMean");
+    const guided = subjectAverages(fu, "guided");
+    const vsBase = comparePaired(subjectAverages(fu, "baseline"), guided);
+    const vsControl = comparePaired(subjectAverages(fu, "baselineMatched"), guided);
+    const ci = (c: typeof vsBase) => `[${c.ciLow.toFixed(2)}, ${c.ciHigh.toFixed(2)}]`;
+    const pW = (c: typeof vsBase) => (Number.isFinite(c.pWilcoxon) ? c.pWilcoxon : "n/a");
     row["AFM gain"] = avg("guidedMean") - avg("baselineMean");
+    row["gain 95% CI"] = ci(vsBase);
+    row["p_W gain"] = pW(vsBase);
     row["AFM gain over control"] = avg("guidedMean") - avg("baselineMatchedMean");
+    row["over control 95% CI"] = ci(vsControl);
+    row["p_W over control"] = pW(vsControl);
     for (const t of tissue) {
       row[`p ${t.class} vs baseline`] = Number.isFinite(t.p) ? t.p : "n/a";
       row[`p ${t.class} vs control`] = Number.isFinite(t.pMatched) ? t.pMatched : "n/a";
@@ -238,6 +258,35 @@ export function table2(runs: RunData[]): dfd.DataFrame {
       : "yes";
     return row;
   }));
+}
+
+/**
+ * Table 2 as a figure: per network, the test subjects' mean tissue Dice (%) of the baseline, the
+ * epoch-matched control and the AFM-guided network, with the paper's baseline and guided averages
+ * as markers.
+ */
+export function table2Plot(runs: RunData[]): PlotlyFigure {
+  const nets = runs.map((r) => networkLabel(networkSpec(r.config)));
+  const series = (name: string, key: "baseline" | "baselineMatched" | "guided") => ({
+    name,
+    categories: runs.flatMap((r, i) => fusionOf(r).subjects.map(() => nets[i])),
+    values: runs.flatMap((r) => subjectAverages(fusionOf(r), key)),
+  });
+  const fig = boxPlot("Table 2: mean tissue Dice of the test subjects", [
+    series("baseline", "baseline"),
+    series("epoch-matched control", "baselineMatched"),
+    series("+ AFM", "guided"),
+  ], "mean tissue Dice (%)");
+  const paper = (key: "baseline" | "guided", name: string, symbol: string) => ({
+    type: "scatter",
+    mode: "markers",
+    name,
+    x: nets,
+    y: nets.map((n) => (PAPER_TABLE2[n] ? meanOf(PAPER_TABLE2[n][key]) : null)),
+    marker: { symbol, size: 11, color: "black" },
+  });
+  fig.data.push(paper("baseline", "paper: baseline", "x"), paper("guided", "paper: + guidance", "star"));
+  return fig;
 }
 
 /** Dice per class: baseline vs AFM-guided, one box per class and model (Table 1 / Fig. 7 numbers). */
@@ -409,10 +458,10 @@ export const FIGURES: { file: string; paper: string; what: string }[] = [
       "RMS distance of channel-averaged features per level: d(3T,7T), d(3T,7T-like), d(7T,7T-like); 3T features from the KKN's extractor (the paper's Appendix A), or from the teacher encoder",
   },
   {
-    file: "table2.csv/.md",
+    file: "table2.csv/.md/.png",
     paper: "Table 2",
     what:
-      "written by `deno task table2`, not by this command: per-network tissue Dice of baseline, epoch-matched control and AFM-guided network, gains, p-values, convergence verdicts, the paper's averages",
+      "from the runs of `deno task table2` (and this run): per-network tissue Dice of baseline, epoch-matched control and AFM-guided network, the AFM's gains with bootstrap 95% intervals and Wilcoxon p-values, per-class t-test p-values, convergence verdicts, the paper's averages; the box plot of the per-subject averages with the paper's marked",
   },
   {
     file: "table1.csv/.md/.png, table4.*, table5.*, tableB1.*, results.csv",

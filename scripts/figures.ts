@@ -4,6 +4,7 @@
  * montages from the run's checkpoints, tables as CSV and Markdown, and `<out>/README.md` listing
  * each beside the paper figure or table it corresponds to.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
@@ -27,6 +28,7 @@ import {
 } from "../lib/report.ts";
 import { type PlotlyFigure, renderFigures } from "../lib/viz/plotly.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
+import { table2Runs, writeTable2 } from "./table2.ts";
 
 export const FIGURES_COMMAND: CommandSpec = {
   name: "deno task figures",
@@ -35,14 +37,21 @@ export const FIGURES_COMMAND: CommandSpec = {
   options: [
     { name: "run", description: "a finished `deno task train` run", default: "runs/default" },
     { name: "out", description: "output folder", default: "figures" },
+    {
+      name: "table2",
+      description: "runs for Table 2, comma-separated (default: --run and every runs/table2-<network>)",
+    },
     backendOption("compute backend for the montages"),
   ],
 };
 
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
 
-/** Writes every figure of `runDir` into `out`; returns the files written. */
-export async function writeFigures(runDir: string, out: string): Promise<string[]> {
+/**
+ * Writes every figure of `runDir` into `out`, and Table 2 from `table2` (run folders; default:
+ * `runDir` and every `runs/table2-<network>` with fusion results); returns the files written.
+ */
+export async function writeFigures(runDir: string, out: string, table2?: string[]): Promise<string[]> {
   const run = await loadRun(runDir);
   await Deno.mkdir(out, { recursive: true });
   const written: string[] = [];
@@ -94,6 +103,9 @@ export async function writeFigures(runDir: string, out: string): Promise<string[
     await put("afm-features.png", await afmMontage(models, subjects.tissue, 1));
   }
 
+  const t2 = table2 ? await Promise.all(table2.map((d) => loadRun(d))) : await table2Runs(runDir);
+  if (t2.length) written.push(...await writeTable2(t2, out));
+
   const lines = [
     "# Figures",
     "",
@@ -119,7 +131,15 @@ if (import.meta.main) {
       throw new UsageError(`--run ${runDir}: no metrics.json (train first: deno task train)`);
     }
     await initBackend(String(args.options.backend), { quiet: true });
-    const files = await writeFigures(runDir, String(args.options.out));
+    const table2 = args.options.table2 === undefined
+      ? undefined
+      : String(args.options.table2).split(",").map((d) => d.trim()).filter(Boolean);
+    for (const d of table2 ?? []) {
+      if (!existsSync(join(d, "metrics.json"))) {
+        throw new UsageError(`--table2 ${d}: no metrics.json (not a finished run)`);
+      }
+    }
+    const files = await writeFigures(runDir, String(args.options.out), table2);
     console.log(`${files.length} files written to ${args.options.out}/`);
   });
 }

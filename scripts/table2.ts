@@ -3,16 +3,19 @@
  * of the paper on the tissue cohort. For each network, a run `runs/<name>-<network>` gets the
  * `--from` run's teacher and KKN (fold 1) and configuration with only `fusion.network` changed,
  * and trains phase 3 (baseline, epoch-matched control, AFM-guided); a network the `--from` run
- * already trained is taken from it. Then `<out>/table2.csv` and `table2.md` are written from the
- * runs' results, beside the paper's numbers. Each run is an arm of a plan (`lib/train/plan.ts`):
+ * already trained is taken from it. Then `<out>/table2.csv`, `table2.md` and the box plot
+ * `table2.png` are written from the runs' results, beside the paper's numbers (`deno task figures`
+ * writes them too, from the runs it finds). Each run is an arm of a plan (`lib/train/plan.ts`):
  * it resumes like any other, and a finished one is read.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
-import { loadRun, table2 } from "../lib/report.ts";
+import { loadRun, type RunData, table2, table2Plot } from "../lib/report.ts";
+import { renderFigures } from "../lib/viz/plotly.ts";
 import { type Arm, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 
@@ -71,13 +74,52 @@ export async function runTable2(
       }),
     );
   }
-  const table = table2(await Promise.all(runs.map((r) => loadRun(r))));
-  const out = String(opts.out);
-  await Deno.mkdir(out, { recursive: true });
-  await writeFileAtomic(join(out, "table2.csv"), toCsv(table));
-  await writeFileAtomic(join(out, "table2.md"), toMarkdown(table, 3));
-  console.log(toMarkdown(table, 3));
+  const written = await writeTable2(await Promise.all(runs.map((r) => loadRun(r))), String(opts.out));
+  console.log(await Deno.readTextFile(join(String(opts.out), written[1])));
   return runs;
+}
+
+/**
+ * Writes Table 2 from finished fusion runs (one per network) into `out`: `table2.csv`, `table2.md`
+ * and the box plot `table2.png` / `.svg` / `.json`; returns the file names.
+ */
+export async function writeTable2(runs: RunData[], out: string): Promise<string[]> {
+  const table = table2(runs);
+  const fig = table2Plot(runs);
+  const [rendered] = await renderFigures([fig]);
+  await Deno.mkdir(out, { recursive: true });
+  const files: [string, Uint8Array | string][] = [
+    ["table2.csv", toCsv(table)],
+    ["table2.md", toMarkdown(table, 3)],
+    ["table2.png", rendered.png],
+    ["table2.svg", rendered.svg],
+    ["table2.json", JSON.stringify(fig)],
+  ];
+  for (const [name, bytes] of files) await writeFileAtomic(join(out, name), bytes);
+  return files.map(([name]) => name);
+}
+
+/**
+ * The runs Table 2 is made of when none are named: `runDir` if it has fusion results, then every
+ * `<runs>/<prefix>-<network>` with fusion results, in the registry's order, one per network.
+ */
+export async function table2Runs(runDir: string, runsDir = "runs", prefix = "table2"): Promise<RunData[]> {
+  const found: RunData[] = [];
+  const seen = new Set<string>();
+  const add = async (dir: string) => {
+    if (!existsSync(join(dir, "metrics.json"))) return;
+    const run = await loadRun(dir);
+    const network = run.config.fusion.network ?? "unet3d";
+    if (!run.metrics.fusion || seen.has(network)) return;
+    seen.add(network);
+    found.push(run);
+  };
+  await add(runDir);
+  for (const network of Object.keys(NETWORKS)) await add(join(runsDir, `${prefix}-${network}`));
+  const order = Object.keys(NETWORKS);
+  return found.sort((a, b) =>
+    order.indexOf(a.config.fusion.network ?? "unet3d") - order.indexOf(b.config.fusion.network ?? "unet3d")
+  );
 }
 
 if (import.meta.main) {
