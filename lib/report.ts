@@ -10,7 +10,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type * as dfd from "danfojs";
 import type { GuidedSegmenter, SegmentationNetwork } from "./models/fusion.ts";
-import { networkLabel } from "./models/networks.ts";
+import { networkLabel, NETWORKS } from "./models/networks.ts";
 import type { KnowledgeKeeper } from "./models/keeper.ts";
 import type { Teacher } from "./models/teacher.ts";
 import { loadCohort, type Subject } from "./data/cohort.ts";
@@ -287,6 +287,29 @@ export function table2Plot(runs: RunData[]): PlotlyFigure {
   });
   fig.data.push(paper("baseline", "paper: baseline", "x"), paper("guided", "paper: + guidance", "star"));
   return fig;
+}
+
+/**
+ * The runs Table 2 is made of when none are named: `runDir` if it has fusion results, then every
+ * `<runs>/<prefix>-<network>` with fusion results, in the registry's order, one per network.
+ */
+export async function table2Runs(runDir: string, runsDir = "runs", prefix = "table2"): Promise<RunData[]> {
+  const found: RunData[] = [];
+  const seen = new Set<string>();
+  const add = async (dir: string) => {
+    if (!existsSync(join(dir, "metrics.json"))) return;
+    const run = await loadRun(dir);
+    const network = run.config.fusion.network ?? "unet3d";
+    if (!run.metrics.fusion || seen.has(network)) return;
+    seen.add(network);
+    found.push(run);
+  };
+  await add(runDir);
+  for (const network of Object.keys(NETWORKS)) await add(join(runsDir, `${prefix}-${network}`));
+  const order = Object.keys(NETWORKS);
+  return found.sort((a, b) =>
+    order.indexOf(a.config.fusion.network ?? "unet3d") - order.indexOf(b.config.fusion.network ?? "unet3d")
+  );
 }
 
 /** Dice per class: baseline vs AFM-guided, one box per class and model (Table 1 / Fig. 7 numbers). */

@@ -23,12 +23,13 @@ import {
   synthesisMontage,
   synthesisScores,
   synthesisTable,
+  table2Runs,
   testSubjects,
   trainingCurves,
 } from "../lib/report.ts";
 import { type PlotlyFigure, renderFigures } from "../lib/viz/plotly.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
-import { table2Runs, writeTable2 } from "./table2.ts";
+import { writeTable2 } from "./table2.ts";
 
 export const FIGURES_COMMAND: CommandSpec = {
   name: "deno task figures",

@@ -8,7 +8,6 @@
  * writes them too, from the runs it finds). Each run is an arm of a plan (`lib/train/plan.ts`):
  * it resumes like any other, and a finished one is read.
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
@@ -97,29 +96,6 @@ export async function writeTable2(runs: RunData[], out: string): Promise<string[
   ];
   for (const [name, bytes] of files) await writeFileAtomic(join(out, name), bytes);
   return files.map(([name]) => name);
-}
-
-/**
- * The runs Table 2 is made of when none are named: `runDir` if it has fusion results, then every
- * `<runs>/<prefix>-<network>` with fusion results, in the registry's order, one per network.
- */
-export async function table2Runs(runDir: string, runsDir = "runs", prefix = "table2"): Promise<RunData[]> {
-  const found: RunData[] = [];
-  const seen = new Set<string>();
-  const add = async (dir: string) => {
-    if (!existsSync(join(dir, "metrics.json"))) return;
-    const run = await loadRun(dir);
-    const network = run.config.fusion.network ?? "unet3d";
-    if (!run.metrics.fusion || seen.has(network)) return;
-    seen.add(network);
-    found.push(run);
-  };
-  await add(runDir);
-  for (const network of Object.keys(NETWORKS)) await add(join(runsDir, `${prefix}-${network}`));
-  const order = Object.keys(NETWORKS);
-  return found.sort((a, b) =>
-    order.indexOf(a.config.fusion.network ?? "unet3d") - order.indexOf(b.config.fusion.network ?? "unet3d")
-  );
 }
 
 if (import.meta.main) {
