@@ -500,7 +500,16 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
     assertEquals(new Set(counts).size, 1, `${phase}: tensor count changes across epochs (${counts})`);
   }
   const csv = await Deno.readTextFile(join(runDir, "metrics.csv"));
-  assert(csv.startsWith("phase,fold,subject,metric,index,value\n"));
+  assert(csv.startsWith("phase,task,network,variant,fold,subject,metric,unit,value\n"));
+  const csvRows = csv.trim().split("\n").slice(1).map((l) => l.split(","));
+  assert(
+    csvRows.every((r) => r.length === 9 && Number.isFinite(Number(r[8]))),
+    "every row: 9 fields, a number",
+  );
+  assertEquals(
+    new Set(csvRows.filter((r) => r[0] === "segmentation").map((r) => r[3])),
+    new Set(["baseline", "control", "afm"]),
+  );
   // inference on a new scan: labels on the input's own grid and affine
   const input = "data/generated/quick/tissue/sub-03_1.5T.nii.gz";
   const output = join(out, "labels.nii.gz");

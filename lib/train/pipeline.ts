@@ -1171,39 +1171,115 @@ export async function trainFusion(
 }
 
 /** Long-format CSV rows (phase, fold, subject, metric, index, value) of a run's metrics. */
-export function metricsCsv(folds: FoldMetrics[], fusion: FusionMetrics | null): string {
-  const rows = ["phase,fold,subject,metric,index,value"];
+/**
+ * One score of a run: a row of the long-format record every table and plot can be rebuilt from.
+ * `phase`: teacher / keeper (synthesis, feature distances) or segmentation; `task`: synthesis,
+ * features or tissue; `network`: the model scored (the 3T floor is the 3T image itself); `variant`:
+ * baseline, control (epoch-matched) or afm for segmentation, else the model's role; `unit`: the
+ * class name or the feature level, empty where the metric has neither.
+ */
+export interface ResultRow {
+  phase: string;
+  task: string;
+  network: string;
+  variant: string;
+  fold: number | "";
+  subject: string;
+  metric: string;
+  unit: string;
+  value: number;
+}
+
+export const RESULT_COLUMNS: (keyof ResultRow)[] = [
+  "phase",
+  "task",
+  "network",
+  "variant",
+  "fold",
+  "subject",
+  "metric",
+  "unit",
+  "value",
+];
+
+/** Every score of a run as `ResultRow`s (the content of `metrics.csv`). */
+export function resultRows(folds: FoldMetrics[], fusion: FusionMetrics | null, network: string): ResultRow[] {
+  const rows: ResultRow[] = [];
   for (const f of folds) {
+    const base = { fold: f.fold, subject: f.subject };
     for (
-      const [phase, s] of [["teacher", f.teacher], ["keeper", f.keeper], ["floor3T", f.floor3T]] as const
+      const [phase, net, variant, s] of [
+        ["teacher", "teacher", "reconstruction", f.teacher],
+        ["keeper", "kkn", "synthesis", f.keeper],
+        ["keeper", "3T", "floor", f.floor3T],
+      ] as const
     ) {
-      rows.push(
-        `${phase},${f.fold},${f.subject},psnr,,${s.psnr}`,
-        `${phase},${f.fold},${f.subject},ssim,,${s.ssim}`,
-      );
+      for (const metric of ["psnr", "ssim"] as const) {
+        rows.push({
+          phase,
+          task: "synthesis",
+          network: net,
+          variant,
+          ...base,
+          metric,
+          unit: "",
+          value: s[metric],
+        });
+      }
     }
     for (const d of f.featureDistance) {
-      rows.push(
-        `features,${f.fold},${f.subject},d_3T_7T,${d.level},${d.d3T7T}`,
-        `features,${f.fold},${f.subject},d_3T_7Tlike,${d.level},${d.d3TLike}`,
-        `features,${f.fold},${f.subject},d_7T_7Tlike,${d.level},${d.d7TLike}`,
-        `features,${f.fold},${f.subject},d_3Textractor_7T,${d.level},${d.dX7T}`,
-        `features,${f.fold},${f.subject},d_3Textractor_7Tlike,${d.level},${d.dXLike}`,
+      for (
+        const [metric, value] of [
+          ["d_3T_7T", d.d3T7T],
+          ["d_3T_7Tlike", d.d3TLike],
+          ["d_7T_7Tlike", d.d7TLike],
+          ["d_3Textractor_7T", d.dX7T],
+          ["d_3Textractor_7Tlike", d.dXLike],
+        ] as const
+      ) {
+        if (value === undefined) continue; // runs from before the extractor distances
+        rows.push({
+          phase: "keeper",
+          task: "features",
+          network: "kkn",
+          variant: "distance",
+          ...base,
+          metric,
+          unit: `level ${d.level}`,
+          value,
+        });
+      }
+    }
+  }
+  for (const s of fusion?.subjects ?? []) {
+    for (
+      const [variant, dice] of [["baseline", s.baseline], ["control", s.baselineMatched], [
+        "afm",
+        s.guided,
+      ]] as const
+    ) {
+      fusion!.classes.forEach((c, i) =>
+        rows.push({
+          phase: "segmentation",
+          task: "tissue",
+          network,
+          variant,
+          fold: "",
+          subject: s.id,
+          metric: "dice",
+          unit: c,
+          value: dice[i],
+        })
       );
     }
   }
-  if (fusion) {
-    for (const s of fusion.subjects) {
-      fusion.classes.forEach((c, i) => {
-        rows.push(
-          `baseline,,${s.id},dice,${c},${s.baseline[i]}`,
-          `baselineMatched,,${s.id},dice,${c},${s.baselineMatched[i]}`,
-          `guided,,${s.id},dice,${c},${s.guided[i]}`,
-        );
-      });
-    }
-  }
-  return rows.join("\n") + "\n";
+  return rows;
+}
+
+/** `metrics.csv`: `resultRows` with a header (RFC 4180; no field needs quoting). */
+export function metricsCsv(folds: FoldMetrics[], fusion: FusionMetrics | null, network: string): string {
+  const rows = resultRows(folds, fusion, network).map((r) => RESULT_COLUMNS.map((k) => r[k]).join(","));
+  return [RESULT_COLUMNS.join(","), ...rows].join("\n") + "\n";
 }
 
 export async function writeJson(path: string, value: unknown): Promise<void> {

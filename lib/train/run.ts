@@ -236,7 +236,7 @@ async function trainInto(
     convergence: ctx.reports,
   };
   await writeJson(join(runDir, "metrics.json"), metrics);
-  await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion));
+  await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion, cfg.fusion.network));
   console.log(summary(folds, fusion, baseline, seconds));
   return runDir;
 }
