@@ -5,15 +5,14 @@
  *
  * A new network needs one file implementing `SegmentationNetwork` (encode to L levels of known
  * widths; decode from possibly AFM-guided features; optionally `decodeWithAux` for deep
- * supervision) and one entry in `NETWORKS` below.
+ * supervision) and one entry in `NETWORKS` below; its name then is a `NetworkName`, a choice of
+ * `fusion.network` and a row of Table 2.
  */
 import type * as tf from "@tensorflow/tfjs-core";
 import { type SegmentationNetwork, UNet3D } from "./fusion.ts";
 import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
 import { USegNet, type USegNetAfmLevels } from "./usegnet.ts";
 import { RPNet } from "./rpnet.ts";
-
-export type NetworkName = "unet3d" | "voxresnet" | "usegnet" | "rpnet";
 
 export interface NetworkSpec {
   network: NetworkName;
@@ -29,10 +28,10 @@ export interface NetworkSpec {
 interface NetworkEntry {
   /** Display name used in tables, figures and phase labels. */
   label: string;
-  build(spec: NetworkSpec, seed: number): SegmentationNetwork;
+  build(spec: Omit<NetworkSpec, "network">, seed: number): SegmentationNetwork;
 }
 
-export const NETWORKS: Record<NetworkName, NetworkEntry> = {
+export const NETWORKS = {
   unet3d: { label: "3D U-Net", build: (s, seed) => new UNet3D(s.classes, s.nf, s.levels, seed) },
   voxresnet: {
     label: "VoxResNet",
@@ -43,7 +42,10 @@ export const NETWORKS: Record<NetworkName, NetworkEntry> = {
     build: (s, seed) => new USegNet(s.classes, s.nf, s.levels, seed, s.usegnetAfmLevels ?? "ends"),
   },
   rpnet: { label: "RP-Net", build: (s, seed) => new RPNet(s.classes, s.nf, s.levels, seed) },
-};
+} satisfies Record<string, NetworkEntry>;
+
+/** The registered networks' names. */
+export type NetworkName = keyof typeof NETWORKS;
 
 /** Builds a registered network; an unknown name is named with the registered ones. */
 export function buildNetwork(spec: NetworkSpec, seed: number): SegmentationNetwork {

@@ -33,6 +33,7 @@ import {
   decodeAll,
   networkLabel,
   type NetworkName,
+  NETWORKS,
   type NetworkSpec,
 } from "../models/networks.ts";
 import type { VoxResDeconv } from "../models/voxresnet.ts";
@@ -237,7 +238,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "keeper.distribution": ["paper", "code"],
   "keeper.norm": ["instance", "none"],
   "fusion.input": ["low-field", "ideal", "synthesized"],
-  "fusion.network": ["unet3d", "voxresnet", "usegnet", "rpnet"],
+  "fusion.network": Object.keys(NETWORKS),
   "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.usegnetAfmLevels": ["ends", "all"],
   "fusion.keeper": ["trained", "random"],
