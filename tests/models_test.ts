@@ -681,6 +681,50 @@ Deno.test("a non-finite loss stops the phase with DivergenceError, keeping the f
   }
 });
 
+Deno.test("weights that overflow after a finite loss stop the phase before validation or any checkpoint", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const teacher = new Teacher({ ...DEFAULT_TEACHER, nf: 2, levels: 2 }, 3);
+    let validated = 0;
+    const err = await assertRejects(
+      () =>
+        trainLoop({
+          label: "baseline 3D U-Net",
+          checkpoint: join(dir, "b"),
+          epochs: 3,
+          items: [0],
+          module: teacher,
+          optimizers: {},
+          progress: false,
+          // the loss is finite, but in round 2 the step leaves one weight infinite (an lr of 1e39)
+          step: (_item, epoch) => {
+            if (epoch === 1) {
+              const [, v] = teacher.namedParameters()[2];
+              v.assign(tf.mul(v, Infinity));
+            }
+            return Promise.resolve({ loss: 0.5 });
+          },
+          validate: () => Promise.resolve({ dice: 0.1 * ++validated }),
+          better: () => true,
+          log: () => Promise.resolve(),
+        }),
+      DivergenceError,
+    );
+    const name = teacher.namedParameters()[2][0];
+    assert(
+      err.message.includes(`baseline 3D U-Net: parameter "${name}" is not finite after round 2`),
+      err.message,
+    );
+    assertEquals(validated, 1, "the broken weights are never validated");
+    for (const f of ["b-best.json", "b-last.json"]) {
+      const meta = JSON.parse(await Deno.readTextFile(join(dir, f))).meta;
+      assertEquals(meta.epoch, 0, `${f} keeps the finished first round`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a non-finite validation score stops the phase and never becomes a checkpoint", async () => {
   const dir = await Deno.makeTempDir();
   try {

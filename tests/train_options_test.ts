@@ -1,9 +1,9 @@
 /** `deno task train` refuses bad options and configurations with errors that name them. */
-import { assertRejects } from "@std/assert";
+import { assertRejects, assertThrows } from "@std/assert";
 import { join } from "node:path";
 import { UsageError } from "../lib/cli.ts";
 import { CohortError } from "../lib/data/cohort.ts";
-import { profileConfig } from "../lib/train/pipeline.ts";
+import { foldSplits, profileConfig } from "../lib/train/pipeline.ts";
 import { checkRunData, lockRun, runTraining } from "../lib/train/run.ts";
 
 const base = { profile: "quick", seed: 0, phase: "all", progress: false };
@@ -21,6 +21,13 @@ Deno.test("train: a config file with bad JSON or an unknown setting is named in 
   );
   await assertRejects(() => runTraining({ ...base, out: dir, epochs: 0 }), UsageError, "--epochs");
   await assertRejects(() => runTraining({ ...base, out: dir, folds: 0 }), UsageError, "--folds");
+  for (const name of ["../../etc", "", ".", "a/b", "-x"]) {
+    await assertRejects(
+      () => runTraining({ ...base, out: dir, name }),
+      UsageError,
+      "must be a plain folder name",
+    );
+  }
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -64,6 +71,9 @@ Deno.test("train: settings of the wrong type or range are refused before anythin
     [{ folds: 0 }, "folds: must be a positive integer, got 0"],
     [{ checks: { window: 2 } }, "checks.window: must be in (0, 1]"],
     [{ augment: "yes" }, "augment: must be a boolean"],
+    [null, "must hold a JSON object of settings, got null"],
+    [[1, 2], "must hold a JSON object of settings"],
+    [{ fusion: { classes: 2 } }, "fusion.classes: must be 4"],
   ];
   for (const [patch, text] of cases) {
     const path = join(dir, "c.json");
@@ -108,4 +118,13 @@ Deno.test("train: a run written before a setting existed resumes (the setting ta
     "tissue/manifest.json: cannot read the cohort manifest",
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("folds beyond what the paired cohort holds are refused, not clamped", () => {
+  const subjects = Array.from({ length: 7 }, (_, i) => ({ id: `sub-${i}` })) as unknown as Parameters<
+    typeof foldSplits
+  >[0];
+  assertThrows(() => foldSplits(subjects, { folds: 3, testPerFold: 3 }), RangeError, "at most 2 folds");
+  const two = foldSplits(subjects, { folds: 2, testPerFold: 3 });
+  if (two.length !== 2) throw new Error(`expected 2 folds, got ${two.length}`);
 });

@@ -51,6 +51,15 @@ export interface LoopResult {
   resumedFrom: number;
 }
 
+/** The name of the first parameter of `module` holding a NaN or infinite value, or null. */
+export function firstNonFinite(module: Module): string | null {
+  for (const [name, v] of module.namedParameters()) {
+    const finite = tf.tidy(() => tf.all(tf.isFinite(v)).dataSync()[0]);
+    if (!finite) return name;
+  }
+  return null;
+}
+
 function fmtTime(s: number): string {
   if (!Number.isFinite(s)) return "?";
   const m = Math.floor(s / 60);
@@ -106,6 +115,15 @@ export async function trainLoop<S>(spec: LoopSpec<S>): Promise<LoopResult> {
       }
     }
     const means = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / spec.items.length]));
+    // an update can overflow the weights while the loss that drove it was finite
+    const broken = firstNonFinite(spec.module);
+    if (broken) {
+      throw new DivergenceError(
+        `${spec.label}: parameter "${broken}" is not finite after round ${epoch + 1} ` +
+          `(step ${(epoch + 1) * spec.items.length}); these weights are not kept, checkpoints keep the ` +
+          `last finished round; lower the learning rate through --config`,
+      );
+    }
     const val = await spec.validate();
     const badScore = Object.entries(val).find(([, v]) => !Number.isFinite(v));
     if (badScore) {

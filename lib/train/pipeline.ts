@@ -273,9 +273,8 @@ const RANGES: Record<string, (v: unknown) => string | null> = {
     : "must be null (nf / 4) or a positive integer"),
   "fusion.nf": posInt,
   "fusion.levels": levels,
-  "fusion.classes": (
-    v,
-  ) => (Number.isInteger(v) && (v as number) >= 2 ? null : "must be an integer of at least 2"),
+  // the tissue task's labels: background, CSF, GM, WM (the cohort's label maps)
+  "fusion.classes": (v) => (v === 4 ? null : "must be 4 (background, CSF, GM, WM: the tissue labels)"),
   "checks.window": (v) => ((v as number) > 0 && (v as number) <= 1 ? null : "must be in (0, 1]"),
   "checks.maxGainPsnr": nonNegative,
   "checks.maxGainDice": nonNegative,
@@ -493,7 +492,13 @@ export function foldSplits(subjects: Subject[], { folds, testPerFold }: FoldSpli
   if (n < t + 2) {
     throw new Error(`paired cohort: ${t} test subjects a fold need at least ${t + 2} subjects, found ${n}`);
   }
-  return Array.from({ length: Math.min(folds, Math.floor(n / t)) }, (_, f) => {
+  if (folds > Math.floor(n / t)) {
+    throw new RangeError(
+      `folds ${folds}: the paired cohort's ${n} subjects make at most ${Math.floor(n / t)} folds of ` +
+        `${t} test subjects (testPerFold)`,
+    );
+  }
+  return Array.from({ length: folds }, (_, f) => {
     const test = Array.from({ length: t }, (_, i) => f * t + i);
     const v = (f * t + t) % n;
     return {

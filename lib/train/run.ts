@@ -38,6 +38,9 @@ import {
   writeJson,
 } from "./pipeline.ts";
 
+/** A run's name: one folder under the runs folder, never a path out of it. */
+export const RUN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
 export async function runTraining(
   opts: Record<string, string | number | boolean | undefined>,
 ): Promise<string> {
@@ -49,6 +52,11 @@ export async function runTraining(
       patch = JSON.parse(await Deno.readTextFile(String(opts.config)));
     } catch (err) {
       throw new UsageError(`--config ${opts.config}: ${(err as Error).message}`);
+    }
+    if (patch === null || typeof patch !== "object" || Array.isArray(patch)) {
+      throw new UsageError(
+        `--config ${opts.config}: must hold a JSON object of settings, got ${JSON.stringify(patch)}`,
+      );
     }
     try {
       cfg = mergeConfig(cfg, patch);
@@ -80,7 +88,14 @@ export async function runTraining(
     console.log(`cohort ${data} absent: generating the "${profile}" phantom cohorts`);
     await generateCohorts(cohortProfile(profile), data, { seed: Number(opts.seed) });
   }
-  const runDir = join(String(opts.out), String(opts.name ?? profile));
+  const name = String(opts.name ?? profile);
+  if (!RUN_NAME.test(name)) {
+    throw new UsageError(
+      `--name ${JSON.stringify(name)}: must be a plain folder name (letters, digits, ".", "_", "-"; ` +
+        `not a path), the run goes to ${String(opts.out)}/<name>`,
+    );
+  }
+  const runDir = join(String(opts.out), name);
   await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
   const configPath = join(runDir, "config.json");
   if (existsSync(configPath)) {
@@ -179,6 +194,13 @@ async function trainInto(
   if (phase === "all" || phase === "fusion" || phase === "baseline") await verifyCohort(join(data, "tissue"));
   const paired = await loadCohort(join(data, "paired"));
   if (!opts.data) checkGenerated(join(data, "paired"), paired.manifest.generatorVersion);
+  const maxFolds = Math.floor(paired.subjects.length / cfg.testPerFold);
+  if (phase !== "baseline" && cfg.folds > maxFolds) {
+    throw new UsageError(
+      `folds ${cfg.folds}: ${join(data, "paired")} has ${paired.subjects.length} subjects, at most ` +
+        `${maxFolds} folds of ${cfg.testPerFold} test subjects`,
+    );
+  }
   // `baseline`: the baseline segmenter alone (no paired folds)
   const splits = phase === "baseline" ? [] : foldSplits(paired.subjects, cfg);
   const folds: FoldMetrics[] = [];
