@@ -7,6 +7,7 @@
 import type { ConvergenceReport } from "./train/schedule.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
+import { DamagedFileError, readJsonFile, readJsonLines } from "./io/json.ts";
 import { join } from "node:path";
 import type * as dfd from "danfojs";
 import type { GuidedSegmenter, SegmentationNetwork } from "./models/fusion.ts";
@@ -66,16 +67,17 @@ export interface RunData {
 }
 
 export async function loadRun(dir: string): Promise<RunData> {
-  const read = async (f: string) => {
+  for (const f of ["config.json", "metrics.json", "log.jsonl"]) {
     const p = join(dir, f);
-    if (!existsSync(p)) throw new Error(`${p}: missing (is ${dir} a finished \`deno task train\` run?)`);
-    return await Deno.readTextFile(p);
-  };
+    if (!existsSync(p)) {
+      throw new DamagedFileError(p, `missing (is ${dir} a finished \`deno task train\` run?)`);
+    }
+  }
   return {
     dir,
-    config: JSON.parse(await read("config.json")),
-    metrics: JSON.parse(await read("metrics.json")),
-    log: (await read("log.jsonl")).trim().split("\n").map((l) => JSON.parse(l)),
+    config: await readJsonFile(join(dir, "config.json"), "the run's configuration"),
+    metrics: await readJsonFile(join(dir, "metrics.json"), "the run's metrics"),
+    log: await readJsonLines(join(dir, "log.jsonl"), "a training log line"),
   };
 }
 

@@ -8,7 +8,6 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
-import { writeFileAtomic } from "../lib/io/nifti.ts";
 import {
   afmMontage,
   diceBoxPlot,
@@ -19,6 +18,7 @@ import {
   loadModels,
   loadRun,
   loggedPhases,
+  type RunData,
   segmentationMontage,
   synthesisMontage,
   synthesisScores,
@@ -55,9 +55,30 @@ const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(
 export async function writeFigures(runDir: string, out: string, table2?: string[]): Promise<string[]> {
   const run = await loadRun(runDir);
   await Deno.mkdir(out, { recursive: true });
+  // everything is made in a staging folder and moved into `out` only when all of it succeeded:
+  // a damaged checkpoint or a failed render leaves the previous figures as they were
+  const stage = await Deno.makeTempDir({ dir: out, prefix: ".figures-" });
+  try {
+    const written = await makeFigures(run, runDir, stage, table2);
+    for (const name of written) await Deno.rename(join(stage, name), join(out, name));
+    return written;
+  } finally {
+    await Deno.remove(stage, { recursive: true }).catch(() => {});
+  }
+}
+
+async function makeFigures(
+  run: RunData,
+  runDir: string,
+  out: string,
+  table2?: string[],
+): Promise<string[]> {
   const written: string[] = [];
   const put = async (name: string, bytes: Uint8Array | string) => {
-    await writeFileAtomic(join(out, name), bytes);
+    await Deno.writeFile(
+      join(out, name),
+      typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes,
+    );
     written.push(name);
   };
 

@@ -11,8 +11,10 @@ import { dirname, join, resolve } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
 import { readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io/nifti.ts";
+import { readJsonFile } from "../lib/io/json.ts";
 import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
-import { makeVolume, toFloat32 } from "../lib/volume/volume.ts";
+import { makeVolume, toFloat32, type Volume } from "../lib/volume/volume.ts";
+import { DimensionError } from "../lib/io/errors.ts";
 import { commonGrid, normalizeIntensity } from "../lib/data/preprocess.ts";
 import { loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
 
@@ -68,6 +70,38 @@ export async function checkOutputPath(input: string, output: string, force: bool
   }
 }
 
+/** Voxels of the model grid, at most (a 512^3 grid; inference needs about 1 KiB a voxel). */
+export const MAX_GRID_VOXELS = 512 ** 3;
+
+/**
+ * Refuses a model grid that cannot hold the image: fewer than 8 voxels of `spacing` across the
+ * field of view along an axis (nothing left to segment), or more than `MAX_GRID_VOXELS`.
+ */
+function checkModelGrid(input: string, vol: Volume, spacing: number, fromOption: boolean): void {
+  const fov = vol.shape.map((n, d) => n * vol.spacing[d]);
+  const voxels = fov.map((f) => Math.ceil(f / spacing));
+  const where = fromOption ? `--spacing ${spacing}` : `the run's ${spacing} mm grid`;
+  const fovText = fov.map((f) => f.toPrecision(3)).join(" x ");
+  if (voxels.some((n) => n < 8)) {
+    throw new DimensionError(
+      input,
+      `its ${fovText} mm field of view is fewer than 8 voxels across at ${where} (voxel sizes ${
+        vol.spacing.map((s) => s.toPrecision(3)).join(", ")
+      } mm in the header)`,
+    );
+  }
+  const total = voxels.reduce((a, b) => a * b, 1);
+  if (total > MAX_GRID_VOXELS) {
+    throw new DimensionError(
+      input,
+      `its ${fovText} mm field of view needs ${voxels.join(" x ")} voxels at ${where}, more than ` +
+        `the ${MAX_GRID_VOXELS} this command handles (voxel sizes ${
+          vol.spacing.map((s) => s.toPrecision(3)).join(", ")
+        } mm in the header)`,
+    );
+  }
+}
+
 export async function segmentFile(
   input: string,
   output: string,
@@ -93,13 +127,24 @@ export async function segmentFile(
       );
     }
   }
-  const cfg: RunConfig = JSON.parse(await Deno.readTextFile(cfgPath));
+  const cfg = await readJsonFile<RunConfig>(cfgPath, "the run's configuration");
+  const metricsPath = join(runDir, "metrics.json");
   const spacing = spacingOpt ??
-    (JSON.parse(await Deno.readTextFile(join(runDir, "metrics.json"))).spacing ?? 3);
+    ((await readJsonFile<{ spacing?: number }>(metricsPath, "the run's metrics")).spacing ?? 3);
   const image = toFloat32(original); // a copy
   const replaced = zeroNonFinite(image.data);
   if (replaced) console.error(`warning: ${input}: ${replaced} NaN or infinite voxels read as 0`);
+  const positive = image.data.reduce((n, v) => n + (v > 0 ? 1 : 0), 0);
+  if (positive === 0) {
+    throw new DimensionError(
+      input,
+      "has no voxel above 0: nothing to segment (an empty image, or intensities all <= 0)",
+    );
+  }
+  const negative = image.data.reduce((n, v) => n + (v < 0 ? 1 : 0), 0);
+  if (negative) console.error(`warning: ${input}: ${negative} voxels below 0 read as background`);
   const { volume: canonical } = toCanonical(image);
+  checkModelGrid(input, canonical, spacing, spacingOpt !== undefined);
   // the training grid's construction: the input's field of view at the run's spacing, padded
   // (centred) to multiples of 16
   const grid = commonGrid(canonical, spacing);

@@ -30,7 +30,7 @@ import { runTable2 } from "../scripts/table2.ts";
 import { runTables } from "../scripts/tables.ts";
 import { copyCheckpoint } from "../lib/train/state.ts";
 import { readNifti, writeNifti } from "../lib/io/nifti.ts";
-import { makeVolume } from "../lib/volume/volume.ts";
+import { makeVolume, type Volume } from "../lib/volume/volume.ts";
 import { UsageError } from "../lib/cli.ts";
 import { writeFigures } from "../scripts/figures.ts";
 import { chromiumPath, pointCount } from "../lib/viz/plotly.ts";
@@ -535,6 +535,35 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   await writeNifti(nanInput, makeVolume(nanData, withNan.shape, withNan.affine));
   await segmentFile(nanInput, output, runDir, undefined, { force: true });
   assertEquals(Array.from((await readNifti(output)).data), Array.from(b.data));
+  // inputs the model grid cannot hold, named before inference: an empty image, a spacing that
+  // leaves a few voxels, a header whose voxel size makes the grid enormous, a damaged run folder
+  const bad = async (name: string, vol: Volume, spacing: number | undefined, text: string) => {
+    const p = join(out, name);
+    await writeNifti(p, vol);
+    const err = await assertRejects(() => segmentFile(p, join(out, "never.nii.gz"), runDir, spacing));
+    assert(err.message.startsWith(p) && err.message.includes(text), err.message);
+  };
+  const blank = makeVolume(new Float32Array(a.data.length), a.shape, a.affine);
+  await bad("blank.nii.gz", blank, undefined, "has no voxel above 0");
+  await bad("wide.nii.gz", a as Volume, 1e6, "fewer than 8 voxels across at --spacing 1000000");
+  const huge = makeVolume(
+    Float32Array.from(a.data),
+    a.shape,
+    a.affine.map((r, i) => r.map((v, j) => (i < 3 && j < 3 ? v * 1e5 : v))),
+  );
+  await bad("huge.nii.gz", huge, undefined, "more than the");
+  assert(!existsSync(join(out, "never.nii.gz")));
+  const damaged = join(out, "damaged-run");
+  await Deno.mkdir(join(damaged, "checkpoints"), { recursive: true });
+  for (const f of ["keeper-fold1-best.json", "guided-best.json"]) {
+    await Deno.writeTextFile(join(damaged, "checkpoints", f), "{}");
+  }
+  await Deno.writeTextFile(join(damaged, "config.json"), '{"fusion": {"netw');
+  const torn = await assertRejects(() => segmentFile(input, join(out, "never.nii.gz"), damaged));
+  assert(
+    torn.message.startsWith(join(damaged, "config.json")) && torn.message.includes("not valid JSON"),
+    torn.message,
+  );
   // the other registered networks through the same pipeline: each baseline trains, its spec is in
   // the checkpoint, its phase is labelled with its name
   for (const [network, label] of [["voxresnet", "VoxResNet"], ["usegnet", "U-SegNet"], ["rpnet", "RP-Net"]]) {

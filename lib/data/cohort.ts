@@ -88,14 +88,18 @@ async function readListed(dir: string, manifest: CohortManifest, file: string): 
     );
   }
   const want = manifest.checksums?.[file];
-  if (want !== undefined) {
-    const sum = await sha256Hex(bytes);
-    if (want !== sum) {
-      throw new CohortError(
-        `${path}: SHA-256 ${sum.slice(0, 12)}... differs from the manifest's ${want.slice(0, 12)}... ` +
-          `(damaged or replaced since the cohort was written)`,
-      );
-    }
+  if (typeof want !== "string") {
+    throw new CohortError(
+      `${join(dir, "manifest.json")}: no SHA-256 for ${file} in "checksums" (every file of a cohort ` +
+        `is listed with its checksum, so that a damaged or swapped file is found before training)`,
+    );
+  }
+  const sum = await sha256Hex(bytes);
+  if (want !== sum) {
+    throw new CohortError(
+      `${path}: SHA-256 ${sum.slice(0, 12)}... differs from the manifest's ${want.slice(0, 12)}... ` +
+        `(damaged or replaced since the cohort was written)`,
+    );
   }
   return bytes;
 }

@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../cli.ts";
+import { readJsonFile } from "../io/json.ts";
 import { currentBackend } from "../backend.ts";
 import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
@@ -100,7 +101,7 @@ export async function runTraining(
   const configPath = join(runDir, "config.json");
   if (existsSync(configPath)) {
     // settings added since the run was written take their defaults (what the run used)
-    let previous: unknown = JSON.parse(await Deno.readTextFile(configPath));
+    let previous: unknown = await readJsonFile(configPath, "the run folder's configuration");
     try {
       previous = mergeConfig(profileConfig(cfg.profile, cfg.seed), previous);
     } catch { /* an unknown setting: compared as written, so it differs */ }
@@ -157,7 +158,10 @@ export async function checkRunData(runDir: string, data: string): Promise<void> 
   }
   const path = join(runDir, "data.json");
   if (existsSync(path)) {
-    const previous = JSON.parse(await Deno.readTextFile(path));
+    const previous = await readJsonFile<{ data?: string; manifests?: Record<string, string> }>(
+      path,
+      "the run folder's cohort record",
+    );
     const changed = Object.keys(identity).find((k) => previous.manifests?.[k] !== identity[k]);
     if (changed) {
       throw new UsageError(

@@ -39,7 +39,9 @@ export function invertAffine(a: Affine): Affine {
   const c10 = a12 * a20 - a10 * a22, c11 = a00 * a22 - a02 * a20, c12 = a02 * a10 - a00 * a12;
   const c20 = a10 * a21 - a11 * a20, c21 = a01 * a20 - a00 * a21, c22 = a00 * a11 - a01 * a10;
   const det = a00 * c00 + a01 * c10 + a02 * c20;
-  if (!Number.isFinite(det) || Math.abs(det) < 1e-12) {
+  // relative to the voxel size, as the NIfTI reader judges it: a 1e-4 mm grid is not singular
+  const scale = Math.max(...affineSpacing(a));
+  if (!Number.isFinite(det) || !(Math.abs(det) > 1e-9 * scale ** 3)) {
     throw new RangeError(`affine is singular (determinant ${det})`);
   }
   const r = [

@@ -1,0 +1,48 @@
+/**
+ * Reading the JSON files a run folder or cohort holds (configurations, metrics, manifests, logs):
+ * a missing, unreadable, truncated or otherwise invalid file is named, never a bare parser error.
+ */
+
+/** A file that is missing, unreadable or not the JSON it should be. */
+export class DamagedFileError extends Error {
+  override name = "DamagedFileError";
+  constructor(readonly file: string, problem: string) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** Reads and parses a JSON file; `what` says what the file is, for the message. */
+export async function readJsonFile<T = unknown>(path: string, what: string): Promise<T> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    const reason = err instanceof Deno.errors.NotFound ? "missing" : (err as Error).message;
+    throw new DamagedFileError(path, `${what} cannot be read (${reason})`);
+  }
+  return parseJson<T>(path, text, what);
+}
+
+/** Parses JSON text read from `path`, naming the file when it is invalid. */
+export function parseJson<T = unknown>(path: string, text: string, what: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch (err) {
+    throw new DamagedFileError(
+      path,
+      `${what} is not valid JSON (${(err as Error).message}): damaged or truncated`,
+    );
+  }
+}
+
+/** Reads a JSON-lines file (one object a line), naming the file and line of an invalid one. */
+export async function readJsonLines<T = unknown>(path: string, what: string): Promise<T[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    const reason = err instanceof Deno.errors.NotFound ? "missing" : (err as Error).message;
+    throw new DamagedFileError(path, `${what} cannot be read (${reason})`);
+  }
+  return text.split("\n").filter((l) => l.trim()).map((l, i) => parseJson<T>(`${path}:${i + 1}`, l, what));
+}
