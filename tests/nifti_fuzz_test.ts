@@ -81,9 +81,12 @@ function mutate(seed: number): { name: string; bytes: Uint8Array } {
     : { name: "field.nii", bytes: h };
 }
 
-Deno.test("NIfTI fuzzer: 600 seeded mutations give a consistent volume or a named VolumeError", () => {
+/** Seeded cases a run: 600 in the suite; `FUZZ_CASES=10000 deno test -A tests/nifti_fuzz_test.ts` for more. */
+const CASES = Number(Deno.env.get("FUZZ_CASES") ?? 600);
+
+Deno.test(`NIfTI fuzzer: ${CASES} seeded mutations give a consistent volume or a named VolumeError`, () => {
   let read = 0, refused = 0;
-  for (let seed = 1; seed <= 600; seed++) {
+  for (let seed = 1; seed <= CASES; seed++) {
     const { name, bytes } = mutate(seed);
     const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
     try {
