@@ -11,16 +11,19 @@ export class DamagedFileError extends Error {
   }
 }
 
-/** Reads and parses a JSON file; `what` says what the file is, for the message. */
-export async function readJsonFile<T = unknown>(path: string, what: string): Promise<T> {
-  let text: string;
+/** Reads a text file, naming it (and `what` it is) when it is missing or unreadable. */
+async function readText(path: string, what: string): Promise<string> {
   try {
-    text = await Deno.readTextFile(path);
+    return await Deno.readTextFile(path);
   } catch (err) {
     const reason = err instanceof Deno.errors.NotFound ? "missing" : (err as Error).message;
     throw new DamagedFileError(path, `${what} cannot be read (${reason})`);
   }
-  return parseJson<T>(path, text, what);
+}
+
+/** Reads and parses a JSON file; `what` says what the file is, for the message. */
+export async function readJsonFile<T = unknown>(path: string, what: string): Promise<T> {
+  return parseJson<T>(path, await readText(path, what), what);
 }
 
 /** Parses JSON text read from `path`, naming the file when it is invalid. */
@@ -37,12 +40,6 @@ export function parseJson<T = unknown>(path: string, text: string, what: string)
 
 /** Reads a JSON-lines file (one object a line), naming the file and line of an invalid one. */
 export async function readJsonLines<T = unknown>(path: string, what: string): Promise<T[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    const reason = err instanceof Deno.errors.NotFound ? "missing" : (err as Error).message;
-    throw new DamagedFileError(path, `${what} cannot be read (${reason})`);
-  }
+  const text = await readText(path, what);
   return text.split("\n").filter((l) => l.trim()).map((l, i) => parseJson<T>(`${path}:${i + 1}`, l, what));
 }
