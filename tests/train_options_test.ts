@@ -1,5 +1,6 @@
 /** `deno task train` refuses bad options and configurations with errors that name them. */
 import { assertRejects, assertThrows } from "@std/assert";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../lib/cli.ts";
 import { CohortError } from "../lib/data/cohort.ts";
@@ -88,9 +89,14 @@ Deno.test("train: one process per run folder (a stale lock is taken over); a run
   const release = await lockRun(dir);
   await assertRejects(() => lockRun(dir), UsageError, `another process (PID ${Deno.pid})`);
   await release();
-  // a lock whose process is gone
+  // a lock whose process is gone; temporary files a killed process left are removed
   await Deno.writeTextFile(join(dir, ".lock"), "999999999\n");
+  await Deno.mkdir(join(dir, "checkpoints"));
+  await Deno.writeTextFile(join(dir, "checkpoints", "teacher-fold1-last.json.1a2b3c4d.tmp"), "{");
   await (await lockRun(dir))();
+  if (existsSync(join(dir, "checkpoints", "teacher-fold1-last.json.1a2b3c4d.tmp"))) {
+    throw new Error("an orphaned temporary file survived taking the lock");
+  }
   // data identity: the same cohort passes, a changed manifest is refused
   const cohort = join(dir, "cohort");
   await Deno.mkdir(join(cohort, "paired"), { recursive: true });

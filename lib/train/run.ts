@@ -125,17 +125,41 @@ export async function runTraining(
  * Takes `runDir/.lock` for this process, so two processes cannot train into one run folder; a
  * lock left by a process that no longer runs is taken over. Returns the release function.
  */
+/** Whether a process runs (Linux: present in /proc and not a zombie; elsewhere assumed alive). */
+function processAlive(pid: number): boolean {
+  if (Deno.build.os !== "linux") return true;
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Temporary files (`*.tmp`) a killed process left in a run folder and its checkpoints: never
+ * committed, so safe to remove once the folder's lock is held.
+ */
+async function removeOrphans(runDir: string): Promise<void> {
+  for (const dir of [runDir, join(runDir, "checkpoints")]) {
+    if (!existsSync(dir)) continue;
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.endsWith(".tmp")) await Deno.remove(join(dir, e.name)).catch(() => {});
+    }
+  }
+}
+
 export async function lockRun(runDir: string): Promise<() => Promise<void>> {
   const path = join(runDir, ".lock");
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       await Deno.writeTextFile(path, `${Deno.pid}\n`, { createNew: true });
+      await removeOrphans(runDir);
       return async () => await Deno.remove(path).catch(() => {});
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
       const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
-      const alive = Number.isInteger(pid) && pid > 0 &&
-        (Deno.build.os !== "linux" || existsSync(`/proc/${pid}`));
+      const alive = Number.isInteger(pid) && pid > 0 && processAlive(pid);
       if (alive) {
         throw new UsageError(`${runDir}: another process (PID ${pid}) is training into this run folder`);
       }
