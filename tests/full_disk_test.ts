@@ -1,6 +1,6 @@
 /**
  * A full disk, for real: a 256 KiB tmpfs mounted for the test (root only; ignored elsewhere, with
- * the reason printed). A write that runs out of space must fail with the system's error, leave the
+ * the reason printed), and a read-only one. A write that runs out of space must fail with the system's error, leave the
  * file that was there before intact and readable, and leave no temporary file behind, for volumes
  * and for checkpoints alike.
  */
@@ -10,6 +10,8 @@ import { join } from "node:path";
 import { initBackend, makeVolume, readNifti, writeNifti } from "../lib/mod.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { loadCheckpoint, saveCheckpoint } from "../lib/train/state.ts";
+import { checkOutputPath } from "../scripts/segment.ts";
+import { UsageError } from "../lib/cli.ts";
 
 async function run(cmd: string, args: string[]): Promise<boolean> {
   try {
@@ -19,11 +21,11 @@ async function run(cmd: string, args: string[]): Promise<boolean> {
   }
 }
 
-/** Mounts a small tmpfs, or says why it cannot. */
-async function smallDisk(): Promise<{ dir: string; release: () => Promise<void> } | string> {
+/** Mounts a small tmpfs (read-only with `ro`), or says why it cannot. */
+async function smallDisk(ro = false): Promise<{ dir: string; release: () => Promise<void> } | string> {
   if (Deno.build.os !== "linux" || Deno.uid?.() !== 0) return "needs root on Linux to mount a tmpfs";
   const dir = await Deno.makeTempDir({ prefix: "full-disk-" });
-  if (!(await run("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", dir]))) {
+  if (!(await run("mount", ["-t", "tmpfs", "-o", `size=256k${ro ? ",ro" : ""}`, "tmpfs", dir]))) {
     await Deno.remove(dir);
     return "mount -t tmpfs failed (no permission in this container)";
   }
@@ -106,3 +108,18 @@ Deno.test({
     await disk.release();
   }
 });
+
+Deno.test(
+  { name: "read-only disk: segment's output folder is refused before anything runs", ignore },
+  async () => {
+    const disk = await smallDisk(true);
+    if (typeof disk === "string") throw new Error(disk);
+    try {
+      const out = join(disk.dir, "labels.nii.gz");
+      const err = await assertRejects(() => checkOutputPath("in.nii.gz", out, false), UsageError);
+      assert(err.message.startsWith(out) && err.message.includes("is not writable"), err.message);
+    } finally {
+      await disk.release();
+    }
+  },
+);

@@ -3,7 +3,10 @@ import { assertRejects, assertThrows } from "@std/assert";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../lib/cli.ts";
-import { CohortError } from "../lib/data/cohort.ts";
+import { CohortError, verifyCohort } from "../lib/data/cohort.ts";
+import { sha256File } from "../lib/io/hash.ts";
+import { writeNifti } from "../lib/io/nifti.ts";
+import { makeVolume } from "../lib/volume/volume.ts";
 import { foldSplits, profileConfig } from "../lib/train/pipeline.ts";
 import { checkRunData, lockRun, runTraining } from "../lib/train/run.ts";
 
@@ -133,4 +136,55 @@ Deno.test("folds beyond what the paired cohort holds are refused, not clamped", 
   assertThrows(() => foldSplits(subjects, { folds: 3, testPerFold: 3 }), RangeError, "at most 2 folds");
   const two = foldSplits(subjects, { folds: 2, testPerFold: 3 });
   if (two.length !== 2) throw new Error(`expected 2 folds, got ${two.length}`);
+});
+
+/** A two-subject cohort in the data contract, with real NIfTI files and their checksums. */
+async function fakeCohort(dir: string, keys: string[]): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const eye = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]];
+  const scans = [], checksums: Record<string, string> = {};
+  for (const id of ["sub-01", "sub-02"]) {
+    const files: Record<string, string> = {};
+    for (const key of keys) {
+      files[key] = `${id}_${key}.nii.gz`;
+      await writeNifti(join(dir, files[key]), makeVolume(new Float32Array(8 ** 3).fill(0.5), [8, 8, 8], eye));
+      checksums[files[key]] = await sha256File(join(dir, files[key]));
+    }
+    scans.push({ id, subject: id, split: "train", files });
+  }
+  await Deno.writeTextFile(
+    join(dir, "manifest.json"),
+    JSON.stringify({ cohort: "tissue", scans, checksums }),
+  );
+}
+
+Deno.test("cohorts: a damaged, missing or unlisted file is named before anything trains", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const tissue = join(dir, "data", "tissue");
+    await fakeCohort(join(dir, "data", "paired"), ["3T", "7T"]);
+    await fakeCohort(tissue, ["1.5T", "tissue"]);
+    await verifyCohort(tissue);
+    const manifest = JSON.parse(await Deno.readTextFile(join(tissue, "manifest.json")));
+    // a damaged file: named by its checksum, before the teacher trains
+    const victim = join(tissue, "sub-02_tissue.nii.gz");
+    const bytes = await Deno.readFile(victim);
+    await Deno.writeFile(victim, bytes.map((b, i) => (i === bytes.length - 20 ? b ^ 0xff : b)));
+    const run = () => runTraining({ ...base, out: join(dir, "runs"), name: "r", data: join(dir, "data") });
+    await assertRejects(run, CohortError, `${victim}: SHA-256`);
+    const checkpoints = [...Deno.readDirSync(join(dir, "runs", "r", "checkpoints"))];
+    if (checkpoints.length) {
+      throw new Error(`checkpoints written before the cohort check: ${checkpoints.map((e) => e.name)}`);
+    }
+    // a missing file (an interrupted prep), and a file the manifest has no checksum for
+    await Deno.writeFile(victim, bytes);
+    await Deno.remove(join(tissue, "sub-01_1.5T.nii.gz"));
+    await assertRejects(() => verifyCohort(tissue), CohortError, "the cohort is incomplete");
+    await fakeCohort(tissue, ["1.5T", "tissue"]);
+    delete manifest.checksums["sub-01_tissue.nii.gz"];
+    await Deno.writeTextFile(join(tissue, "manifest.json"), JSON.stringify(manifest));
+    await assertRejects(() => verifyCohort(tissue), CohortError, "no SHA-256 for sub-01_tissue.nii.gz");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
