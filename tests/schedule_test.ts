@@ -2,7 +2,7 @@
  * Training schedules: learning-rate warm-up and cosine decay, patch sampling with a foreground
  * bias, the convergence verdict, schedule validation and cross-validation folds.
  */
-import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import {
   isPatchStep,
   judgeConvergence,
@@ -109,10 +109,11 @@ Deno.test("schedules from --config are validated", () => {
 Deno.test("folds: t test subjects, the next validates, the rest train; t = 1 is leave-one-out", () => {
   const subjects = Array.from({ length: 7 }, (_, i) => ({ id: `s${i}` }) as Subject);
   const ids = (xs: Subject[]) => xs.map((s) => s.id);
-  const [a, b] = foldSplits(subjects, { folds: 5, testPerFold: 3 });
+  const [a, b] = foldSplits(subjects, { folds: 2, testPerFold: 3 });
   assertEquals([ids(a.test), a.validation.id, ids(a.train)], [["s0", "s1", "s2"], "s3", ["s4", "s5", "s6"]]);
   assertEquals([ids(b.test), b.validation.id], [["s3", "s4", "s5"], "s6"]);
-  assertEquals(foldSplits(subjects, { folds: 9, testPerFold: 3 }).length, 2);
+  // more folds than the subjects hold are refused, not clamped
+  assertThrows(() => foldSplits(subjects, { folds: 3, testPerFold: 3 }), RangeError, "at most 2 folds");
   const loo = foldSplits(subjects, { folds: 7, testPerFold: 1 });
   assertEquals(loo.length, 7);
   assertEquals([ids(loo[6].test), loo[6].validation.id], [["s6"], "s0"]);
