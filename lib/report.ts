@@ -316,8 +316,7 @@ export async function table2Runs(runDir: string, runsDir = "runs", prefix = "tab
 
 /** Dice per class: baseline vs AFM-guided, one box per class and model (Table 1 / Fig. 7 numbers). */
 export function diceBoxPlot(run: RunData): PlotlyFigure {
-  const fu = run.metrics.fusion;
-  if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+  const fu = fusionOf(run);
   const series = (name: string, key: "baseline" | "baselineMatched" | "guided") => ({
     name,
     categories: fu.subjects.flatMap(() => fu.classes.slice(1)),
@@ -332,8 +331,7 @@ export function diceBoxPlot(run: RunData): PlotlyFigure {
 }
 
 export function diceTable(run: RunData): dfd.DataFrame {
-  const fu = run.metrics.fusion;
-  if (!fu) throw new Error(`${run.dir}: no fusion results (run the fusion phase)`);
+  const fu = fusionOf(run);
   const num = (v: number) => (Number.isFinite(v) ? v : "n/a");
   const net = networkLabel(networkSpec(run.config));
   return dataFrame(fu.tTest.map((t) => ({

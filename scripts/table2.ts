@@ -10,12 +10,12 @@
  */
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { backendOption, initBackend } from "../lib/backend.ts";
+import { initBackend } from "../lib/backend.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
 import { loadRun, type RunData, table2, table2Plot } from "../lib/report.ts";
 import { renderFigures } from "../lib/viz/plotly.ts";
-import { type Arm, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
+import { type Arm, planCommandOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 
 export const TABLE2_COMMAND: CommandSpec = {
@@ -31,13 +31,12 @@ export const TABLE2_COMMAND: CommandSpec = {
     {
       name: "networks",
       description: `comma-separated networks (${Object.keys(NETWORKS).join(", ")})`,
-      default: "unet3d,voxresnet,usegnet,rpnet",
+      default: Object.keys(NETWORKS).join(","),
     },
-    { name: "name", description: "run name prefix: runs/<name>-<network>", default: "table2" },
-    { name: "out", description: "folder for table2.csv and table2.md", default: "figures" },
-    { name: "runs", description: "folder the per-network runs go to", default: "runs" },
-    backendOption(),
-    { name: "progress", description: "progress bars", type: "boolean", default: true },
+    ...planCommandOptions(
+      { default: "table2", runs: "<name>-<network>" },
+      "folder for table2.csv, table2.md and the box plot table2.png",
+    ),
   ],
 };
 

@@ -25,7 +25,7 @@
  */
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
-import { backendOption, initBackend } from "../lib/backend.ts";
+import { initBackend } from "../lib/backend.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
 import { type AfmParts, afmVariantLabel, FULL_AFM } from "../lib/models/fusion.ts";
@@ -39,7 +39,7 @@ import {
   networkSpec,
   synthesisOf,
 } from "../lib/train/pipeline.ts";
-import { type Arm, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
+import { type Arm, planCommandOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { loadCohort } from "../lib/data/cohort.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 import { dicePerClass } from "../lib/metrics.ts";
@@ -80,11 +80,10 @@ export const TABLES_COMMAND: CommandSpec = {
       choices: Object.keys(NETWORKS),
       default: "unet3d",
     },
-    { name: "name", description: "run name prefix: runs/<name>-<row>", default: "tables" },
-    { name: "runs", description: "folder the runs go to", default: "runs" },
-    { name: "out", description: "folder for the tables, plots and results.csv", default: "figures" },
-    backendOption(),
-    { name: "progress", description: "progress bars", type: "boolean", default: true },
+    ...planCommandOptions(
+      { default: "tables", runs: "<name>-<row>" },
+      "folder for the tables, plots and results.csv",
+    ),
   ],
 };
 

@@ -8,7 +8,8 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { UsageError } from "../cli.ts";
+import { type OptionSpec, UsageError } from "../cli.ts";
+import { backendOption } from "../backend.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { RunData } from "../report.ts";
 import { mergeConfig, profileConfig } from "./pipeline.ts";
@@ -32,6 +33,20 @@ export interface PlanOptions {
   runs: string;
   prefix: string;
   progress: boolean;
+}
+
+/**
+ * The options every plan command shares: the run-name prefix, the folders for the runs and the
+ * written tables, the backend and progress bars (`PlanOptions` is made from them).
+ */
+export function planCommandOptions(prefix: { default: string; runs: string }, out: string): OptionSpec[] {
+  return [
+    { name: "name", description: `run name prefix: runs/${prefix.runs}`, default: prefix.default },
+    { name: "runs", description: "folder the runs go to", default: "runs" },
+    { name: "out", description: out, default: "figures" },
+    backendOption(),
+    { name: "progress", description: "progress bars", type: "boolean", default: true },
+  ];
 }
 
 /** The arm's configuration: the source's (settings added since it was written at their defaults) changed. */

@@ -25,6 +25,7 @@ import {
   type Context,
   evaluateFold,
   type FoldMetrics,
+  type FoldSplit,
   foldSplits,
   type FusionMetrics,
   mergeConfig,
@@ -222,15 +223,14 @@ async function trainInto(
   if (phase === "all" || phase === "fusion" || phase === "baseline") await verifyCohort(join(data, "tissue"));
   const paired = await loadCohort(join(data, "paired"));
   if (!opts.data) checkGenerated(join(data, "paired"), paired.manifest.generatorVersion);
-  const maxFolds = Math.floor(paired.subjects.length / cfg.testPerFold);
-  if (phase !== "baseline" && cfg.folds > maxFolds) {
-    throw new UsageError(
-      `folds ${cfg.folds}: ${join(data, "paired")} has ${paired.subjects.length} subjects, at most ` +
-        `${maxFolds} folds of ${cfg.testPerFold} test subjects`,
-    );
+  // `baseline`: the baseline segmenter alone (no paired folds); more folds than the cohort holds
+  // is the user's setting, so a usage error
+  let splits: FoldSplit[] = [];
+  try {
+    if (phase !== "baseline") splits = foldSplits(paired.subjects, cfg);
+  } catch (err) {
+    throw err instanceof RangeError ? new UsageError(`${join(data, "paired")}: ${err.message}`) : err;
   }
-  // `baseline`: the baseline segmenter alone (no paired folds)
-  const splits = phase === "baseline" ? [] : foldSplits(paired.subjects, cfg);
   const folds: FoldMetrics[] = [];
   let firstKeeper: KnowledgeKeeper | undefined;
   for (const split of splits) {
