@@ -19,6 +19,7 @@ import { toTensor } from "./train/augment.ts";
 import {
   type BaselineMetrics,
   buildTeacher,
+  type DecoderMetrics,
   type FoldMetrics,
   foldSplits,
   type FusionMetrics,
@@ -53,6 +54,8 @@ export interface RunData {
     fusion: FusionMetrics | null;
     /** A `--phase baseline` run's results. */
     baseline?: BaselineMetrics | null;
+    /** A `--phase decoder` run's results (Table 1 (d)), one per fold. */
+    decoders?: DecoderMetrics[];
     convergence?: ConvergenceReport[];
   };
   /** log.jsonl: one line per round, and one convergence verdict per phase. */

@@ -5,8 +5,9 @@
  *
  * - Table 1 (synthesis, then a classical tissue classifier): the Atropos method (`lib/tissue/
  *   atropos.ts`, ANTs' settings) on the `--from` run's 3D KKN syntheses of fold 1's paired test
- *   subjects, and on their 3T and real 7T images as floor and ceiling. Nothing is trained. Rows
- *   (a) WATNet, (c) and (e) (2D KKN) and (d) (a U-Net decoder trained on the frozen KKN) are listed
+ *   subjects, and on their 3T and real 7T images as floor and ceiling; row (d), a 3D U-Net
+ *   decoder trained on the frozen KKN's features of fold 1's paired training subjects (the run's
+ *   `decoder` phase), on the same test subjects. Rows (a) WATNet and (c), (e) (2D KKN) are listed
  *   as not measured, with why.
  * - Table 5 (AFM ablation): the host network (the paper: RP-Net) with the full AFM and with each
  *   part removed (`fusion.afm`). One run trains the host's baseline and epoch-matched control;
@@ -23,6 +24,7 @@
  * All rows use fold 1's teacher and KKN and one guided model (the `--from` run's protocol); the
  * released code's alternative, one guided model per KKN fold averaged, is not run here.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { initBackend } from "../lib/backend.ts";
@@ -56,7 +58,7 @@ import {
   tablePlot,
   type TableSpec,
 } from "../lib/tables.ts";
-import { dataFrame, toCsv, toMarkdown } from "../lib/viz/table.ts";
+import { dataFrame, parseCsv, type Row, toCsv, toMarkdown } from "../lib/viz/table.ts";
 import { chromiumPath, type PlotlyFigure, renderFigures } from "../lib/viz/plotly.ts";
 
 export const TABLE_IDS = ["1", "5", "4", "B1"] as const;
@@ -108,6 +110,14 @@ const KKN_ROWS: [string, string, Record<string, unknown>][] = [
  */
 export function planArms(tables: TableId[], host: NetworkName, sourceHostsFullAfm = false): Arm[] {
   const arms: Arm[] = [];
+  if (tables.includes("1")) {
+    arms.push({
+      id: "decoder",
+      changes: {},
+      phase: "decoder",
+      copy: [{ from: "source", names: TEACHER_KKN }],
+    });
+  }
   const needsHost = tables.includes("5") || tables.includes("4");
   if (needsHost) {
     arms.push({
@@ -189,7 +199,7 @@ export async function buildTables(
   source: RunData,
 ): Promise<TableSpec[]> {
   const out: TableSpec[] = [];
-  if (tables.includes("1")) out.push(await table1Spec(source));
+  if (tables.includes("1")) out.push(await table1Spec(source, runs.decoder));
   const hostLabel = runs.host ? networkLabel(networkSpec(runs.host.config)) : "";
   const protocol = (rs: RunData[]) =>
     `Protocol: fold 1's teacher and KKN, one guided model (no averaging over KKN folds); ` +
@@ -319,10 +329,11 @@ export const ANTS_ATROPOS: AtroposOptions = {
 };
 
 /**
- * Table 1's classical rows on fold 1's paired test subjects: Atropos inside the true brain mask
- * (tissue label > 0) on the 3T image, the 3D KKN's synthesis and the real 7T image.
+ * Table 1 on fold 1's paired test subjects: Atropos inside the true brain mask (tissue label > 0)
+ * on the 3T image, the 3D KKN's synthesis and the real 7T image; and, given a `decoder` run, its
+ * U-Net decoder on the frozen KKN (row (d), else listed as not measured).
  */
-export async function table1Spec(source: RunData): Promise<TableSpec> {
+export async function table1Spec(source: RunData, decoderRun?: RunData): Promise<TableSpec> {
   const cfg = source.config;
   const paired = await loadCohort(join(runDataDir(source), "paired"));
   const split = foldSplits(paired.subjects, { folds: 1, testPerFold: cfg.testPerFold ?? 1 })[0];
@@ -362,7 +373,10 @@ export async function table1Spec(source: RunData): Promise<TableSpec> {
     protocol:
       `Protocol: fold 1's 3D KKN (${source.dir}); Atropos (k-means initialised Gaussian mixture, Potts ` +
       `MRF, ANTs' \`-m [0.1,1x1x1] -c [5,0]\`) inside the true brain mask; statistics over the ` +
-      `${split.test.length} paired test subjects of fold 1 (the paper: 15 leave-one-out folds).`,
+      `${split.test.length} paired test subjects of fold 1 (the paper: 15 leave-one-out folds). Row (d): a ` +
+      `3D U-Net decoder trained on the frozen KKN's features of the fold's ${split.train.length} paired ` +
+      `training subjects' 3T images (the baseline schedule), scored on the same test subjects` +
+      (decoderRun ? `; ${convergenceNote([decoderRun])}` : "."),
     rows: [
       pending(
         "a",
@@ -371,11 +385,35 @@ export async function table1Spec(source: RunData): Promise<TableSpec> {
       ),
       { key: "b", label: "3D KKN + Atropos", source: src, subjects: rows.b, paper: PAPER_TABLE1.b },
       pending("c", "2D KKN + Atropos", "the 2D three-view pipeline is not built yet"),
-      pending("d", "3D KKN + 3D U-Net decoder", "the decoder-on-frozen-KKN training is not built yet"),
+      decoderRow(decoderRun, split.test.map((s) => s.id)) ??
+        pending(
+          "d",
+          "3D KKN + 3D U-Net decoder",
+          "no decoder run given (deno task tables --tables 1 trains it)",
+        ),
       pending("e", "2D KKN + 2D U-Net decoder", "the 2D three-view pipeline is not built yet"),
       { key: "floor", label: "3T image + Atropos (floor)", source: src, subjects: rows.floor },
       { key: "ceiling", label: "real 7T image + Atropos (ceiling)", source: src, subjects: rows.ceiling },
     ],
+  };
+}
+
+/** Row (d) from a `--phase decoder` run: its fold 1 decoder's Dice on the given test subjects. */
+function decoderRow(run: RunData | undefined, test: string[]): MeasuredRow | null {
+  const fold1 = run?.metrics.decoders?.find((d) => d.fold === 1);
+  if (!run || !fold1) return null;
+  const ids = fold1.subjects.map((s) => s.id);
+  if (JSON.stringify(ids) !== JSON.stringify(test)) {
+    throw new Error(
+      `${run.dir}: decoder test subjects ${ids.join(", ")} differ from Table 1's ${test.join(", ")}`,
+    );
+  }
+  return {
+    key: "d",
+    label: "3D KKN + 3D U-Net decoder",
+    source: `${run.dir} decoder fold 1`,
+    subjects: fold1.subjects,
+    paper: PAPER_TABLE1.d,
   };
 }
 
@@ -391,7 +429,15 @@ export async function writeTables(specs: TableSpec[], out: string): Promise<stri
     written.push(`${spec.id}.csv`, `${spec.id}.md`);
     plots.push([spec.id, tablePlot(spec)]);
   }
-  await writeFileAtomic(join(out, "results.csv"), toCsv(dataFrame(specs.flatMap(longRecords))));
+  // results.csv keeps the records of tables not regenerated now (`--tables 1` leaves Table 5's)
+  const resultsPath = join(out, "results.csv");
+  const regenerated = new Set(specs.map((s) => s.id));
+  const kept = existsSync(resultsPath)
+    ? parseCsv(await Deno.readTextFile(resultsPath))
+      .filter((r) => !regenerated.has(r.table))
+      .map((r): Row => ({ ...r, value: Number(r.value) }))
+    : [];
+  await writeFileAtomic(resultsPath, toCsv(dataFrame([...kept, ...specs.flatMap(longRecords)])));
   written.push("results.csv");
   for (const [name, fig] of plots) {
     await writeFileAtomic(join(out, `${name}.json`), JSON.stringify(fig));

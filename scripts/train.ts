@@ -17,8 +17,8 @@ export const TRAIN_COMMAND: CommandSpec = {
     {
       name: "phase",
       description:
-        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling)",
-      choices: ["teacher", "keeper", "fusion", "all", "baseline"],
+        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling; decoder: a U-Net decoder on each fold's frozen KKN, Table 1 (d))",
+      choices: ["teacher", "keeper", "fusion", "all", "baseline", "decoder"],
       default: "all",
     },
     {

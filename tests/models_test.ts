@@ -642,8 +642,22 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
     assert(md.includes("paper average") && md.includes("p (Wilcoxon)") && md.includes("Protocol:"), md);
   }
   const t1 = specs[0];
-  assertEquals(t1.rows.filter((r) => r.pending).map((r) => r.key), ["a", "c", "d", "e"]);
+  assertEquals(t1.rows.filter((r) => r.pending).map((r) => r.key), ["a", "c", "e"]);
   assertEquals(t1.rows.find((r) => r.key === "b")!.subjects.length, 1);
+  // row (d): the decoder on the frozen KKN, scored on Table 1's test subjects; its checkpoint
+  // holds only decoder weights (the KKN stays frozen and separate)
+  const rowD = t1.rows.find((r) => r.key === "d")!;
+  assertEquals(rowD.subjects.map((s) => s.id), t1.rows.find((r) => r.key === "b")!.subjects.map((s) => s.id));
+  assert(rowD.subjects.every((s) => s.dice.length === 4 && s.dice.every((d) => d >= 0 && d <= 1)));
+  const decMeta = JSON.parse(
+    await Deno.readTextFile(join(out, "tb-decoder", "checkpoints", "decoder-fold1-best.json")),
+  );
+  assertEquals(decMeta.meta.keeperCheckpoint, "keeper-fold1-best");
+  const decNames = (decMeta.index as { name: string }[]).map((e) => e.name);
+  assert(
+    decNames.includes("head.weight") && !decNames.some((n) => n.startsWith("keeper.") || n.startsWith("enc")),
+  );
+  assert((await Deno.readTextFile(join(out, "tb-decoder", "metrics.csv"))).includes("kkn+unet-decoder"));
   // the ablated guided models start from the host's baseline: identical baseline weights
   const hostBase = JSON.parse(
     await Deno.readTextFile(join(out, "tb-host", "checkpoints", "baseline-best.json")),

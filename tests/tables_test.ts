@@ -2,7 +2,7 @@
  * The comparison tables: hand-checked means, differences and orderings; pending rows; the long
  * format; the plans of runs behind Tables 5, 4 and B.1.
  */
-import { assert, assertAlmostEquals, assertEquals } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import {
   comparisonTable,
   longRecords,
@@ -11,8 +11,9 @@ import {
   subjectAverage,
   type TableSpec,
 } from "../lib/tables.ts";
-import { planArms } from "../scripts/tables.ts";
-import { dataFrame, toCsv } from "../lib/viz/table.ts";
+import { planArms, writeTables } from "../scripts/tables.ts";
+import { dataFrame, parseCsv, toCsv } from "../lib/viz/table.ts";
+import { join } from "node:path";
 
 const subjects = (avg: number[]) => avg.map((a, i) => ({ id: `s${i}`, dice: [0.99, a - 0.1, a, a + 0.1] })); // tissue mean = a
 
@@ -101,7 +102,10 @@ Deno.test("plans: the AFM and KKN ablations reuse one host baseline; B.1 trains 
   const reuse = planArms(["5"], "unet3d", true)[0];
   assert(reuse.copy[0].names.includes("guided-best"));
   assert(!planArms(["5"], "unet3d", false)[0].copy[0].names.includes("guided-best"));
-  assertEquals(planArms(["1"], "unet3d"), []);
+  // Table 1 trains only the decoder of row (d), on the source's KKN
+  const t1 = planArms(["1"], "unet3d");
+  assertEquals(t1.map((a) => [a.id, a.phase]), [["decoder", "decoder"]]);
+  assertEquals(t1[0].copy, [{ from: "source", names: ["teacher-fold1-best", "keeper-fold1-best"] }]);
 });
 
 Deno.test("CSV: fields with commas, quotes or line breaks are quoted (RFC 4180); Python's csv reads them back", async () => {
@@ -119,4 +123,39 @@ Deno.test("CSV: fields with commas, quotes or line breaks are quoted (RFC 4180);
   await w.close();
   const rows = JSON.parse(new TextDecoder().decode((await py.output()).stdout));
   assertEquals(rows, [["a", "b", "c"], ["[0.1, 0.2]", 'say "hi"', "3.5"], ["plain", "two\nlines", "-1"]]);
+  // and the project's own reader gives the same fields back, CRLF line ends included
+  const back = [["a", "b", "c"], ...parseCsv(csv).map((r) => [r.a, r.b, r.c])];
+  assertEquals(back, rows);
+  assertEquals(parseCsv(csv.replace("3.5\n", "3.5\r\n"))[0].c, "3.5");
+  assertThrows(() => parseCsv('a,b\n"open,1\n'), SyntaxError, "not closed");
+  assertThrows(() => parseCsv("a,b\n1,2,3\n"), SyntaxError, "line 2: 3 fields");
+});
+
+Deno.test("writeTables: regenerating one table keeps the other tables' records in results.csv", async () => {
+  const out = await Deno.makeTempDir();
+  const spec = (id: string, v: number): TableSpec => ({
+    id,
+    title: id,
+    reference: "a",
+    protocol: "Protocol: test.",
+    rows: ["a", "b"].map((key, k) => ({
+      key,
+      label: `row, ${key}`,
+      source: "test",
+      subjects: ["s1", "s2"].map((s, i) => ({ id: s, dice: [1, v + 0.1 * k, v + 0.01 * i, v] })),
+    })),
+  });
+  await writeTables([spec("table1", 0.5), spec("table5", 0.6)], out);
+  await writeTables([spec("table1", 0.7)], out);
+  const rows = parseCsv(await Deno.readTextFile(join(out, "results.csv")));
+  const of = (t: string) => rows.filter((r) => r.table === t);
+  assertEquals(of("table5").length, 2 * 2 * 4);
+  assertEquals(of("table1").length, 2 * 2 * 4);
+  assert(
+    of("table1").every((r) => r.measure === "dice background" || Number(r.value) >= 0.7),
+    "table1 replaced",
+  );
+  assertEquals(of("table5").find((r) => r.measure === "dice WM")!.value, "0.6");
+  assertEquals(of("table5")[0].method, "row, a");
+  await Deno.remove(out, { recursive: true });
 });

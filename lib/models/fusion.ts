@@ -60,13 +60,38 @@ class UpConv extends Module {
   }
 }
 
+/** The 3D U-Net's decoder layers over encoder widths `w`: per level below the deepest an upsampling and a double conv, then a 1x1x1 head. */
+interface UNetDecoderLayers {
+  ups: UpConv[];
+  dec: DoubleConv[];
+  head: Conv;
+}
+
+/** Registers the decoder layers as children of `m` (names `up<k>`, `dec<k>`, `head`). */
+function unetDecoderLayers(m: Module, init: Init, w: number[], classes: number): UNetDecoderLayers {
+  const ups: UpConv[] = [], dec: DoubleConv[] = [];
+  for (let k = w.length - 2; k >= 0; k--) {
+    ups[k] = m.child(`up${k + 1}`, new UpConv(init, w[k + 1], w[k]));
+    dec[k] = m.child(`dec${k + 1}`, new DoubleConv(init, 2 * w[k], w[k]));
+  }
+  return { ups, dec, head: m.child("head", new Conv(init, 3, w[0], classes, 1, { bias: true })) };
+}
+
+/** Logits from L feature levels: upsample, concatenate the skip, double conv; then the head. */
+function unetDecode({ ups, dec, head }: UNetDecoderLayers, features: tf.Tensor5D[]): tf.Tensor5D {
+  let y = features[features.length - 1];
+  for (let k = features.length - 2; k >= 0; k--) {
+    const up = relu(instanceNorm(ups[k].apply(y)));
+    y = dec[k].apply(cat([up, features[k]]));
+  }
+  return head.apply(y);
+}
+
 export class UNet3D extends Module implements SegmentationNetwork {
   readonly levelChannels: number[];
   private readonly enc: DoubleConv[];
   private readonly bottleneck: DoubleConv;
-  private readonly ups: UpConv[];
-  private readonly dec: DoubleConv[];
-  private readonly head: Conv;
+  private readonly decoder: UNetDecoderLayers;
   constructor(readonly classes: number, nf: number, levels: number, seed: number) {
     super();
     const init = new Init(seed);
@@ -74,13 +99,7 @@ export class UNet3D extends Module implements SegmentationNetwork {
     this.levelChannels = w;
     this.enc = w.map((c, i) => this.child(`enc${i + 1}`, new DoubleConv(init, i === 0 ? 1 : w[i - 1], c)));
     this.bottleneck = this.child("bottleneck", new DoubleConv(init, w[levels - 1], w[levels - 1]));
-    this.ups = [];
-    this.dec = [];
-    for (let k = levels - 2; k >= 0; k--) {
-      this.ups[k] = this.child(`up${k + 1}`, new UpConv(init, w[k + 1], w[k]));
-      this.dec[k] = this.child(`dec${k + 1}`, new DoubleConv(init, 2 * w[k], w[k]));
-    }
-    this.head = this.child("head", new Conv(init, 3, w[0], classes, 1, { bias: true }));
+    this.decoder = unetDecoderLayers(this, init, w, classes);
   }
   /** The baseline alone: decode(encode(x)). */
   apply(x: tf.Tensor5D): tf.Tensor5D {
@@ -93,12 +112,29 @@ export class UNet3D extends Module implements SegmentationNetwork {
     return out;
   }
   decode(features: tf.Tensor5D[]): tf.Tensor5D {
-    let y = features[features.length - 1];
-    for (let k = features.length - 2; k >= 0; k--) {
-      const up = relu(instanceNorm(this.ups[k].apply(y)));
-      y = this.dec[k].apply(cat([up, features[k]]));
+    return unetDecode(this.decoder, features);
+  }
+}
+
+/**
+ * The 3D U-Net's decoder alone, over given feature widths: Table 1 (d) trains it on the frozen
+ * KKN's 7T-like features (the KKN as the encoder), with the layers and initialisation of the
+ * U-Net's own decoder.
+ */
+export class UNetDecoder extends Module {
+  private readonly layers: UNetDecoderLayers;
+  constructor(readonly classes: number, readonly widths: number[], seed: number) {
+    super();
+    this.layers = unetDecoderLayers(this, new Init(seed), widths, classes);
+  }
+  /** Class logits [1, D, H, W, classes] from one feature map per width. */
+  decode(features: tf.Tensor5D[]): tf.Tensor5D {
+    if (features.length !== this.widths.length) {
+      throw new RangeError(
+        `U-Net decoder: ${this.widths.length} feature levels expected, got ${features.length}`,
+      );
     }
-    return this.head.apply(y);
+    return unetDecode(this.layers, features);
   }
 }
 

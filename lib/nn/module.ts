@@ -45,7 +45,11 @@ export abstract class Module {
     return v;
   }
 
-  protected child<M extends Module>(name: string, m: M): M {
+  /**
+   * Registers a child module: its parameters become `<name>.<path>`. Public so that a layer
+   * builder shared by two modules (e.g. the U-Net decoder) can register into either.
+   */
+  child<M extends Module>(name: string, m: M): M {
     this.childModules.set(name, m);
     return m;
   }

@@ -27,6 +27,7 @@ import {
   FULL_AFM,
   GuidedSegmenter,
   type SegmentationNetwork,
+  UNetDecoder,
 } from "../models/fusion.ts";
 import {
   buildNetwork,
@@ -1078,16 +1079,63 @@ async function baselineStage(
     meta: { spec },
   });
   const dice = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
+  return { net, metrics: { input: data.input, ...testDiceMetrics(data.test, dice, classes) } };
+}
+
+/** Per-subject and mean Dice per class of test subjects. */
+function testDiceMetrics(test: Subject[], dice: number[][], classes: number) {
   const mean = (c: number) => dice.reduce((a, r) => a + r[c], 0) / dice.length;
   return {
-    net,
-    metrics: {
-      input: data.input,
-      classes: TISSUE_CLASSES.slice(0, classes),
-      subjects: data.test.map((s, n) => ({ id: s.id, dice: dice[n] })),
-      mean: Array.from({ length: classes }, (_, c) => mean(c)),
-    },
+    classes: TISSUE_CLASSES.slice(0, classes),
+    subjects: test.map((s, n) => ({ id: s.id, dice: dice[n] })),
+    mean: Array.from({ length: classes }, (_, c) => mean(c)),
   };
+}
+
+export interface DecoderMetrics {
+  fold: number;
+  classes: string[];
+  subjects: { id: string; dice: number[] }[];
+  /** Mean Dice per class over the fold's test subjects. */
+  mean: number[];
+}
+
+/**
+ * Table 1 (d): the paper "trained only a U-Net decoder by taking the pre-trained KKN as an
+ * encoder". A 3D U-Net decoder over the KKN's widths learns tissue labels from the frozen KKN's
+ * 7T-like features of the fold's paired training subjects' 3T images (the baseline's schedule),
+ * is validated on the fold's validation subject and scored on its test subjects: the same
+ * subjects as Table 1's Atropos rows.
+ */
+export async function trainDecoder(
+  ctx: Context,
+  split: FoldSplit,
+  kkn: KnowledgeKeeper,
+): Promise<DecoderMetrics> {
+  const { classes } = ctx.cfg.fusion;
+  const data: TissueSplits = {
+    train: split.train,
+    validation: [split.validation],
+    test: split.test,
+    input: "low-field", // the paired subjects' 3T image
+  };
+  const decoder = new UNetDecoder(classes, kkn.widths, seedOf(ctx.cfg.seed, 7, split.fold));
+  const logits = (_x: tf.Tensor5D, fk: tf.Tensor5D[]) => decoder.decode(fk);
+  await trainSegmenter(ctx, data, {
+    label: `3D U-Net decoder on the frozen KKN, fold ${split.fold}`,
+    name: `decoder-fold${split.fold}`,
+    schedule: ctx.cfg.fusion.baseline,
+    module: decoder,
+    seedTag: 15,
+    logits,
+    forward: (x, fk) => ({ logits: logits(x, fk), aux: [] }),
+    keeper: kkn,
+    meta: { widths: kkn.widths, classes, keeperCheckpoint: `keeper-fold${split.fold}-best` },
+    auxDecay: 0,
+  });
+  const dice = await diceOf(data.test, data.input, classes, (x) => decoder.decode(kkn.apply(x)));
+  decoder.dispose();
+  return { fold: split.fold, ...testDiceMetrics(data.test, dice, classes) };
 }
 
 /**
@@ -1209,7 +1257,12 @@ export const RESULT_COLUMNS: (keyof ResultRow)[] = [
 ];
 
 /** Every score of a run as `ResultRow`s (the content of `metrics.csv`). */
-export function resultRows(folds: FoldMetrics[], fusion: FusionMetrics | null, network: string): ResultRow[] {
+export function resultRows(
+  folds: FoldMetrics[],
+  fusion: FusionMetrics | null,
+  network: string,
+  decoders: DecoderMetrics[] = [],
+): ResultRow[] {
   const rows: ResultRow[] = [];
   for (const f of folds) {
     const base = { fold: f.fold, subject: f.subject };
@@ -1279,12 +1332,36 @@ export function resultRows(folds: FoldMetrics[], fusion: FusionMetrics | null, n
       );
     }
   }
+  for (const d of decoders) {
+    for (const s of d.subjects) {
+      d.classes.forEach((c, i) =>
+        rows.push({
+          phase: "segmentation",
+          task: "tissue",
+          network: "kkn+unet-decoder",
+          variant: "paired 3T",
+          fold: d.fold,
+          subject: s.id,
+          metric: "dice",
+          unit: c,
+          value: s.dice[i],
+        })
+      );
+    }
+  }
   return rows;
 }
 
 /** `metrics.csv`: `resultRows` with a header (RFC 4180; no field needs quoting). */
-export function metricsCsv(folds: FoldMetrics[], fusion: FusionMetrics | null, network: string): string {
-  const rows = resultRows(folds, fusion, network).map((r) => RESULT_COLUMNS.map((k) => r[k]).join(","));
+export function metricsCsv(
+  folds: FoldMetrics[],
+  fusion: FusionMetrics | null,
+  network: string,
+  decoders: DecoderMetrics[] = [],
+): string {
+  const rows = resultRows(folds, fusion, network, decoders).map((r) =>
+    RESULT_COLUMNS.map((k) => r[k]).join(",")
+  );
   return [RESULT_COLUMNS.join(","), ...rows].join("\n") + "\n";
 }
 

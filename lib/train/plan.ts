@@ -21,7 +21,7 @@ export interface Arm {
   id: string;
   /** Deep changes to the source run's configuration. */
   changes: { keeper?: Record<string, unknown>; fusion?: Record<string, unknown> };
-  phase: "fusion" | "baseline";
+  phase: "fusion" | "baseline" | "decoder";
   /** Checkpoints copied before training: from the source run or from another arm of the plan. */
   copy: { from: "source" | string; names: string[] }[];
 }

@@ -23,6 +23,7 @@ import {
   buildTeacher,
   configProblem,
   type Context,
+  type DecoderMetrics,
   evaluateFold,
   type FoldMetrics,
   type FoldSplit,
@@ -34,6 +35,7 @@ import {
   type RunConfig,
   schedulesOf,
   trainBaseline,
+  trainDecoder,
   trainFusion,
   trainKeeper,
   trainTeacher,
@@ -232,6 +234,7 @@ async function trainInto(
     throw err instanceof RangeError ? new UsageError(`${join(data, "paired")}: ${err.message}`) : err;
   }
   const folds: FoldMetrics[] = [];
+  const decoders: DecoderMetrics[] = [];
   let firstKeeper: KnowledgeKeeper | undefined;
   for (const split of splits) {
     const teacher = phase === "teacher" || phase === "all" ||
@@ -242,15 +245,16 @@ async function trainInto(
         join(runDir, "checkpoints", `teacher-fold${split.fold}-best`),
       );
     if (phase === "teacher") continue;
-    const kkn =
-      phase === "fusion" && existsSync(join(runDir, "checkpoints", `keeper-fold${split.fold}-best.json`))
-        ? await loaded(
-          buildKeeper(cfg, split.fold),
-          join(runDir, "checkpoints", `keeper-fold${split.fold}-best`),
-          "keeper.",
-        )
-        : await trainKeeper(ctx, split, teacher);
+    const kkn = (phase === "fusion" || phase === "decoder") &&
+        existsSync(join(runDir, "checkpoints", `keeper-fold${split.fold}-best.json`))
+      ? await loaded(
+        buildKeeper(cfg, split.fold),
+        join(runDir, "checkpoints", `keeper-fold${split.fold}-best`),
+        "keeper.",
+      )
+      : await trainKeeper(ctx, split, teacher);
     folds.push(...await evaluateFold(split, teacher, kkn));
+    if (phase === "decoder") decoders.push(await trainDecoder(ctx, split, kkn));
     if (split.fold === 1) firstKeeper = kkn;
     else kkn.dispose();
     teacher.dispose();
@@ -283,11 +287,12 @@ async function trainInto(
     folds,
     fusion,
     baseline,
+    decoders,
     convergence: ctx.reports,
   };
   await writeJson(join(runDir, "metrics.json"), metrics);
-  await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion, cfg.fusion.network));
-  console.log(summary(folds, fusion, baseline, seconds));
+  await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion, cfg.fusion.network, decoders));
+  console.log(summary(folds, fusion, baseline, decoders, seconds));
   return runDir;
 }
 
@@ -326,6 +331,7 @@ function summary(
   folds: FoldMetrics[],
   fusion: FusionMetrics | null,
   baseline: BaselineMetrics | null,
+  decoders: DecoderMetrics[],
   seconds: number,
 ): string {
   const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -358,6 +364,13 @@ function summary(
     lines.push(
       `baseline on the ${baseline.input} image: Dice ${
         baseline.classes.map((c, i) => `${c} ${baseline.mean[i].toFixed(4)}`).join(", ")
+      }`,
+    );
+  }
+  for (const d of decoders) {
+    lines.push(
+      `fold ${d.fold} U-Net decoder on the frozen KKN (3T): Dice ${
+        d.classes.map((c, i) => `${c} ${d.mean[i].toFixed(4)}`).join(", ")
       }`,
     );
   }

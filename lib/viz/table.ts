@@ -51,3 +51,40 @@ export function toCsv(df: dfd.DataFrame): string {
   for (const r of df.values as unknown[][]) lines.push(r.map(field).join(","));
   return lines.join("\n") + "\n";
 }
+
+/**
+ * Rows of a CSV file as `toCsv` writes it (RFC 4180: quoted fields may hold commas, doubled quotes
+ * and line breaks); the first line names the columns. Numbers stay strings: the caller knows
+ * which columns are numeric. A row with a different field count than the header is an error.
+ */
+export function parseCsv(text: string): Record<string, string>[] {
+  const records: string[][] = [];
+  let row: string[] = [], field = "", quoted = false, i = 0;
+  const endField = () => (row.push(field), field = "");
+  while (i < text.length) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') (field += '"', i++);
+      else if (ch === '"') quoted = false;
+      else field += ch;
+    } else if (ch === '"' && field === "") quoted = true;
+    else if (ch === ",") endField();
+    else if (ch === "\n" || ch === "\r") {
+      if (ch === "\r" && text[i + 1] === "\n") i++;
+      endField();
+      records.push(row);
+      row = [];
+    } else field += ch;
+    i++;
+  }
+  if (quoted) throw new SyntaxError("CSV: a quoted field is not closed");
+  if (field !== "" || row.length) (endField(), records.push(row));
+  const [header, ...body] = records;
+  if (!header) return [];
+  return body.map((r, n) => {
+    if (r.length !== header.length) {
+      throw new SyntaxError(`CSV line ${n + 2}: ${r.length} fields, the header has ${header.length}`);
+    }
+    return Object.fromEntries(header.map((h, k) => [h, r[k]]));
+  });
+}
