@@ -12,6 +12,7 @@ import type * as dfd from "danfojs";
 import { comparePaired, meanOf, sdOf } from "./stats.ts";
 import { dataFrame, type Row } from "./viz/table.ts";
 import { barPlot, type PlotlyFigure } from "./viz/plotly.ts";
+import type { RunData } from "./report.ts";
 
 export const TISSUES = ["CSF", "GM", "WM"] as const;
 
@@ -219,4 +220,16 @@ export function tablePlot(spec: TableSpec): PlotlyFigure {
 /** The table as Markdown with its title and protocol line. */
 export function tableMarkdown(spec: TableSpec, body: string): string {
   return `# ${spec.title}\n\n${spec.protocol}\n\n${body}\n`;
+}
+
+/**
+ * How a run's guided models were trained, for a table's protocol line: fold 1's KKN and one guided
+ * model, or one guided model per KKN fold with Dice averaged per subject (`fusion.keeperFolds`).
+ */
+export function guidanceProtocol(run: RunData): string {
+  const folds = run.metrics.fusion?.keeperFolds ?? [1];
+  return folds.length > 1
+    ? `one guided model per KKN fold (folds ${folds.join(", ")}; the released code's protocol), ` +
+      `Dice averaged over them per subject`
+    : "fold 1's teacher and KKN, one guided model (no averaging over KKN folds)";
 }

@@ -21,8 +21,9 @@
  *   7T-like syntheses of the low-field images (`fusion.input` "synthesized") beside that run's
  *   baseline and AFM-guided model.
  *
- * All rows use fold 1's teacher and KKN and one guided model (the `--from` run's protocol); the
- * released code's alternative, one guided model per KKN fold averaged, is not run here.
+ * Every row follows the `--from` run's protocol: fold 1's teacher and KKN and one guided model, or,
+ * when that run has `fusion.keeperFolds` "each", one guided model per KKN fold with Dice averaged
+ * (the released code's); the protocol line under each table says which.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -48,6 +49,7 @@ import { dicePerClass } from "../lib/metrics.ts";
 import { atropos, type AtroposOptions } from "../lib/tissue/atropos.ts";
 import {
   comparisonTable,
+  guidanceProtocol,
   longRecords,
   type MeasuredRow,
   PAPER_TABLE1,
@@ -202,7 +204,7 @@ export async function buildTables(
   if (tables.includes("1")) out.push(await table1Spec(source, runs.decoder));
   const hostLabel = runs.host ? networkLabel(networkSpec(runs.host.config)) : "";
   const protocol = (rs: RunData[]) =>
-    `Protocol: fold 1's teacher and KKN, one guided model (no averaging over KKN folds); ` +
+    `Protocol: ${guidanceProtocol(rs.find((r) => r.metrics.fusion) ?? rs[0])}; ` +
     `statistics over the ${
       diceRows(rs[0], rs[0].metrics.fusion ? "guided" : "baseline").length
     } tissue test subjects (paired t-test, Wilcoxon signed-rank, bootstrap 95% CI of the mean difference). ` +
@@ -375,7 +377,8 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
       `MRF, ANTs' \`-m [0.1,1x1x1] -c [5,0]\`) inside the true brain mask; statistics over the ` +
       `${split.test.length} paired test subjects of fold 1 (the paper: 15 leave-one-out folds). Row (d): a ` +
       `3D U-Net decoder trained on the frozen KKN's features of the fold's ${split.train.length} paired ` +
-      `training subjects' 3T images (the baseline schedule), scored on the same test subjects` +
+      `training subjects' 3T images (the baseline schedule), scored on the same test subjects; its ` +
+      `control, the run's segmentation network trained end to end on the same images and schedule` +
       (decoderRun ? `; ${convergenceNote([decoderRun])}` : "."),
     rows: [
       pending(
@@ -385,12 +388,16 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
       ),
       { key: "b", label: "3D KKN + Atropos", source: src, subjects: rows.b, paper: PAPER_TABLE1.b },
       pending("c", "2D KKN + Atropos", "the 2D three-view pipeline is not built yet"),
-      decoderRow(decoderRun, split.test.map((s) => s.id)) ??
-        pending(
-          "d",
-          "3D KKN + 3D U-Net decoder",
-          "no decoder run given (deno task tables --tables 1 trains it)",
-        ),
+      ...decoderRows(
+        decoderRun,
+        split.test.map((s) => s.id),
+        () =>
+          pending(
+            "d",
+            "3D KKN + 3D U-Net decoder",
+            "no decoder run given (deno task tables --tables 1 trains it)",
+          ),
+      ),
       pending("e", "2D KKN + 2D U-Net decoder", "the 2D three-view pipeline is not built yet"),
       { key: "floor", label: "3T image + Atropos (floor)", source: src, subjects: rows.floor },
       { key: "ceiling", label: "real 7T image + Atropos (ceiling)", source: src, subjects: rows.ceiling },
@@ -398,23 +405,36 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
   };
 }
 
-/** Row (d) from a `--phase decoder` run: its fold 1 decoder's Dice on the given test subjects. */
-function decoderRow(run: RunData | undefined, test: string[]): MeasuredRow | null {
+/**
+ * Row (d) and its control from a `--phase decoder` run: fold 1's decoder on the frozen KKN, and the
+ * network trained end to end on the same 3T images, on the given test subjects; without the run,
+ * the `missing` row.
+ */
+function decoderRows(run: RunData | undefined, test: string[], missing: () => MeasuredRow): MeasuredRow[] {
   const fold1 = run?.metrics.decoders?.find((d) => d.fold === 1);
-  if (!run || !fold1) return null;
+  if (!run || !fold1) return [missing()];
   const ids = fold1.subjects.map((s) => s.id);
   if (JSON.stringify(ids) !== JSON.stringify(test)) {
     throw new Error(
       `${run.dir}: decoder test subjects ${ids.join(", ")} differ from Table 1's ${test.join(", ")}`,
     );
   }
-  return {
+  const rows: MeasuredRow[] = [{
     key: "d",
     label: "3D KKN + 3D U-Net decoder",
     source: `${run.dir} decoder fold 1`,
     subjects: fold1.subjects,
     paper: PAPER_TABLE1.d,
-  };
+  }];
+  if (fold1.control) {
+    rows.push({
+      key: "3T network",
+      label: `3T image + ${networkLabel(networkSpec(run.config))} (control for (d))`,
+      source: `${run.dir} paired-${run.config.fusion.network}-fold1`,
+      subjects: fold1.control.subjects,
+    });
+  }
+  return rows;
 }
 
 /** Writes `<id>.csv`, `<id>.md`, `<id>.png/.svg` per table and `results.csv`; returns the files. */

@@ -657,7 +657,9 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   assert(
     decNames.includes("head.weight") && !decNames.some((n) => n.startsWith("keeper.") || n.startsWith("enc")),
   );
-  assert((await Deno.readTextFile(join(out, "tb-decoder", "metrics.csv"))).includes("kkn+unet-decoder"));
+  const decCsv = await Deno.readTextFile(join(out, "tb-decoder", "metrics.csv"));
+  assert(decCsv.includes("kkn+unet-decoder") && decCsv.includes("unet3d,paired 3T"), decCsv);
+  assertEquals(t1.rows.find((r) => r.key === "3T network")!.subjects.length, rowD.subjects.length);
   // the ablated guided models start from the host's baseline: identical baseline weights
   const hostBase = JSON.parse(
     await Deno.readTextFile(join(out, "tb-host", "checkpoints", "baseline-best.json")),

@@ -88,6 +88,11 @@ export interface RunConfig {
      * architecture untrained: a control for what the trained 7T-like features add).
      */
     keeper: "trained" | "random";
+    /**
+     * Which trained KKNs guide: `first` (fold 1's: one guided model) or `each` (one guided model per
+     * trained KKN fold, test Dice averaged over them per subject: the released code's protocol).
+     */
+    keeperFolds: KeeperFolds;
     nf: number;
     levels: number;
     classes: number;
@@ -157,6 +162,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     voxresnetDeconv: "compact" as VoxResDeconv,
     usegnetAfmLevels: "ends" as USegNetAfmLevels,
     keeper: "trained" as "trained" | "random",
+    keeperFolds: "first" as KeeperFolds,
     nf,
     levels: 5,
     classes: 4,
@@ -243,6 +249,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.usegnetAfmLevels": ["ends", "all"],
   "fusion.keeper": ["trained", "random"],
+  "fusion.keeperFolds": ["first", "each"],
   "fusion.afmGate": ["none", "zero"],
   "fusion.afm.channelRefinement": ["two-path", "one-path", "none"],
   "fusion.loss": ["ce", "ce+dice"],
@@ -330,6 +337,9 @@ export function configProblem(cfg: RunConfig): string | null {
   for (const [where, sch] of schedulesOf(cfg)) {
     const problem = scheduleProblem(where, sch);
     if (problem) return problem;
+  }
+  if (cfg.fusion.keeperFolds === "each" && cfg.fusion.keeper === "random") {
+    return 'fusion.keeperFolds "each" needs fusion.keeper "trained" (the random control is one untrained KKN)';
   }
   if (cfg.keeper.nf !== cfg.teacher.nf || cfg.keeper.levels !== cfg.teacher.levels) {
     return "keeper.nf and keeper.levels must equal teacher.nf and teacher.levels (the KKN feeds the teacher's decoder)";
@@ -829,13 +839,27 @@ async function evaluateSubject(
   };
 }
 
+/** Which trained KKNs guide the segmenter in phase 3 (`RunConfig.fusion.keeperFolds`). */
+export type KeeperFolds = "first" | "each";
+
 export interface FusionMetrics {
   classes: string[];
+  /**
+   * The KKN folds that guided (one guided model each); `guided` is the mean of their Dice per
+   * subject, `guidedPerFold` each one's. Absent in runs from before the option: fold 1's only.
+   */
+  keeperFolds?: number[];
   /**
    * Per test subject: the baseline (the paper's protocol), the baseline trained on for as many
    * epochs as the AFM fine-tuning without AFMs (a control for the extra training), and the guided.
    */
-  subjects: { id: string; baseline: number[]; baselineMatched: number[]; guided: number[] }[];
+  subjects: {
+    id: string;
+    baseline: number[];
+    baselineMatched: number[];
+    guided: number[];
+    guidedPerFold?: number[][];
+  }[];
   /** Paired t-tests per class: guided against the baseline and against the epoch-matched control. */
   tTest: {
     class: string;
@@ -1098,6 +1122,8 @@ export interface DecoderMetrics {
   subjects: { id: string; dice: number[] }[];
   /** Mean Dice per class over the fold's test subjects. */
   mean: number[];
+  /** The control: the run's segmentation network trained end to end on the same 3T images. */
+  control?: { subjects: { id: string; dice: number[] }[]; mean: number[] };
 }
 
 /**
@@ -1105,7 +1131,9 @@ export interface DecoderMetrics {
  * encoder". A 3D U-Net decoder over the KKN's widths learns tissue labels from the frozen KKN's
  * 7T-like features of the fold's paired training subjects' 3T images (the baseline's schedule),
  * is validated on the fold's validation subject and scored on its test subjects: the same
- * subjects as Table 1's Atropos rows.
+ * subjects as Table 1's Atropos rows. As a control, the run's segmentation network (encoder
+ * included) learns the same labels from the same 3T images on the same schedule and patches:
+ * what the KKN's features add over the image itself.
  */
 export async function trainDecoder(
   ctx: Context,
@@ -1135,18 +1163,34 @@ export async function trainDecoder(
   });
   const dice = await diceOf(data.test, data.input, classes, (x) => decoder.decode(kkn.apply(x)));
   decoder.dispose();
-  return { fold: split.fold, ...testDiceMetrics(data.test, dice, classes) };
+
+  const spec = networkSpec(ctx.cfg);
+  const net = buildSegmenter(ctx.cfg, spec);
+  await trainSegmenter(ctx, data, {
+    label: `${networkLabel(spec)} on the 3T images, fold ${split.fold}`,
+    name: `paired-${spec.network}-fold${split.fold}`,
+    schedule: ctx.cfg.fusion.baseline,
+    seedTag: 15,
+    ...unguided(net),
+    meta: { spec },
+  });
+  const control = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
+  net.dispose();
+  const { subjects, mean } = testDiceMetrics(data.test, control, classes);
+  return { fold: split.fold, ...testDiceMetrics(data.test, dice, classes), control: { subjects, mean } };
 }
 
 /**
  * Phase 3 on the tissue cohort: the baseline, an epoch-matched control (the best baseline trained
  * on without AFMs for as long as the fine-tuning), then the baseline fine-tuned with AFMs (KKN
- * frozen); Dice on the test subjects with paired t-tests.
+ * frozen), once per guiding KKN (`keepers`: fold 1's, or every fold's under `fusion.keeperFolds`
+ * "each"; each guided model starts from the same baseline and AFM weights and sees the same
+ * patches); Dice on the test subjects (averaged over the guided models) with paired t-tests.
  */
 export async function trainFusion(
   ctx: Context,
   subjects: Subject[],
-  kkn: KnowledgeKeeper,
+  keepers: { fold: number; kkn: KnowledgeKeeper }[],
 ): Promise<FusionMetrics> {
   const { classes } = ctx.cfg.fusion;
   const spec = networkSpec(ctx.cfg), label = networkLabel(spec);
@@ -1154,9 +1198,15 @@ export async function trainFusion(
   const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) =>
     diceOf(data.test, data.input, classes, predict);
   const { net: baseline, metrics } = await baselineStage(ctx, data);
+  const auxDecay = baseline.auxDecay ?? 0;
+  baseline.dispose();
+  const fromBaseline = async () => {
+    const net = buildSegmenter(ctx.cfg, spec);
+    await loadCheckpoint(ckpt(ctx, "baseline-best"), net);
+    return net;
+  };
 
-  const matched = buildSegmenter(ctx.cfg, spec);
-  await loadCheckpoint(ckpt(ctx, "baseline-best"), matched);
+  const matched = await fromBaseline();
   await trainSegmenter(ctx, data, {
     label: `baseline ${label}, epoch-matched`,
     name: "baseline-matched",
@@ -1170,39 +1220,48 @@ export async function trainFusion(
 
   // the control `fusion.keeper` "random": an untrained KKN of the same architecture, saved so the
   // guided checkpoint names the weights it was trained with
-  let keeperCheckpoint = "keeper-fold1-best";
-  if ((ctx.cfg.fusion.keeper ?? "trained") === "random") {
-    kkn = new KnowledgeKeeper(ctx.cfg.keeper, seedOf(ctx.cfg.seed, 6));
-    keeperCheckpoint = "keeper-random";
+  const random = (ctx.cfg.fusion.keeper ?? "trained") === "random";
+  if (random) {
+    const kkn = new KnowledgeKeeper(ctx.cfg.keeper, seedOf(ctx.cfg.seed, 6));
+    keepers = [{ fold: 1, kkn }];
     // the KKN's checkpoint layout (`keeper.` names), without a discriminator
-    await saveCheckpoint(ckpt(ctx, keeperCheckpoint), new KeeperPair(kkn), {}, { random: true });
+    await saveCheckpoint(ckpt(ctx, "keeper-random"), new KeeperPair(kkn), {}, { random: true });
   }
-  const guided = buildGuided(ctx.cfg, baseline, kkn.widths);
-  await trainSegmenter(ctx, data, {
-    label: `${label} + AFM`,
-    name: "guided",
-    schedule: ctx.cfg.fusion.fusion,
-    module: guided,
-    seedTag: 14,
-    logits: (x, fk) => guided.apply(x, fk),
-    forward: (x, fk) => guided.forward(x, fk),
-    keeper: kkn,
-    meta: {
-      spec,
-      afmGate: ctx.cfg.fusion.afmGate ?? "none",
-      afm: ctx.cfg.fusion.afm ?? FULL_AFM,
-      keeperWidths: kkn.widths,
-      keeperCheckpoint,
-    },
-    auxDecay: baseline.auxDecay ?? 0,
-  });
-  const guidedDice = await testDice((x) => guided.apply(x, kkn.apply(x)));
+  const guidedPerFold: number[][][] = [];
+  for (const { fold, kkn } of keepers) {
+    const guided = buildGuided(ctx.cfg, await fromBaseline(), kkn.widths);
+    await trainSegmenter(ctx, data, {
+      label: keepers.length > 1 ? `${label} + AFM, KKN fold ${fold}` : `${label} + AFM`,
+      // fold 1's is `guided` (what the figures and `deno task segment` load)
+      name: fold === 1 ? "guided" : `guided-fold${fold}`,
+      schedule: ctx.cfg.fusion.fusion,
+      module: guided,
+      seedTag: 14,
+      logits: (x, fk) => guided.apply(x, fk),
+      forward: (x, fk) => guided.forward(x, fk),
+      keeper: kkn,
+      meta: {
+        spec,
+        afmGate: ctx.cfg.fusion.afmGate ?? "none",
+        afm: ctx.cfg.fusion.afm ?? FULL_AFM,
+        keeperWidths: kkn.widths,
+        keeperCheckpoint: random ? "keeper-random" : `keeper-fold${fold}-best`,
+      },
+      auxDecay,
+    });
+    guidedPerFold.push(await testDice((x) => guided.apply(x, kkn.apply(x))));
+    guided.dispose();
+  }
+  const guidedDice = metrics.subjects.map((_, n) =>
+    metrics.classes.map((_, c) => guidedPerFold.reduce((a, d) => a + d[n][c], 0) / guidedPerFold.length)
+  );
 
   const rows: FusionMetrics["subjects"] = metrics.subjects.map((r, n) => ({
     id: r.id,
     baseline: r.dice,
     baselineMatched: matchedDice[n],
     guided: guidedDice[n],
+    ...(keepers.length > 1 ? { guidedPerFold: guidedPerFold.map((d) => d[n]) } : {}),
   }));
   const mean = (v: number[]) => v.reduce((p, q) => p + q, 0) / v.length;
   const test2 = (a: number[], b: number[]) => (rows.length > 1 ? pairedTTest(a, b) : { t: NaN, p: NaN });
@@ -1221,7 +1280,7 @@ export async function trainFusion(
       pMatched: tm.p,
     };
   });
-  return { classes: metrics.classes, subjects: rows, tTest };
+  return { classes: metrics.classes, keeperFolds: keepers.map((k) => k.fold), subjects: rows, tTest };
 }
 
 /** Long-format CSV rows (phase, fold, subject, metric, index, value) of a run's metrics. */
@@ -1332,21 +1391,29 @@ export function resultRows(
       );
     }
   }
+  // Table 1 (d): the decoder on the frozen KKN and its control, on the paired test subjects' 3T images
   for (const d of decoders) {
-    for (const s of d.subjects) {
-      d.classes.forEach((c, i) =>
-        rows.push({
-          phase: "segmentation",
-          task: "tissue",
-          network: "kkn+unet-decoder",
-          variant: "paired 3T",
-          fold: d.fold,
-          subject: s.id,
-          metric: "dice",
-          unit: c,
-          value: s.dice[i],
-        })
-      );
+    for (
+      const [net, subjects] of [["kkn+unet-decoder", d.subjects], [
+        network,
+        d.control?.subjects ?? [],
+      ]] as const
+    ) {
+      for (const s of subjects) {
+        d.classes.forEach((c, i) =>
+          rows.push({
+            phase: "segmentation",
+            task: "tissue",
+            network: net,
+            variant: "paired 3T",
+            fold: d.fold,
+            subject: s.id,
+            metric: "dice",
+            unit: c,
+            value: s.dice[i],
+          })
+        );
+      }
     }
   }
   return rows;

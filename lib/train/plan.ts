@@ -22,7 +22,10 @@ export interface Arm {
   /** Deep changes to the source run's configuration. */
   changes: { keeper?: Record<string, unknown>; fusion?: Record<string, unknown> };
   phase: "fusion" | "baseline" | "decoder";
-  /** Checkpoints copied before training: from the source run or from another arm of the plan. */
+  /**
+   * Checkpoints copied before training: from the source run or from another arm of the plan. A
+   * fold 1 name (`teacher-fold1-best`) stands for the same checkpoint of every fold the arm runs.
+   */
   copy: { from: "source" | string; names: string[] }[];
 }
 
@@ -49,6 +52,20 @@ export function planCommandOptions(prefix: { default: string; runs: string }, ou
   ];
 }
 
+/**
+ * The folds an arm runs: every fold of the source when each fold's KKN guides (`fusion.keeperFolds`
+ * "each", the released code's protocol), else fold 1 (the KKN that guides).
+ */
+export function armFolds(source: RunData): number {
+  return source.config.fusion.keeperFolds === "each" ? source.config.folds : 1;
+}
+
+/** A fold 1 checkpoint name for each of `folds` folds; other names as they are. */
+export function perFold(name: string, folds: number): string[] {
+  if (!name.includes("-fold1-")) return [name];
+  return Array.from({ length: folds }, (_, f) => name.replace("-fold1-", `-fold${f + 1}-`));
+}
+
 /** The arm's configuration: the source's (settings added since it was written at their defaults) changed. */
 export function armConfig(arm: Arm, source: RunData): unknown {
   const defaults = profileConfig(source.config.profile, source.config.seed);
@@ -63,10 +80,11 @@ export async function runArm(
 ): Promise<string> {
   const name = `${prefix}-${arm.id}`;
   const dir = join(runs, name);
+  const folds = armFolds(source);
   await Deno.mkdir(join(dir, "checkpoints"), { recursive: true });
   for (const { from, names } of arm.copy) {
     const fromDir = from === "source" ? source.dir : join(runs, `${prefix}-${from}`);
-    for (const ck of names) {
+    for (const ck of names.flatMap((n) => perFold(n, folds))) {
       if (existsSync(join(dir, "checkpoints", `${ck}.json`))) continue;
       if (!existsSync(join(fromDir, "checkpoints", `${ck}.json`))) {
         throw new UsageError(`${fromDir}: checkpoints/${ck}.json missing (needed by ${name})`);
@@ -78,7 +96,7 @@ export async function runArm(
   const configPath = join(dir, "plan-config.json");
   if (
     existsSync(join(dir, "metrics.json")) && existsSync(configPath) &&
-    (await Deno.readTextFile(configPath)) === config
+    await sameConfig(configPath, config, source)
   ) {
     console.log(`${name}: finished, read from ${dir}`);
     return dir;
@@ -93,9 +111,24 @@ export async function runArm(
     name,
     out: runs,
     data: source.metrics.data,
-    folds: 1,
+    folds,
     progress,
     // an unconverged arm is reported in its table, not fatal to the others
     "allow-unconverged": true,
   });
+}
+
+/**
+ * Whether a finished arm's written configuration is `config`; settings added since it was
+ * written take their defaults (what the arm ran with), as when a run resumes.
+ */
+async function sameConfig(path: string, config: string, source: RunData): Promise<boolean> {
+  const written = await Deno.readTextFile(path);
+  if (written === config) return true;
+  try {
+    const defaults = profileConfig(source.config.profile, source.config.seed);
+    return JSON.stringify(mergeConfig(defaults, JSON.parse(written)), null, 2) === config;
+  } catch {
+    return false; // unreadable, or a setting since removed: retrain
+  }
 }

@@ -235,7 +235,10 @@ async function trainInto(
   }
   const folds: FoldMetrics[] = [];
   const decoders: DecoderMetrics[] = [];
-  let firstKeeper: KnowledgeKeeper | undefined;
+  // the KKNs phase 3 is guided by: fold 1's, or every fold's (`fusion.keeperFolds` "each")
+  const guiding: { fold: number; kkn: KnowledgeKeeper }[] = [];
+  const guides = (fold: number) =>
+    (phase === "fusion" || phase === "all") && (fold === 1 || cfg.fusion.keeperFolds === "each");
   for (const split of splits) {
     const teacher = phase === "teacher" || phase === "all" ||
         !existsSync(join(runDir, "checkpoints", `teacher-fold${split.fold}-best.json`))
@@ -255,16 +258,17 @@ async function trainInto(
       : await trainKeeper(ctx, split, teacher);
     folds.push(...await evaluateFold(split, teacher, kkn));
     if (phase === "decoder") decoders.push(await trainDecoder(ctx, split, kkn));
-    if (split.fold === 1) firstKeeper = kkn;
+    if (guides(split.fold)) guiding.push({ fold: split.fold, kkn });
     else kkn.dispose();
     teacher.dispose();
   }
   let fusion: FusionMetrics | null = null;
   let baseline: BaselineMetrics | null = null;
-  if ((phase === "fusion" || phase === "all") && firstKeeper) {
+  if (guiding.length) {
     const tissue = await loadCohort(join(data, "tissue"));
-    if (cfg.fusion.input === "synthesized") await synthesize(runDir, cfg, tissue.subjects, firstKeeper);
-    fusion = await trainFusion(ctx, tissue.subjects, firstKeeper);
+    if (cfg.fusion.input === "synthesized") await synthesize(runDir, cfg, tissue.subjects, guiding[0].kkn);
+    fusion = await trainFusion(ctx, tissue.subjects, guiding);
+    for (const { kkn } of guiding) kkn.dispose();
   }
   if (phase === "baseline") {
     const tissue = await loadCohort(join(data, "tissue"));
