@@ -41,3 +41,4 @@ export * from "./report.ts";
 export * from "./notebook.ts";
 export * from "./viz/plotly.ts";
 export * from "./viz/table.ts";
+export * from "./viz/viewer.ts";

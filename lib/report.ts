@@ -19,6 +19,7 @@ import { toTensor } from "./train/augment.ts";
 import {
   type BaselineMetrics,
   buildTeacher,
+  clip01,
   type DecoderMetrics,
   type FoldMetrics,
   foldSplits,
@@ -39,6 +40,15 @@ import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
 import { comparePaired, meanOf, sdOf } from "./stats.ts";
 import { montage } from "./viz/png.ts";
+import {
+  TISSUE_LUT,
+  viewerHtml,
+  type ViewerLayer,
+  type ViewerPanel,
+  type ViewerScene,
+  type ViewerView,
+} from "./viz/viewer.ts";
+import { encodeNifti } from "./io/nifti.ts";
 
 export { montage };
 
@@ -455,6 +465,160 @@ export async function afmMontage(m: TrainedModels, s: Subject, level = 1): Promi
   }
   tf.dispose([x, ...fk, ...fs, maps.guidance, maps.refined, maps.assimilable, maps.fused]);
   return await montage(rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interactive viewer's volumes (`deno task view <run>`)
+
+/** A run's viewer scene and the volumes it names (written as NIfTI by `deno task view`). */
+export interface RunViewer {
+  scene: ViewerScene;
+  volumes: Record<string, Volume>;
+}
+
+/**
+ * The viewer scene of a run: per paired test subject of fold 1, the 3T input, the KKN's 7T-like
+ * synthesis, the real 7T and the teacher's reconstruction, and the KKN's channel-mean features at
+ * every level; per tissue test subject, the low-field image with the ground-truth, baseline and
+ * AFM-guided labels (a toggle), its Dice, and the first AFM's assimilable guidance.
+ */
+export async function runViewer(run: RunData, m: TrainedModels): Promise<RunViewer> {
+  const root = runDataDir(run);
+  const paired = await loadCohort(join(root, "paired"));
+  const tissue = await loadCohort(join(root, "tissue"));
+  const pairedTest =
+    foldSplits(paired.subjects, { folds: 1, testPerFold: run.config.testPerFold ?? 1 })[0].test;
+  const volumes: Record<string, Volume> = {};
+  const views: ViewerView[] = [];
+  const add = (key: string, vol: Volume) => ((volumes[key] = vol), key);
+  const image = (key: string, label: string, colormap?: string): ViewerLayer => ({
+    volume: key,
+    label,
+    colormap,
+  });
+  for (const s of pairedTest) {
+    const p = (k: string) => `paired-${s.id}-${k}`;
+    add(p("3T"), asVolume(s, s.arrays["3T"]));
+    add(p("synthesis"), asVolume(s, clip01(await synthesisOf(s, "3T", m.teacher, m.keeper))));
+    add(p("7T"), asVolume(s, s.arrays["7T"]));
+    add(
+      p("reconstruction"),
+      asVolume(s, clip01(await predictVolume(s, "7T", (y) => m.teacher.reconstruct(y)))),
+    );
+    const x = toTensor(s.arrays["3T"], s.shape);
+    const fk = tf.tidy(() => m.keeper.apply(x));
+    const features: ViewerPanel[] = [];
+    for (const [k, f] of fk.entries()) {
+      add(p(`kkn-level${k + 1}`), stretch(await channelMeanVolume(f, s)));
+      features.push({
+        title: `KKN 7T-like features, level ${k + 1} (channel mean)`,
+        image: image(p(`kkn-level${k + 1}`), `level ${k + 1}`, "inferno"),
+      });
+    }
+    tf.dispose([x, ...fk]);
+    const fold = run.metrics.folds.find((f) => f.subject === s.id);
+    views.push({
+      title: `${s.id}: synthesis (paired test subject, fold 1)`,
+      notes: fold
+        ? [
+          `KKN synthesis PSNR ${fold.keeper.psnr.toFixed(2)} dB, SSIM ${
+            fold.keeper.ssim.toFixed(4)
+          }; 3T input ${fold.floor3T.psnr.toFixed(2)} dB; teacher ${fold.teacher.psnr.toFixed(2)} dB`,
+        ]
+        : [],
+      panels: [
+        { title: "3T input", image: image(p("3T"), "3T") },
+        { title: "KKN 7T-like synthesis", image: image(p("synthesis"), "7T-like") },
+        { title: "real 7T", image: image(p("7T"), "7T") },
+        { title: "teacher reconstruction of 7T", image: image(p("reconstruction"), "reconstruction") },
+        ...features,
+      ],
+    });
+  }
+  const dice = new Map((run.metrics.fusion?.subjects ?? []).map((r) => [r.id, r]));
+  const pct = (d: number[]) =>
+    d.slice(1).map((v, c) => `${TISSUE_LUT.labels[c + 1]} ${(100 * v).toFixed(1)}`).join(", ");
+  for (const s of tissue.subjects.filter((t) => t.split === "test")) {
+    const t = (k: string) => `tissue-${s.id}-${k}`;
+    const input = segInput(s);
+    add(t("image"), asVolume(s, s.arrays[input]));
+    const labels = (data: ArrayLike<number>) =>
+      makeVolume(Uint8Array.from(data), s.reference.shape, s.reference.affine);
+    add(t("truth"), labels(s.arrays.tissue));
+    add(t("baseline"), labels(await predictVolume(s, input, (x) => labelsOf(m.baseline.apply(x)))));
+    add(
+      t("guided"),
+      labels(await predictVolume(s, input, (x) => labelsOf(m.guided.apply(x, m.keeper.apply(x))))),
+    );
+    const afm = m.guided.afms[0];
+    const panels: ViewerPanel[] = [
+      { title: `${input} input`, image: image(t("image"), input) },
+      {
+        title: "tissue labels",
+        image: image(t("image"), input),
+        overlays: [
+          { volume: t("truth"), label: "ground truth", lut: "tissue" },
+          { volume: t("baseline"), label: "baseline", lut: "tissue" },
+          { volume: t("guided"), label: "AFM-guided", lut: "tissue" },
+        ],
+      },
+    ];
+    if (afm) {
+      const x = toTensor(s.arrays[input], s.shape);
+      const fk = tf.tidy(() => m.keeper.apply(x));
+      const fs = tf.tidy(() => m.guided.net.encode(x));
+      const maps = afm.applyWithMaps(fk, fs[0]);
+      add(t("afm1"), stretch(await channelMeanVolume(maps.assimilable, s)));
+      tf.dispose([x, ...fk, ...fs, maps.guidance, maps.refined, maps.assimilable, maps.fused]);
+      panels.push({
+        title: "AFM level 1: assimilable guidance A (channel mean)",
+        image: image(t("afm1"), "A", "inferno"),
+      });
+    }
+    const r = dice.get(s.id);
+    views.push({
+      title: `${s.id}: tissue segmentation (test subject)`,
+      notes: r ? [`Dice baseline: ${pct(r.baseline)}`, `Dice AFM-guided: ${pct(r.guided)}`] : [],
+      panels,
+    });
+  }
+  return {
+    scene: {
+      title: `${run.dir}: ${networkLabel(networkSpec(run.config))}`,
+      views,
+      volumes: Object.fromEntries(
+        Object.keys(volumes).map((k) => [k, { url: `volumes/${k}.nii.gz`, name: `${k}.nii.gz` }]),
+      ),
+      luts: { tissue: TISSUE_LUT },
+    },
+    volumes,
+  };
+}
+
+/**
+ * The run's viewer as one self-contained HTML page (niivue and the volumes inside): a notebook
+ * cell's output that keeps working in exported HTML. `pick` keeps views by index (default: the
+ * first synthesis view and the first segmentation view, to keep the output small).
+ */
+export async function runViewerHtml(
+  run: RunData,
+  m: TrainedModels,
+  pick?: (view: ViewerView, index: number) => boolean,
+): Promise<string> {
+  const { scene, volumes } = await runViewer(run, m);
+  const firstOf = (kind: string) => scene.views.findIndex((v) => v.title.includes(kind));
+  const defaults = [firstOf("synthesis"), firstOf("segmentation")];
+  const views = scene.views.filter((v, i) => (pick ? pick(v, i) : defaults.includes(i)));
+  const used = new Set(
+    views.flatMap((v) => v.panels.flatMap((p) => [p.image, ...(p.overlays ?? [])])).map((l) => l.volume),
+  );
+  const bytes: Record<string, Uint8Array> = {};
+  const files: ViewerScene["volumes"] = {};
+  for (const k of used) {
+    bytes[k] = encodeNifti(volumes[k]);
+    files[k] = { url: "", name: `${k}.nii` };
+  }
+  return await viewerHtml({ ...scene, views, volumes: files }, bytes);
 }
 
 /** The figures `deno task figures` writes, each beside its counterpart in the paper. */

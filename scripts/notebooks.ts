@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { chromiumPath, runChromium } from "../lib/viz/chromium.ts";
 import { decodePng, isBlank } from "../lib/viz/png.ts";
+import { viewerStates } from "../lib/viz/viewer.ts";
 
 export const NOTEBOOKS_COMMAND: CommandSpec = {
   name: "deno task notebooks",
@@ -110,13 +111,20 @@ export async function runNotebooks(
     const shot = html.replace(/\.html$/, ".png");
     const inspected = await inspectNotebook(await Deno.readTextFile(executed));
     const shotProblem = await screenshot(html, shot);
+    // an embedded volume viewer must load its volumes in the exported page
+    const viewers = (await Deno.readTextFile(html)).includes('class="viewer-status"') && chromiumPath()
+      ? await viewerStates(`file://${html}`)
+      : [];
+    const viewerProblems = viewers.filter((v) => v.state !== "loaded").map((v) =>
+      `volume viewer ${v.state}${v.error ? `: ${v.error.split("\n")[0]}` : ""}`
+    );
     reports.push({
       notebook: name,
       html,
       screenshot: shot,
       images: inspected.images,
       plots: inspected.plots,
-      problems: [...inspected.problems, ...(shotProblem ? [shotProblem] : [])],
+      problems: [...inspected.problems, ...(shotProblem ? [shotProblem] : []), ...viewerProblems],
     });
     console.log(
       `${name}: ${
