@@ -30,7 +30,8 @@ async function phantomFiles(dir: string): Promise<[string, string]> {
   const affine = [[2, 0, 0, -16], [0, 2, 0, -20], [0, 0, 2, -24], [0, 0, 0, 1]];
   const img = new Float32Array(16 * 20 * 24), lab = new Uint8Array(img.length);
   for (let i = 0; i < img.length; i++) {
-    const z = Math.floor(i / (20 * 24)) - 8, y = Math.floor(i / 24) % 20 - 10, x = (i % 24) - 12;
+    // NIfTI order: the first dimension (16) varies fastest
+    const x = (i % 16) - 7.5, y = (Math.floor(i / 16) % 20) - 9.5, z = Math.floor(i / (16 * 20)) - 11.5;
     const r = Math.hypot(x, y, z);
     img[i] = r < 8 ? 1 - r / 10 : 0;
     lab[i] = r < 3 ? 3 : r < 6 ? 2 : r < 8 ? 1 : 0;
@@ -122,16 +123,18 @@ Deno.test({
     } finally {
       await server.shutdown();
     }
-    assertEquals(state.state, "loaded", state.error);
+    assertEquals(state.state, "loaded", JSON.stringify(state).slice(0, 400));
     const panel = state.panels![0];
     assertEquals(panel.volumes.map((v) => v.dims), [[16, 20, 24], [16, 20, 24]]);
     assertEquals(panel.volumes[1].label, "labels.nii.gz");
+    // the crosshair starts at the centre, inside the sphere's core: label 3, named by the lookup table
+    assert(panel.cursor.includes("WM"), panel.cursor);
     assert(panel.litFraction > 0.01, `canvas nearly blank: ${panel.litFraction}`);
     // exported: a folder that opens from disk, niivue and volumes inside the page
     const out = join(dir, "export");
     await exportViewer(served, out);
     const exported = await pageState(`file://${join(out, "index.html")}`);
-    assertEquals(exported.state, "loaded", exported.error);
+    assertEquals(exported.state, "loaded", JSON.stringify(exported).slice(0, 400));
     assertEquals(exported.panels![0].volumes.map((v) => v.dims), [[16, 20, 24], [16, 20, 24]]);
     // and the check can fail: a volume that is not a NIfTI image is reported, not shown as loaded
     const broken = join(dir, "broken.html");
@@ -174,7 +177,7 @@ Deno.test({
     const { server, base } = await serve(served);
     try {
       const state = await pageState(`${base}/`);
-      assertEquals(state.state, "loaded", state.error);
+      assertEquals(state.state, "loaded", JSON.stringify(state).slice(0, 400));
       assertEquals(state.panels!.length, views[0].panels.length);
       assert(state.panels!.every((p) => p.volumes[0].dims.length === 3 && p.litFraction > 0.01));
     } finally {

@@ -167,23 +167,26 @@ try {
         head.append(" ", sel);
       }
       open.push(nv);
-      panels.push({ title: p.title, layers, nv });
+      panels.push({ title: p.title, layers, nv, where });
     }
     open.forEach((a) => a.broadcastTo(open.filter((b) => b !== a), { "2d": true, "3d": true }));
     report({
       state: "loaded",
       view: index,
-      panels: panels.map(({ title, layers, nv }) => {
+      panels: panels.map(({ title, layers, nv, where }) => {
         nv.drawScene();
         const gl = nv.gl, w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
         const px = new Uint8Array(w * h * 4);
         gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
         let lit = 0;
         for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] > 30) lit++;
+        // the cursor line at the crosshair (the centre at first): values, and label names of label maps
+        nv.createOnLocationChange();
         return {
           title,
           volumes: nv.volumes.map((v, k) => ({ label: layers[k].label, dims: v.hdr.dims.slice(1, 4) })),
           litFraction: lit / (w * h),
+          cursor: where.textContent,
         };
       }),
     });
@@ -272,34 +275,46 @@ export interface ViewerState {
   state: "starting" | "loading" | "loaded" | "error";
   error?: string;
   view?: number;
-  panels?: { title: string; volumes: { label: string; dims: number[] }[]; litFraction: number }[];
+  panels?: {
+    title: string;
+    volumes: { label: string; dims: number[] }[];
+    litFraction: number;
+    cursor: string;
+  }[];
 }
 
 /**
  * The state of every viewer on a page (a served URL or a file:// URL) once headless Chromium has
- * loaded it, with software WebGL2 (SwiftShader) and up to 30 s of virtual time for the volumes.
+ * loaded it, with software WebGL2 (SwiftShader). Chromium gets a budget of virtual time for the
+ * volumes to load; on a busy machine a viewer can still be loading when it runs out, so the page is
+ * loaded again with a larger budget (up to three times) until no viewer is still loading.
  */
 export async function viewerStates(url: string): Promise<ViewerState[]> {
   const chromium = chromiumPath();
   if (!chromium) throw new Error("checking the viewer needs Chromium (Debian package `chromium`)");
-  const out = await new Deno.Command(chromium, {
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--use-angle=swiftshader",
-      "--enable-unsafe-swiftshader",
-      "--virtual-time-budget=30000",
-      "--window-size=1200,900",
-      "--dump-dom",
-      url,
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const dom = new TextDecoder().decode(out.stdout);
   const unescape = (t: string) =>
     t.replaceAll("&quot;", '"').replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&amp;", "&");
-  return [...dom.matchAll(/<pre class="viewer-status">([^<]*)<\/pre>/g)].map((m) =>
-    JSON.parse(unescape(m[1]))
-  );
+  let states: ViewerState[] = [];
+  for (const budget of [30_000, 120_000, 480_000]) {
+    const out = await new Deno.Command(chromium, {
+      args: [
+        "--headless=new",
+        "--no-sandbox",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        `--virtual-time-budget=${budget}`,
+        "--window-size=1200,900",
+        "--dump-dom",
+        url,
+      ],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const dom = new TextDecoder().decode(out.stdout);
+    states = [...dom.matchAll(/<pre class="viewer-status">([^<]*)<\/pre>/g)].map((m) =>
+      JSON.parse(unescape(m[1]))
+    );
+    if (states.every((s) => s.state === "loaded" || s.state === "error")) break;
+  }
+  return states;
 }
