@@ -480,7 +480,7 @@ export interface RunViewer {
  * The viewer scene of a run: per paired test subject of fold 1, the 3T input, the KKN's 7T-like
  * synthesis, the real 7T and the teacher's reconstruction, and the KKN's channel-mean features at
  * every level; per tissue test subject, the low-field image with the ground-truth, baseline and
- * AFM-guided labels (a toggle), its Dice, and the first AFM's assimilable guidance.
+ * AFM-guided labels (a toggle), its Dice, and every AFM's assimilable guidance.
  */
 export async function runViewer(run: RunData, m: TrainedModels): Promise<RunViewer> {
   const root = runDataDir(run);
@@ -550,7 +550,6 @@ export async function runViewer(run: RunData, m: TrainedModels): Promise<RunView
       t("guided"),
       labels(await predictVolume(s, input, (x) => labelsOf(m.guided.apply(x, m.keeper.apply(x))))),
     );
-    const afm = m.guided.afms[0];
     const panels: ViewerPanel[] = [
       { title: `${input} input`, image: image(t("image"), input) },
       {
@@ -563,18 +562,21 @@ export async function runViewer(run: RunData, m: TrainedModels): Promise<RunView
         ],
       },
     ];
-    if (afm) {
-      const x = toTensor(s.arrays[input], s.shape);
-      const fk = tf.tidy(() => m.keeper.apply(x));
-      const fs = tf.tidy(() => m.guided.net.encode(x));
-      const maps = afm.applyWithMaps(fk, fs[0]);
-      add(t("afm1"), stretch(await channelMeanVolume(maps.assimilable, s)));
-      tf.dispose([x, ...fk, ...fs, maps.guidance, maps.refined, maps.assimilable, maps.fused]);
+    // every AFM's assimilable guidance A (levels without an AFM, e.g. U-SegNet's middle ones, have none)
+    const x = toTensor(s.arrays[input], s.shape);
+    const fk = tf.tidy(() => m.keeper.apply(x));
+    const fs = tf.tidy(() => m.guided.net.encode(x));
+    for (const [k, afm] of m.guided.afms.entries()) {
+      if (!afm) continue;
+      const maps = afm.applyWithMaps(fk, fs[k]);
+      add(t(`afm${k + 1}`), stretch(await channelMeanVolume(maps.assimilable, s)));
+      tf.dispose([maps.guidance, maps.refined, maps.assimilable, maps.fused]);
       panels.push({
-        title: "AFM level 1: assimilable guidance A (channel mean)",
-        image: image(t("afm1"), "A", "inferno"),
+        title: `AFM level ${k + 1}: assimilable guidance A (channel mean)`,
+        image: image(t(`afm${k + 1}`), "A", "inferno"),
       });
     }
+    tf.dispose([x, ...fk, ...fs]);
     const r = dice.get(s.id);
     views.push({
       title: `${s.id}: tissue segmentation (test subject)`,
