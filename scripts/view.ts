@@ -81,7 +81,9 @@ export async function filesScene(paths: string[]): Promise<ServedScene> {
         panels: [{ title: basename(paths[0]), image: { volume: "v0", label: basename(paths[0]) }, overlays }],
       }],
       volumes: Object.fromEntries(
-        Object.keys(files).map((k) => [k, { url: `volumes/${k}`, name: `${k}-${name(files[k])}` }]),
+        Object.keys(files).map((
+          k,
+        ) => [k, { url: `volumes/${k}-${name(files[k])}`, name: `${k}-${name(files[k])}` }]),
       ),
       luts,
     },
