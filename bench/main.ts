@@ -17,6 +17,7 @@ import { oneDnn, sgemm } from "../lib/native/onednn.ts";
 import { bceWithLogits, ReferenceUNet } from "./reference_unet.ts";
 import { CASE_MODELS } from "./models.ts";
 import { medianSeconds } from "./timing.ts";
+import { profileDefaultSteps, profileTable, type StepProfile } from "./profile.ts";
 
 export interface CaseResult {
   case: string;
@@ -27,6 +28,8 @@ export interface CaseResult {
   gflops?: number;
   peak_rss_mib?: number;
   note?: string;
+  /** Case `profile`: where each default-profile step's time goes. */
+  profile?: StepProfile[];
 }
 
 interface Case {
@@ -152,6 +155,20 @@ const CASES: Case[] = [
         infer_s: infer,
         gflops: flops / infer / 1e9,
         note: `forward+backward ${(3 * flops / step / 1e9).toFixed(1)} GFLOP/s`,
+      };
+    },
+  },
+  {
+    name: "profile",
+    description:
+      "default-profile teacher, KKN and 3D U-Net steps on a 32^3 patch, with the time per kernel and outside kernels",
+    backends: ["cpu"],
+    async run(steps) {
+      const profile = await profileDefaultSteps(steps);
+      return {
+        step_s: profile.reduce((s, p) => s + p.step_s, 0),
+        note: profile.map((p) => `${p.network} ${(p.step_s * 1000).toFixed(0)} ms`).join(", "),
+        profile,
       };
     },
   },
@@ -296,5 +313,10 @@ if (import.meta.main) {
       await Deno.writeTextFile(String(args.options.out), JSON.stringify(report, null, 2) + "\n");
     }
     console.log(args.options.json ? JSON.stringify(report, null, 2) : table(rows, peak));
+    if (!args.options.json) {
+      for (const r of rows.filter((r) => r.profile)) {
+        console.log(`\n${r.case} (${r.backend}):\n${profileTable(r.profile!)}`);
+      }
+    }
   }, { allowPositional: true });
 }

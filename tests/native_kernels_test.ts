@@ -165,7 +165,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "elementwise, concat, split and channel sums: fast paths match the JS kernels",
+  name: "elementwise, concat, split, slice and channel sums: fast paths match the JS kernels",
   ignore: !ACTIVE,
   fn() {
     const x = randn([1, 5, 4, 3, 6], 70), y = randn([1, 5, 4, 3, 6], 71), c = randn([6], 72);
@@ -187,6 +187,19 @@ Deno.test({
     );
     compare("concat", () => [tf.concat([x, y], 4), tf.concat([x, y, x], 2), tf.concat([x, y], 0)], "Concat");
     compare("split", () => [...tf.split(x, [2, 4], 4), ...tf.split(x, [1, 3, 1], 1)], "SplitV");
+    compare(
+      "slice",
+      () => [
+        tf.slice(x, [0, 0, 0, 0, 2], [-1, -1, -1, -1, 1]), // one channel (a class of logits)
+        tf.slice(x, [0, 1, 1, 0, 0], [1, 3, 2, 3, 6]), // a spatial crop, whole rows inside
+        tf.slice(x, [0, 2, 0, 1, 3], [1, 2, 4, 2, 3]), // offsets on every axis
+        tf.slice(x, [0, 1, 0, 0, 0], [1, 2, 4, 3, 6]), // contiguous: the JS kernel's view
+        tf.slice(tf.reshape(x, [20, 18]), [3, 5], [10, 7]),
+        // int32 (one-hot labels), compared as floats
+        tf.cast(tf.slice(tf.oneHot(tf.tensor1d([0, 3, 1, 2, 3, 1], "int32"), 4), [0, 1], [-1, 3]), "float32"),
+      ],
+      "Slice",
+    );
     compare("sum", () => [tf.sum(x, [0, 1, 2, 3]), tf.sum(x, [1, 2, 3], true)], "Sum");
     compare("mean", () => [tf.mean(x, [1, 2, 3]), tf.mean(x), tf.mean(x, [0, 1, 2, 3], true)], "Mean");
     const gate = randn([1, 5, 4, 3, 1], 75);

@@ -1,0 +1,145 @@
+/**
+ * Where a training step's time goes: the default profile's teacher, KKN (with the frozen teacher
+ * decoder) and 3D U-Net steps on one 32^3 patch, as the main job trains them, each profiled with
+ * `tf.profile` after a warm-up step. Per kernel name: calls and milliseconds (the native oneDNN
+ * kernels' time includes their layout reorders); everything outside kernels (JavaScript, the
+ * gradient tape, Adam's bookkeeping, allocation) is the step's wall time minus the kernels' sum.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { adam, type Module } from "../lib/nn/module.ts";
+import { Teacher } from "../lib/models/teacher.ts";
+import { KnowledgeKeeper } from "../lib/models/keeper.ts";
+import { UNet3D } from "../lib/models/fusion.ts";
+import { distillationLoss, l1, segmentationLoss } from "../lib/losses.ts";
+import { profileConfig } from "../lib/train/pipeline.ts";
+import { medianSeconds } from "./timing.ts";
+
+export interface KernelTime {
+  kernel: string;
+  calls: number;
+  ms: number;
+}
+
+export interface StepProfile {
+  network: string;
+  /** Median wall seconds of an unprofiled step. */
+  step_s: number;
+  /** Milliseconds inside kernels, by kernel name, largest first. */
+  kernels: KernelTime[];
+  kernel_ms: number;
+  /** Wall time of the profiled step minus its kernels' time. */
+  outside_ms: number;
+  new_tensors: number;
+  peak_mib: number;
+}
+
+const PATCH: [number, number, number] = [32, 32, 32];
+
+/** Profiles `loss`'s optimisation step over `module`'s parameters. */
+async function profileStep(
+  network: string,
+  module: Module,
+  loss: () => tf.Scalar,
+  steps: number,
+): Promise<StepProfile> {
+  const opt = adam(1e-3);
+  const step = () => {
+    const cost = opt.minimize(loss, true, module.parameters())!;
+    cost.dataSync();
+    cost.dispose();
+  };
+  step(); // warm-up: kernel setup, Adam's moments
+  const stepS = await medianSeconds(step, steps);
+  const t0 = performance.now();
+  const prof = await tf.profile(step);
+  const wallMs = performance.now() - t0;
+  opt.dispose();
+  const byName = new Map<string, KernelTime>();
+  for (const k of prof.kernels) {
+    const e = byName.get(k.name) ?? { kernel: k.name, calls: 0, ms: 0 };
+    e.calls++;
+    e.ms += Number(k.kernelTimeMs) || 0;
+    byName.set(k.name, e);
+  }
+  const kernels = [...byName.values()].sort((a, b) => b.ms - a.ms);
+  const kernelMs = kernels.reduce((s, k) => s + k.ms, 0);
+  return {
+    network,
+    step_s: stepS,
+    kernels,
+    kernel_ms: kernelMs,
+    outside_ms: wallMs - kernelMs,
+    new_tensors: prof.newTensors,
+    peak_mib: prof.peakBytes / 2 ** 20,
+  };
+}
+
+/** The three default-profile steps, profiled. */
+export async function profileDefaultSteps(steps: number): Promise<StepProfile[]> {
+  const cfg = profileConfig("default");
+  const x = tf.randomUniform([1, ...PATCH, 1], 0, 1, "float32", 1) as tf.Tensor5D;
+  const y = tf.randomUniform([1, ...PATCH, 1], 0, 1, "float32", 2) as tf.Tensor5D;
+  const out: StepProfile[] = [];
+  const teacher = new Teacher(cfg.teacher, 0);
+  let i = 0;
+  out.push(await profileStep("teacher", teacher, () => teacher.loss(y, ++i).total, steps));
+  const kkn = new KnowledgeKeeper(cfg.keeper, 1);
+  const target = tf.tidy(() => teacher.encoder.apply(y));
+  const { lambdaSyn } = cfg.keeper;
+  out.push(
+    await profileStep("KKN", kkn, () => {
+      const f = kkn.apply(x);
+      return tf.add(
+        distillationLoss(target, f, cfg.keeper.distribution),
+        tf.mul(lambdaSyn, l1(teacher.decoder.apply(f), y)),
+      ) as tf.Scalar;
+    }, steps),
+  );
+  const unet = new UNet3D(4, cfg.fusion.nf, cfg.fusion.levels, 2);
+  const labels = tf.tidy(() => tf.cast(tf.floor(tf.mul(tf.reshape(x, [-1]), 3.999)), "int32"));
+  out.push(
+    await profileStep(
+      "3D U-Net",
+      unet,
+      () => segmentationLoss(cfg.fusion.loss, unet.apply(x), labels),
+      steps,
+    ),
+  );
+  tf.dispose([x, y, labels, ...target]);
+  for (const m of [teacher, kkn, unet]) m.dispose();
+  return out;
+}
+
+/** The breakdown as text: per network the top kernels, the rest, and the time outside kernels. */
+export function profileTable(profiles: StepProfile[], top = 8): string {
+  const lines: string[] = [];
+  for (const p of profiles) {
+    const wall = p.kernel_ms + p.outside_ms;
+    const pct = (ms: number) => `${((100 * ms) / wall).toFixed(1).padStart(5)}%`;
+    lines.push(
+      `${p.network}: step ${(p.step_s * 1000).toFixed(0)} ms unprofiled, ${wall.toFixed(0)} ms profiled; ` +
+        `${p.new_tensors} tensors left, peak ${p.peak_mib.toFixed(0)} MiB of tensors`,
+    );
+    for (const k of p.kernels.slice(0, top)) {
+      lines.push(
+        `  ${k.kernel.padEnd(28)} ${String(k.calls).padStart(4)} calls ${k.ms.toFixed(1).padStart(8)} ms ${
+          pct(k.ms)
+        }`,
+      );
+    }
+    const rest = p.kernels.slice(top);
+    const restMs = rest.reduce((s, k) => s + k.ms, 0);
+    const restCalls = rest.reduce((s, k) => s + k.calls, 0);
+    lines.push(
+      `  ${`${rest.length} other kernels`.padEnd(28)} ${String(restCalls).padStart(4)} calls ${
+        restMs.toFixed(1).padStart(8)
+      } ms ${pct(restMs)}`,
+    );
+    lines.push(
+      `  ${"outside kernels".padEnd(28)} ${"".padStart(10)} ${p.outside_ms.toFixed(1).padStart(8)} ms ${
+        pct(p.outside_ms)
+      }`,
+    );
+  }
+  return lines.join("\n");
+}
