@@ -347,6 +347,14 @@ export function configProblem(cfg: RunConfig): string | null {
   return null;
 }
 
+/**
+ * A configuration as an earlier version wrote it (a run's `config.json`, a plan arm's), with the
+ * settings added since at their defaults: what it ran with. A setting since removed throws.
+ */
+export function withDefaults(written: unknown, profile: string, seed: number): RunConfig {
+  return mergeConfig(profileConfig(profile, seed), written);
+}
+
 /** Recursively overlays `patch` on `base` (objects merge, other values replace). */
 export function mergeConfig<T>(base: T, patch: unknown): T {
   if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch as T;
@@ -1123,7 +1131,7 @@ export interface DecoderMetrics {
   /** Mean Dice per class over the fold's test subjects. */
   mean: number[];
   /** The control: the run's segmentation network trained end to end on the same 3T images. */
-  control?: { subjects: { id: string; dice: number[] }[]; mean: number[] };
+  control?: { classes: string[]; subjects: { id: string; dice: number[] }[]; mean: number[] };
 }
 
 /**
@@ -1176,8 +1184,11 @@ export async function trainDecoder(
   });
   const control = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
   net.dispose();
-  const { subjects, mean } = testDiceMetrics(data.test, control, classes);
-  return { fold: split.fold, ...testDiceMetrics(data.test, dice, classes), control: { subjects, mean } };
+  return {
+    fold: split.fold,
+    ...testDiceMetrics(data.test, dice, classes),
+    control: testDiceMetrics(data.test, control, classes),
+  };
 }
 
 /**

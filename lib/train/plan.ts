@@ -12,7 +12,7 @@ import { type OptionSpec, UsageError } from "../cli.ts";
 import { backendOption } from "../backend.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { RunData } from "../report.ts";
-import { mergeConfig, profileConfig } from "./pipeline.ts";
+import { mergeConfig, withDefaults } from "./pipeline.ts";
 import { runTraining } from "./run.ts";
 import { copyCheckpoint } from "./state.ts";
 
@@ -68,8 +68,7 @@ export function perFold(name: string, folds: number): string[] {
 
 /** The arm's configuration: the source's (settings added since it was written at their defaults) changed. */
 export function armConfig(arm: Arm, source: RunData): unknown {
-  const defaults = profileConfig(source.config.profile, source.config.seed);
-  return mergeConfig(mergeConfig(defaults, source.config), arm.changes);
+  return mergeConfig(withDefaults(source.config, source.config.profile, source.config.seed), arm.changes);
 }
 
 /** Trains one arm (or reads it when finished with the same configuration); returns its run folder. */
@@ -126,8 +125,12 @@ async function sameConfig(path: string, config: string, source: RunData): Promis
   const written = await Deno.readTextFile(path);
   if (written === config) return true;
   try {
-    const defaults = profileConfig(source.config.profile, source.config.seed);
-    return JSON.stringify(mergeConfig(defaults, JSON.parse(written)), null, 2) === config;
+    return JSON.stringify(
+      withDefaults(JSON.parse(written), source.config.profile, source.config.seed),
+      null,
+      2,
+    ) ===
+      config;
   } catch {
     return false; // unreadable, or a setting since removed: retrain
   }

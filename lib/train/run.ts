@@ -39,6 +39,7 @@ import {
   trainFusion,
   trainKeeper,
   trainTeacher,
+  withDefaults,
   writeJson,
 } from "./pipeline.ts";
 
@@ -103,10 +104,9 @@ export async function runTraining(
   await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
   const configPath = join(runDir, "config.json");
   if (existsSync(configPath)) {
-    // settings added since the run was written take their defaults (what the run used)
     let previous: unknown = await readJsonFile(configPath, "the run folder's configuration");
     try {
-      previous = mergeConfig(profileConfig(cfg.profile, cfg.seed), previous);
+      previous = withDefaults(previous, cfg.profile, cfg.seed);
     } catch { /* an unknown setting: compared as written, so it differs */ }
     if (JSON.stringify({ ...(previous as RunConfig), progress: cfg.progress }) !== JSON.stringify(cfg)) {
       throw new UsageError(

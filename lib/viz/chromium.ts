@@ -10,12 +10,21 @@ export function chromiumPath(): string | null {
   return null;
 }
 
-/** Runs headless Chromium on a local file with extra flags; returns its standard output. */
-export async function runChromium(file: string, flags: string[]): Promise<string> {
+/**
+ * Runs headless Chromium on a local file (a path) or a URL with extra flags; returns its standard
+ * output.
+ */
+export async function runChromium(target: string, flags: string[]): Promise<string> {
   const chromium = chromiumPath();
   if (!chromium) throw new Error("this needs Chromium (Debian package `chromium`)");
   const r = await new Deno.Command(chromium, {
-    args: ["--headless=new", "--no-sandbox", "--disable-gpu", ...flags, `file://${file}`],
+    args: [
+      "--headless=new",
+      "--no-sandbox",
+      "--disable-gpu",
+      ...flags,
+      /^[a-z]+:\/\//.test(target) ? target : `file://${target}`,
+    ],
     stdout: "piped",
     stderr: "null",
   }).output();

@@ -11,7 +11,7 @@
  * Nothing is fetched from outside: niivue comes from the project's node_modules.
  */
 import { encodeBase64 } from "./base64.ts";
-import { chromiumPath } from "./chromium.ts";
+import { chromiumPath, runChromium } from "./chromium.ts";
 
 /** A label lookup table in niivue's form: parallel arrays over the label values `I`. */
 export interface LabelTable {
@@ -290,27 +290,18 @@ export interface ViewerState {
  * loaded again with a larger budget (up to three times) until no viewer is still loading.
  */
 export async function viewerStates(url: string): Promise<ViewerState[]> {
-  const chromium = chromiumPath();
-  if (!chromium) throw new Error("checking the viewer needs Chromium (Debian package `chromium`)");
+  if (!chromiumPath()) throw new Error("checking the viewer needs Chromium (Debian package `chromium`)");
   const unescape = (t: string) =>
     t.replaceAll("&quot;", '"').replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&amp;", "&");
   let states: ViewerState[] = [];
   for (const budget of [30_000, 120_000, 480_000]) {
-    const out = await new Deno.Command(chromium, {
-      args: [
-        "--headless=new",
-        "--no-sandbox",
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-        `--virtual-time-budget=${budget}`,
-        "--window-size=1200,900",
-        "--dump-dom",
-        url,
-      ],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const dom = new TextDecoder().decode(out.stdout);
+    const dom = await runChromium(url, [
+      "--use-angle=swiftshader",
+      "--enable-unsafe-swiftshader",
+      `--virtual-time-budget=${budget}`,
+      "--window-size=1200,900",
+      "--dump-dom",
+    ]);
     states = [...dom.matchAll(/<pre class="viewer-status">([^<]*)<\/pre>/g)].map((m) =>
       JSON.parse(unescape(m[1]))
     );
