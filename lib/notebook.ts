@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { initBackend } from "./backend.ts";
-import { generateCohorts, type PhantomProfile } from "./phantom/cohort.ts";
+import { ensureCohorts, type PhantomProfile } from "./phantom/cohort.ts";
 import { runTraining } from "./train/run.ts";
 
 export function notebookProfile(): PhantomProfile["name"] {
@@ -22,7 +22,7 @@ export const ROOT = new URL("../", import.meta.url).pathname;
 /** The cohort root for a profile, generated when absent. */
 export async function ensureCohort(profile = notebookProfile()): Promise<string> {
   const dir = join(ROOT, "data", "generated", profile);
-  if (!existsSync(join(dir, "paired", "manifest.json"))) await generateCohorts(profile, dir, { seed: 0 });
+  await ensureCohorts(profile, dir, { seed: 0 });
   return dir;
 }
 

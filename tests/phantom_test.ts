@@ -6,6 +6,7 @@ import {
   acquire,
   type Anatomy,
   atlasOnGrid,
+  ensureCohorts,
   generateCohorts,
   loadAtlas,
   PROFILES,
@@ -262,4 +263,22 @@ Deno.test("quick cohorts: deterministic checksums, paper-shaped splits, images a
       }
     }
   }
+});
+
+Deno.test("cohorts generated on demand appear whole: two processes at once, one folder, no partial state", async () => {
+  const root = await Deno.makeTempDir({ prefix: "uhf-ensure-" });
+  const out = `${root}/quick`;
+  // both start before either finishes (as parallel test files do on a fresh clone)
+  const made = await Promise.all([
+    ensureCohorts("quick", out, { seed: 5 }),
+    ensureCohorts("quick", out, { seed: 5 }),
+  ]);
+  assertEquals(made.filter(Boolean).length, 1);
+  for (const c of ["paired", "tissue", "wholebrain"]) {
+    const m: CohortManifest = JSON.parse(await Deno.readTextFile(`${out}/${c}/manifest.json`));
+    for (const f of Object.keys(m.checksums)) assert((await Deno.stat(`${out}/${c}/${f}`)).isFile, f);
+  }
+  assertEquals([...Deno.readDirSync(root)].map((e) => e.name), ["quick"]); // the loser's copy is gone
+  assertEquals(await ensureCohorts("quick", out, { seed: 5 }), false); // present: nothing generated
+  await Deno.remove(root, { recursive: true });
 });

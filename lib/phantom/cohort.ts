@@ -8,6 +8,8 @@
  * preprocessing as in the paper (resampling to a common grid, intensities to [0, 1], histogram
  * matching of 3T to 7T).
  */
+import { existsSync } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
 import { readNifti, writeFileAtomic, writeNifti } from "../io/nifti.ts";
 import { sha256File } from "../io/hash.ts";
 import { applyAffine, invertAffine, type Vec3 } from "../volume/affine.ts";
@@ -532,4 +534,34 @@ export async function generateCohorts(
     result[cohort] = manifest;
   }
   return result;
+}
+
+/**
+ * The phantom cohorts in `outDir`, generated when absent. They are generated into a temporary
+ * sibling folder and renamed into place when complete, so a cohort folder that exists is whole:
+ * another process (parallel tests, a notebook beside a training run) never reads a half-written
+ * cohort, and when two generate at once the first rename wins (generation is deterministic) and
+ * the other's copy is removed. Returns whether this call generated it.
+ */
+export async function ensureCohorts(
+  profileName: PhantomProfile["name"],
+  outDir: string,
+  { seed = 0, log = (_: string) => {} } = {},
+): Promise<boolean> {
+  if (existsSync(`${outDir}/paired/manifest.json`)) return false;
+  const parent = dirname(resolve(outDir));
+  await Deno.mkdir(parent, { recursive: true });
+  const tmp = await Deno.makeTempDir({ dir: parent, prefix: `.${basename(outDir)}-` });
+  try {
+    await generateCohorts(profileName, tmp, { seed, log });
+    try {
+      await Deno.rename(tmp, outDir);
+      return true;
+    } catch (err) {
+      if (existsSync(`${outDir}/paired/manifest.json`)) return false; // another process finished first
+      throw err;
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
 }

@@ -12,7 +12,7 @@ import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
-import { generateCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
+import { ensureCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
 import { sha256File } from "../io/hash.ts";
 import { loadCohort, type Subject, verifyCohort } from "../data/cohort.ts";
 import { loadCheckpoint } from "./state.ts";
@@ -91,7 +91,7 @@ export async function runTraining(
   if (!existsSync(join(data, "paired", "manifest.json"))) {
     if (opts.data) throw new UsageError(`--data ${data}: no paired/manifest.json there`);
     console.log(`cohort ${data} absent: generating the "${profile}" phantom cohorts`);
-    await generateCohorts(cohortProfile(profile), data, { seed: Number(opts.seed) });
+    await ensureCohorts(cohortProfile(profile), data, { seed: Number(opts.seed) });
   }
   const name = String(opts.name ?? profile);
   if (!RUN_NAME.test(name)) {
