@@ -17,8 +17,8 @@ export const TRAIN_COMMAND: CommandSpec = {
     {
       name: "phase",
       description:
-        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling; decoder: a U-Net decoder on each fold's frozen KKN, Table 1 (d))",
-      choices: ["teacher", "keeper", "fusion", "all", "baseline", "decoder"],
+        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling; decoder: a U-Net decoder on each fold's frozen KKN, Table 1 (d); wholebrain: the 27-structure task, Table 3)",
+      choices: ["teacher", "keeper", "fusion", "all", "baseline", "decoder", "wholebrain"],
       default: "all",
     },
     {

@@ -34,14 +34,27 @@ for (const name of Object.keys(NETWORKS) as NetworkName[]) {
   const spec: NetworkSpec = { network: name, classes: 4, nf: 4, levels: 3 };
   Deno.test(`network contract, ${name}: shapes, gradients to every parameter, AFMs at every level, rebuilt from its checkpoint`, async () => {
     const net = buildNetwork(spec, 7);
-    const x = rand([1, 16, 16, 16, 1], 1) as tf.Tensor5D;
+    // a 3D network reads a volume [1, D, H, W, 1]; a 2D one a batch of slices [B, 1, H, W, 1]
+    const dims = net.dims ?? 3;
+    const shapeAt = (size: number): [number, number, number, number] =>
+      dims === 3 ? [1, size, size, size] : [3, 1, size, size];
+    const x = rand([...shapeAt(16), 1], 1) as tf.Tensor5D;
     const features = tf.tidy(() => net.encode(x));
     assertEquals(features.map((f) => f.shape[4]), net.levelChannels, "encoder widths");
     assertEquals(net.levelChannels.length, spec.levels);
     const logits = tf.tidy(() => net.decode(net.encode(x)));
-    assertEquals(logits.shape, [1, 16, 16, 16, 4]);
+    assertEquals(logits.shape, [...shapeAt(16), 4]);
+    if (dims === 2) {
+      // every slice on its own: a slice's logits do not depend on the other slices of the batch
+      const one = tf.tidy(() => net.apply(tf.slice(x, [1, 0, 0, 0, 0], [1, 1, 16, 16, 1])));
+      const inBatch = tf.tidy(() => tf.slice(logits, [1, 0, 0, 0, 0], [1, 1, 16, 16, 4]));
+      const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(one, inBatch))).dataSync()[0]);
+      assert(diff < 1e-5, `${name}: slice 2's logits change with the other slices of its batch (${diff})`);
+      tf.dispose([one, inBatch]);
+    }
     // every parameter gets a gradient from the training loss (with deep supervision where declared)
-    const labels = tf.tensor(Int32Array.from({ length: 16 ** 3 }, (_, i) => i % 4), [16 ** 3], "int32");
+    const voxels = logits.size / 4;
+    const labels = tf.tensor(Int32Array.from({ length: voxels }, (_, i) => i % 4), [voxels], "int32");
     const params = net.namedParameters();
     const { grads } = tf.variableGrads(() => {
       const out = decodeAll(net, net.encode(x));
@@ -58,9 +71,7 @@ for (const name of Object.keys(NETWORKS) as NetworkName[]) {
     tf.dispose(Object.values(grads));
     // an AFM at every level the network declares (all unless it says otherwise), none elsewhere;
     // the guided network keeps the output shape and every AFM gets a gradient
-    const keeper = KEEPER_WIDTHS.map((c, i) =>
-      rand([1, 16 >> i, 16 >> i, 16 >> i, c], 10 + i) as tf.Tensor5D
-    );
+    const keeper = KEEPER_WIDTHS.map((c, i) => rand([...shapeAt(16 >> i), c], 10 + i) as tf.Tensor5D);
     const guided = new GuidedSegmenter(net, KEEPER_WIDTHS, 3);
     const declared = net.fusedLevels ?? net.levelChannels.map((_, i) => i);
     assertEquals(guided.afms.map((a, i) => (a ? i : -1)).filter((i) => i >= 0), declared);

@@ -37,26 +37,43 @@ export interface SegmentationNetwork extends Module {
 class DoubleConv extends Module {
   private readonly a: ConvBlock;
   private readonly b: ConvBlock;
-  constructor(init: Init, cin: number, cout: number) {
+  constructor(init: Init, cin: number, cout: number, dims: Dims = 3) {
     super();
-    this.a = this.child("a", new ConvBlock(init, cin, cout, { activation: "relu" }));
-    this.b = this.child("b", new ConvBlock(init, cout, cout, { activation: "relu" }));
+    this.a = this.child("a", new ConvBlock(init, cin, cout, { activation: "relu", dims }));
+    this.b = this.child("b", new ConvBlock(init, cout, cout, { activation: "relu", dims }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
     return this.b.apply(this.a.apply(x));
   }
 }
 
-/** A transposed 3D convolution (kernel k, stride 2, 'same': doubles each spatial size). */
+/**
+ * A transposed convolution (kernel k, stride 2, 'same': doubles each spatial size; PyTorch's
+ * k4 s2 p1), over every axis (3D) or height and width only (2D: kernel 1 x k x k).
+ */
 class UpConv extends Module {
   readonly weight: tf.Variable;
-  constructor(init: Init, readonly cin: number, readonly cout: number, readonly k = 4) {
+  constructor(
+    init: Init,
+    readonly cin: number,
+    readonly cout: number,
+    readonly k = 4,
+    readonly dims: Dims = 3,
+  ) {
     super();
-    this.weight = this.param("weight", init.kaiming([k, k, k, cout, cin], cin * k ** 3));
+    const kd = dims === 3 ? k : 1;
+    this.weight = this.param("weight", init.kaiming([kd, k, k, cout, cin], cin * kd * k * k));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
     const [n, d, h, w] = x.shape;
-    return tf.conv3dTranspose(x, this.weight as tf.Tensor5D, [n, 2 * d, 2 * h, 2 * w, this.cout], 2, "same");
+    const sd = this.dims === 3 ? 2 : 1;
+    return tf.conv3dTranspose(
+      x,
+      this.weight as tf.Tensor5D,
+      [n, sd * d, 2 * h, 2 * w, this.cout],
+      [sd, 2, 2],
+      "same",
+    );
   }
 }
 
@@ -68,11 +85,17 @@ interface UNetDecoderLayers {
 }
 
 /** Registers the decoder layers as children of `m` (names `up<k>`, `dec<k>`, `head`). */
-function unetDecoderLayers(m: Module, init: Init, w: number[], classes: number): UNetDecoderLayers {
+function unetDecoderLayers(
+  m: Module,
+  init: Init,
+  w: number[],
+  classes: number,
+  dims: Dims = 3,
+): UNetDecoderLayers {
   const ups: UpConv[] = [], dec: DoubleConv[] = [];
   for (let k = w.length - 2; k >= 0; k--) {
-    ups[k] = m.child(`up${k + 1}`, new UpConv(init, w[k + 1], w[k]));
-    dec[k] = m.child(`dec${k + 1}`, new DoubleConv(init, 2 * w[k], w[k]));
+    ups[k] = m.child(`up${k + 1}`, new UpConv(init, w[k + 1], w[k], 4, dims));
+    dec[k] = m.child(`dec${k + 1}`, new DoubleConv(init, 2 * w[k], w[k], dims));
   }
   return { ups, dec, head: m.child("head", new Conv(init, 3, w[0], classes, 1, { bias: true })) };
 }
@@ -90,16 +113,31 @@ function unetDecode({ ups, dec, head }: UNetDecoderLayers, features: tf.Tensor5D
 export class UNet3D extends Module implements SegmentationNetwork {
   readonly levelChannels: number[];
   private readonly enc: DoubleConv[];
-  private readonly bottleneck: DoubleConv;
+  private readonly bottleneck: DoubleConv | null;
   private readonly decoder: UNetDecoderLayers;
-  constructor(readonly classes: number, nf: number, levels: number, seed: number) {
+  /**
+   * The 3D U-Net (widths nf .. 2^(L-1) nf, an extra double conv at the bottleneck), or with
+   * `dims: 2` the whole-brain 2D U-Net of the released code: every level `nf` wide, no extra
+   * bottleneck block (`lib/models/networks.ts` registers both).
+   */
+  constructor(
+    readonly classes: number,
+    nf: number,
+    levels: number,
+    seed: number,
+    readonly dims: Dims = 3,
+  ) {
     super();
     const init = new Init(seed);
-    const w = levelWidths(nf, levels);
+    const w = dims === 3 ? levelWidths(nf, levels) : Array<number>(levels).fill(nf);
     this.levelChannels = w;
-    this.enc = w.map((c, i) => this.child(`enc${i + 1}`, new DoubleConv(init, i === 0 ? 1 : w[i - 1], c)));
-    this.bottleneck = this.child("bottleneck", new DoubleConv(init, w[levels - 1], w[levels - 1]));
-    this.decoder = unetDecoderLayers(this, init, w, classes);
+    this.enc = w.map((c, i) =>
+      this.child(`enc${i + 1}`, new DoubleConv(init, i === 0 ? 1 : w[i - 1], c, dims))
+    );
+    this.bottleneck = dims === 3
+      ? this.child("bottleneck", new DoubleConv(init, w[levels - 1], w[levels - 1]))
+      : null;
+    this.decoder = unetDecoderLayers(this, init, w, classes, dims);
   }
   /** The baseline alone: decode(encode(x)). */
   apply(x: tf.Tensor5D): tf.Tensor5D {
@@ -107,8 +145,8 @@ export class UNet3D extends Module implements SegmentationNetwork {
   }
   encode(x: tf.Tensor5D): tf.Tensor5D[] {
     const out: tf.Tensor5D[] = [];
-    this.enc.forEach((b, i) => out.push(b.apply(i === 0 ? x : pool(out[i - 1]))));
-    out[out.length - 1] = this.bottleneck.apply(out[out.length - 1]);
+    this.enc.forEach((b, i) => out.push(b.apply(i === 0 ? x : pool(out[i - 1], this.dims))));
+    if (this.bottleneck) out[out.length - 1] = this.bottleneck.apply(out[out.length - 1]);
     return out;
   }
   decode(features: tf.Tensor5D[]): tf.Tensor5D {

@@ -28,20 +28,25 @@ export interface NetworkSpec {
 interface NetworkEntry {
   /** Display name used in tables, figures and phase labels. */
   label: string;
+  /** 3: volumes and 3D patches; 2: slices, trained per view (the whole-brain task). */
+  dims: 2 | 3;
   build(spec: Omit<NetworkSpec, "network">, seed: number): SegmentationNetwork;
 }
 
 export const NETWORKS = {
-  unet3d: { label: "3D U-Net", build: (s, seed) => new UNet3D(s.classes, s.nf, s.levels, seed) },
+  unet3d: { label: "3D U-Net", dims: 3, build: (s, seed) => new UNet3D(s.classes, s.nf, s.levels, seed) },
+  unet2d: { label: "2D U-Net", dims: 2, build: (s, seed) => new UNet3D(s.classes, s.nf, s.levels, seed, 2) },
   voxresnet: {
     label: "VoxResNet",
+    dims: 3,
     build: (s, seed) => new VoxResNet(s.classes, s.nf, s.levels, seed, s.voxresnetDeconv ?? "compact"),
   },
   usegnet: {
     label: "U-SegNet",
+    dims: 3,
     build: (s, seed) => new USegNet(s.classes, s.nf, s.levels, seed, s.usegnetAfmLevels ?? "ends"),
   },
-  rpnet: { label: "RP-Net", build: (s, seed) => new RPNet(s.classes, s.nf, s.levels, seed) },
+  rpnet: { label: "RP-Net", dims: 3, build: (s, seed) => new RPNet(s.classes, s.nf, s.levels, seed) },
 } satisfies Record<string, NetworkEntry>;
 
 /** The registered networks' names. */

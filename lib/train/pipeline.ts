@@ -50,9 +50,18 @@ import {
 } from "../losses.ts";
 import { augment, drawAugmentation, toTensor } from "./augment.ts";
 import type { Subject } from "../data/cohort.ts";
+import {
+  fromSlices,
+  sliceShape,
+  toSlices,
+  type View,
+  VIEW_AGGREGATIONS,
+  type ViewAggregation,
+} from "../data/views.ts";
 import { type Scores, trainLoop } from "./loop.ts";
 import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from "./state.ts";
 import { GENERATOR_VERSION, IDEAL_KEY } from "../phantom/cohort.ts";
+import { mulberry32 } from "../random.ts";
 import {
   ConvergenceError,
   type ConvergenceReport,
@@ -106,6 +115,25 @@ export interface RunConfig {
     loss: SegmentationLoss;
     baseline: Schedule;
     /** AFM fine-tuning (and the epoch-matched control, which gets the same schedule). */
+    fusion: Schedule;
+  };
+  /**
+   * Whole-brain segmentation (`--phase wholebrain`, `lib/train/wholebrain.ts`): a 2D teacher and
+   * KKN per view on the paired cohort's slices (the teacher and keeper settings, 2D), then the
+   * whole-brain network with and without AFMs on the whole-brain cohort, per view for a 2D network,
+   * the three views aggregated.
+   */
+  wholebrain: {
+    network: NetworkName;
+    nf: number;
+    levels: number;
+    /** Slices a training step (the paper: 32). */
+    batch: number;
+    aggregation: ViewAggregation;
+    /** The 2D teacher's and the 2D KKN's schedules (one per view each). */
+    teacher: Schedule;
+    keeper: Schedule;
+    baseline: Schedule;
     fusion: Schedule;
   };
   /** Convergence checks at the end of every phase (see `judgeConvergence`). */
@@ -170,7 +198,17 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     afmGate: "none" as AfmGate,
     afm: { ...FULL_AFM },
   };
+  const wholebrain = {
+    network: "unet2d" as NetworkName,
+    nf: profile === "paper" ? 16 : nf,
+    levels: 5,
+    batch: profile === "paper" ? 32 : profile === "quick" ? 2 : 8,
+    aggregation: "average" as ViewAggregation,
+  };
   if (profile === "paper") {
+    // 2D epochs: batches of 32 over every slice of the training subjects (about 192 slices a view
+    // on the paper profile's 1 mm phantom grid): 13 paired and 10 whole-brain training subjects
+    const slices2d = (subjects: number) => paperSchedule(100, Math.ceil((subjects * 192) / 32));
     return {
       ...base,
       folds: 15,
@@ -178,6 +216,13 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
       teacher: { ...teacher, train: paperSchedule(100, 13) },
       keeper: { ...keeper, train: paperSchedule(100, 13) },
       fusion: { ...fusion, loss: "ce", baseline: paperSchedule(100, 7), fusion: paperSchedule(100, 7) },
+      wholebrain: {
+        ...wholebrain,
+        teacher: slices2d(13),
+        keeper: slices2d(13),
+        baseline: slices2d(10),
+        fusion: slices2d(10),
+      },
     };
   }
   if (profile === "quick") {
@@ -190,6 +235,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
       teacher: { ...teacher, train: q(2) },
       keeper: { ...keeper, train: q(2) },
       fusion: { ...fusion, loss: "ce+dice", baseline: q(2), fusion: q(2) },
+      wholebrain: { ...wholebrain, teacher: q(2), keeper: q(2), baseline: q(2), fusion: q(2) },
     };
   }
   const long = profile === "long";
@@ -224,6 +270,14 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
         wholeFraction: 0,
       },
     },
+    // whole slices (no patches): steps of `batch` slices
+    wholebrain: {
+      ...wholebrain,
+      teacher: recipe(long ? 2000 : 300, long ? 100 : 50, 2e-3, 0),
+      keeper: recipe(long ? 2000 : 400, long ? 100 : 50, 1e-2, 0),
+      baseline: recipe(long ? 2000 : 400, long ? 100 : 50, 2e-3, 0),
+      fusion: { ...recipe(long ? 600 : 100, long ? 50 : 20, 5e-4, 0), warmupSteps: long ? 60 : 10 },
+    },
   };
 }
 
@@ -234,6 +288,10 @@ export function schedulesOf(cfg: RunConfig): [string, Schedule][] {
     ["keeper.train", cfg.keeper.train],
     ["fusion.baseline", cfg.fusion.baseline],
     ["fusion.fusion", cfg.fusion.fusion],
+    ["wholebrain.teacher", cfg.wholebrain.teacher],
+    ["wholebrain.keeper", cfg.wholebrain.keeper],
+    ["wholebrain.baseline", cfg.wholebrain.baseline],
+    ["wholebrain.fusion", cfg.wholebrain.fusion],
   ];
 }
 
@@ -253,6 +311,8 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "fusion.afmGate": ["none", "zero"],
   "fusion.afm.channelRefinement": ["two-path", "one-path", "none"],
   "fusion.loss": ["ce", "ce+dice"],
+  "wholebrain.network": Object.keys(NETWORKS),
+  "wholebrain.aggregation": VIEW_AGGREGATIONS,
 };
 
 /** Range rules beyond the type, by `config.json` path: the problem, or null. */
@@ -283,6 +343,9 @@ const RANGES: Record<string, (v: unknown) => string | null> = {
   "fusion.levels": levels,
   // the tissue task's labels: background, CSF, GM, WM (the cohort's label maps)
   "fusion.classes": (v) => (v === 4 ? null : "must be 4 (background, CSF, GM, WM: the tissue labels)"),
+  "wholebrain.nf": posInt,
+  "wholebrain.levels": levels,
+  "wholebrain.batch": posInt,
   "checks.window": (v) => ((v as number) > 0 && (v as number) <= 1 ? null : "must be in (0, 1]"),
   "checks.maxGainPsnr": nonNegative,
   "checks.maxGainDice": nonNegative,
@@ -374,18 +437,49 @@ export interface Context {
   reports: ConvergenceReport[];
   /** Continue past a phase that has not converged (a warning instead of an error). */
   allowUnconverged: boolean;
+  /**
+   * The 2D three-view pipeline: the networks see the slices of `view` (`lib/data/views.ts`),
+   * `batch` slices a training step; absent, they see volumes and 3D patches.
+   */
+  slices?: Slicing;
+  /** Put before every checkpoint name (a view's networks: `axial-`). */
+  prefix?: string;
 }
 
-const ckpt = (ctx: Context, name: string) => join(ctx.runDir, "checkpoints", name);
+/** 2D training on one view's slices. */
+export interface Slicing {
+  view: View;
+  batch: number;
+}
 
-function seedOf(...parts: number[]): number {
+export const ckpt = (ctx: Context, name: string) =>
+  join(ctx.runDir, "checkpoints", `${ctx.prefix ?? ""}${name}`);
+
+export function seedOf(...parts: number[]): number {
   return parts.reduce((h, p) => (Math.imul(h ^ p, 2654435761) >>> 0) + 0x9e37, 0x811c9dc5) >>> 0;
 }
 
+/** A training sample: arrays of one or more subjects, and the tensor shape they make. */
+interface Sample {
+  /** The (first) subject sampled: what the arrays' keys mean. */
+  subject: Subject;
+  arrays: Record<string, Float32Array>;
+  /** [1, D, H, W, 1] for a volume or patch, [B, 1, H, W, 1] for B slices. */
+  tensorShape: [number, number, number, number, number];
+}
+
+/** An array of a sample as the networks' input tensor. */
+function sampleTensor(a: Sample, key: string): tf.Tensor5D {
+  return tf.tensor5d(a.arrays[key], a.tensorShape);
+}
+
 /**
- * The training sample of 0-based step `step` of a phase: the subject `train[step % n]`,
- * augmented (when enabled, seeded by the step), then cropped to a random patch while the
- * schedule trains on patches. `foregroundKey` names the array whose non-zero voxels attract patches.
+ * The training sample of 0-based step `step` of a phase. Volumes: the subject
+ * `train[step % n]`, augmented (when enabled, seeded by the step), then cropped to a random patch
+ * while the schedule trains on patches; `foregroundKey` names the array whose non-zero voxels
+ * attract patches. Slices (`ctx.slices`): `batch` slices of the view drawn uniformly over every
+ * slice of every training subject (seeded by the step), not augmented (the released code does not
+ * augment the whole-brain slices).
  */
 function drawSample(
   ctx: Context,
@@ -395,24 +489,59 @@ function drawSample(
   seed: number,
   labelKeys: string[],
   foregroundKey: string,
-): { subject: Subject; arrays: Record<string, Float32Array>; shape: [number, number, number] } {
+): Sample {
+  if (ctx.slices) return drawSlices(ctx.slices, train, seed);
   const s = train[step % train.length];
   const arrays = ctx.cfg.augment
     ? augment(s.arrays, s.shape, drawAugmentation(seed, s.shape), labelKeys)
     : s.arrays;
-  if (!isPatchStep(schedule, step)) return { subject: s, arrays, shape: s.shape };
-  return {
+  const volume = (shape: [number, number, number], arrays: Record<string, Float32Array>): Sample => ({
     subject: s,
-    ...samplePatch(
-      arrays,
-      s.shape,
-      schedule.patch,
-      arrays[foregroundKey],
-      schedule.foregroundBias,
-      seed ^ 0x2545,
-    ),
-  };
+    arrays,
+    tensorShape: [1, ...shape, 1],
+  });
+  if (!isPatchStep(schedule, step)) return volume(s.shape, arrays);
+  const p = samplePatch(
+    arrays,
+    s.shape,
+    schedule.patch,
+    arrays[foregroundKey],
+    schedule.foregroundBias,
+    seed ^ 0x2545,
+  );
+  return volume(p.shape, p.arrays);
 }
+
+/** `batch` random slices of a view from the subjects (every array of theirs), seeded. */
+function drawSlices({ view, batch }: Slicing, train: Subject[], seed: number): Sample {
+  const r = mulberry32(seed);
+  const [n, h, w] = sliceShape(train[0].shape, view);
+  const keys = Object.keys(train[0].arrays);
+  const arrays = Object.fromEntries(keys.map((k) => [k, new Float32Array(batch * h * w)]));
+  for (let b = 0; b < batch; b++) {
+    const s = train[Math.floor(r() * train.length)];
+    if (sliceShape(s.shape, view).join() !== [n, h, w].join()) {
+      throw new RangeError(`subject ${s.id}: grid ${s.shape.join("x")} differs from ${train[0].id}'s`);
+    }
+    const slice = Math.floor(r() * n);
+    for (const k of keys) {
+      arrays[k].set(viewStack(s, k, view).subarray(slice * h * w, (slice + 1) * h * w), b * h * w);
+    }
+  }
+  return { subject: train[0], arrays, tensorShape: [batch, 1, h, w, 1] };
+}
+
+/** A subject's array as a view's slice stack, computed once per subject, array and view. */
+const stacks = new WeakMap<Float32Array, Partial<Record<View, Float32Array>>>();
+function viewStack(s: Subject, key: string, view: View): Float32Array {
+  const a = s.arrays[key];
+  const cached = stacks.get(a) ?? {};
+  stacks.set(a, cached);
+  return (cached[view] ??= toSlices(a, s.shape, view));
+}
+
+/** Slices a 2D network reads at once when it predicts a whole volume. */
+const PREDICT_SLICES = 16;
 
 /** Rounds, per-round step indices and the learning rate of a schedule, for `trainLoop`. */
 function loopShape(
@@ -441,17 +570,34 @@ async function checkPhase(ctx: Context, report: ConvergenceReport): Promise<void
 
 /**
  * A network's output for one subject, computed from the subject's image `key` (e.g. "3T"), as
- * a flat array in the volume's voxel order.
+ * a flat array in the volume's voxel order (channels last). With `slices`, the 2D network reads
+ * the view's slices ([B, 1, H, W, 1], a few at a time) and its outputs are put back in place.
  */
 export async function predictVolume(
   s: Subject,
   key: string,
   f: (x: tf.Tensor5D) => tf.Tensor,
+  slices?: Slicing,
 ): Promise<Float32Array> {
-  const x = toTensor(s.arrays[key], s.shape);
-  const y = await readAndDispose(tf.tidy(() => f(x)));
-  x.dispose();
-  return y;
+  if (!slices) {
+    const x = toTensor(s.arrays[key], s.shape);
+    const y = await readAndDispose(tf.tidy(() => f(x)));
+    x.dispose();
+    return y;
+  }
+  const { view } = slices;
+  const [n, h, w] = sliceShape(s.shape, view);
+  const stack = viewStack(s, key, view);
+  const parts: Float32Array[] = [];
+  for (let first = 0; first < n; first += PREDICT_SLICES) {
+    const count = Math.min(PREDICT_SLICES, n - first);
+    const x = tf.tensor5d(stack.subarray(first * h * w, (first + count) * h * w), [count, 1, h, w, 1]);
+    parts.push(await readAndDispose(tf.tidy(() => f(x))));
+    x.dispose();
+  }
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return fromSlices(out, s.shape, view, out.length / (n * h * w));
 }
 
 /** Per-voxel argmax of class logits, as float labels. */
@@ -477,11 +623,16 @@ export function synthesisOf(
   key: string,
   teacher: Teacher,
   kkn: KnowledgeKeeper,
+  slices?: Slicing,
 ): Promise<Float32Array> {
-  return predictVolume(s, key, (x) => teacher.decoder.apply(kkn.apply(x)));
+  return predictVolume(s, key, (x) => teacher.decoder.apply(kkn.apply(x)), slices);
 }
 
-function imageScores(pred: Float32Array, truth: Float32Array, shape: [number, number, number]): Scores {
+export function imageScores(
+  pred: Float32Array,
+  truth: Float32Array,
+  shape: [number, number, number],
+): Scores {
   const clipped = clip01(pred);
   return { psnr: psnr(clipped, truth), ssim: ssim3d(clipped, truth, shape) };
 }
@@ -617,7 +768,7 @@ export function buildGuided(
 }
 
 /** PSNR/SSIM of the 3T input itself against 7T: the floor a synthesis has to beat. */
-function floorScores(s: Subject): Scores {
+export function floorScores(s: Subject): Scores {
   return imageScores(s.arrays["3T"], s.arrays["7T"], s.shape);
 }
 
@@ -627,7 +778,7 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
   const schedule = ctx.cfg.teacher.train;
   const opt = adam(schedule.learningRate);
   const params = teacher.parameters();
-  const label = `teacher fold ${split.fold}`;
+  const label = `${ctx.slices ? `${ctx.slices.view} 2D ` : ""}teacher fold ${split.fold}`;
   const result = await trainLoop({
     label,
     checkpoint: ckpt(ctx, `teacher-fold${split.fold}`),
@@ -638,7 +789,7 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
     step: (_i, _round, _index, step) => {
       const seed = seedOf(ctx.cfg.seed, 11, split.fold, step);
       const a = drawSample(ctx, schedule, split.train, step, seed, [], "7T");
-      const y7 = toTensor(a.arrays["7T"], a.shape);
+      const y7 = sampleTensor(a, "7T");
       let parts: Record<string, number> = {};
       const cost = opt.minimize(
         () => {
@@ -656,7 +807,7 @@ export async function trainTeacher(ctx: Context, split: FoldSplit): Promise<Teac
     validate: async () => {
       const s = split.validation;
       return imageScores(
-        await predictVolume(s, "7T", (y) => teacher.reconstruct(y)),
+        await predictVolume(s, "7T", (y) => teacher.reconstruct(y), ctx.slices),
         s.arrays["7T"],
         s.shape,
       );
@@ -697,14 +848,18 @@ export async function trainKeeper(
   teacher: Teacher,
 ): Promise<KnowledgeKeeper> {
   const kkn = buildKeeper(ctx.cfg, split.fold);
-  const disc = new PatchDiscriminator(ctx.cfg.keeper.discriminatorNf, seedOf(ctx.cfg.seed, 3, split.fold));
+  const disc = new PatchDiscriminator(
+    ctx.cfg.keeper.discriminatorNf,
+    seedOf(ctx.cfg.seed, 3, split.fold),
+    ctx.cfg.keeper.dims ?? 3,
+  );
   const schedule = ctx.cfg.keeper.train;
   const optK = adam(schedule.learningRate), optD = adam(schedule.learningRate);
   const { lambdaSyn, lambdaAdv, distribution } = ctx.cfg.keeper;
   // runs written before `distillation` existed distilled
   const distilling = ctx.cfg.keeper.distillation ?? true;
   const pair = new KeeperPair(kkn, disc);
-  const label = `keeper fold ${split.fold}`;
+  const label = `${ctx.slices ? `${ctx.slices.view} 2D ` : ""}keeper fold ${split.fold}`;
   const result = await trainLoop({
     label,
     checkpoint: ckpt(ctx, `keeper-fold${split.fold}`),
@@ -722,7 +877,7 @@ export async function trainKeeper(
         [],
         "7T",
       );
-      const x3 = toTensor(a.arrays["3T"], a.shape), y7 = toTensor(a.arrays["7T"], a.shape);
+      const x3 = sampleTensor(a, "3T"), y7 = sampleTensor(a, "7T");
       const target = distilling ? tf.tidy(() => teacher.encoder.apply(y7)) : null;
       // Algorithm 1 lines 12-19: the KKN update through the frozen teacher decoder; its synthesis
       // is kept (outside the gradient tape, i.e. detached) for the LSGAN discriminator update
@@ -759,7 +914,7 @@ export async function trainKeeper(
     },
     validate: async () => {
       const s = split.validation;
-      return imageScores(await synthesisOf(s, "3T", teacher, kkn), s.arrays["7T"], s.shape);
+      return imageScores(await synthesisOf(s, "3T", teacher, kkn, ctx.slices), s.arrays["7T"], s.shape);
     },
     better: bothImprove,
     log: ctx.log,
@@ -803,10 +958,21 @@ export async function evaluateFold(
   split: FoldSplit,
   teacher: Teacher,
   kkn: KnowledgeKeeper,
+  slices?: Slicing,
 ): Promise<FoldMetrics[]> {
   const out: FoldMetrics[] = [];
-  for (const s of split.test) out.push(await evaluateSubject(split.fold, s, teacher, kkn));
+  for (const s of split.test) out.push(await evaluateSubject(split.fold, s, teacher, kkn, slices));
   return out;
+}
+
+/**
+ * A subject's whole image `key` as one input tensor: [1, D, H, W, 1], or with `slices` every
+ * slice of the view [n, 1, H, W, 1] (outputs go back to volume order with `predictVolume`).
+ */
+function volumeTensor(s: Subject, key: string, slices?: Slicing): tf.Tensor5D {
+  if (!slices) return toTensor(s.arrays[key], s.shape);
+  const [n, h, w] = sliceShape(s.shape, slices.view);
+  return tf.tensor5d(viewStack(s, key, slices.view), [n, 1, h, w, 1]);
 }
 
 async function evaluateSubject(
@@ -814,21 +980,24 @@ async function evaluateSubject(
   s: Subject,
   teacher: Teacher,
   kkn: KnowledgeKeeper,
+  slices?: Slicing,
 ): Promise<FoldMetrics> {
-  const x3 = toTensor(s.arrays["3T"], s.shape), y7 = toTensor(s.arrays["7T"], s.shape);
-  const recon = await readAndDispose(tf.tidy(() => teacher.reconstruct(y7)));
+  // the images through `predictVolume`; the feature maps (whose L2 distances sum over every
+  // position, in any order) from whole-volume (or whole-stack) tensors
+  const recon = await predictVolume(s, "7T", (y) => teacher.reconstruct(y), slices);
+  const syn = await synthesisOf(s, "3T", teacher, kkn, slices);
+  const x3 = volumeTensor(s, "3T", slices), y7 = volumeTensor(s, "7T", slices);
   const f7 = tf.tidy(() => teacher.encoder.apply(y7));
   const f3 = tf.tidy(() => teacher.encoder.apply(x3));
   const fx = tf.tidy(() => kkn.extract(x3));
   const fk = tf.tidy(() => kkn.guide(fx));
-  const syn = await readAndDispose(tf.tidy(() => teacher.decoder.apply(fk)));
   const distances: FeatureDistances[] = [];
   for (let i = 0; i < f7.length; i++) {
-    const [, d, h, w, c] = f7[i].shape, cx = fx[i].shape[4];
+    const [b0, d, h, w, c] = f7[i].shape, cx = fx[i].shape[4];
     const [a, b, k, x] = [await f3[i].data(), await f7[i].data(), await fk[i].data(), await fx[i].data()];
     distances.push({
       level: i + 1,
-      voxels: d * h * w,
+      voxels: b0 * d * h * w,
       d3T7T: featureDistance(a, b, c),
       d3TLike: featureDistance(a, k, c),
       d7TLike: featureDistance(b, k, c),
@@ -928,12 +1097,14 @@ export async function addSyntheses(
   }
 }
 
-/** The tissue cohort's splits and what the segmenters read. */
-interface TissueSplits {
+/** A segmentation cohort's splits, what the segmenters read and the label maps they learn. */
+export interface TissueSplits {
   train: Subject[];
   validation: Subject[];
   test: Subject[];
   input: SegmentationInput;
+  /** The label array's key: `tissue` (the default) or `structures` (whole brain). */
+  labels?: string;
 }
 
 function tissueSplits(ctx: Context, subjects: Subject[]): TissueSplits {
@@ -948,7 +1119,7 @@ function tissueSplits(ctx: Context, subjects: Subject[]): TissueSplits {
 }
 
 /** The stage fields of a segmentation network trained without AFMs. */
-function unguided(net: SegmentationNetwork) {
+export function unguided(net: SegmentationNetwork) {
   return {
     module: net,
     logits: (x: tf.Tensor5D) => net.apply(x),
@@ -958,17 +1129,18 @@ function unguided(net: SegmentationNetwork) {
   };
 }
 
-/** Dice per class of each subject. */
+/** Dice per class of each subject (`slices`: a 2D network predicting the view's slices). */
 async function diceOf(
   subjects: Subject[],
-  input: SegmentationInput,
+  data: Pick<TissueSplits, "input" | "labels">,
   classes: number,
   predict: (x: tf.Tensor5D) => tf.Tensor5D,
+  slices?: Slicing,
 ): Promise<number[][]> {
   const out: number[][] = [];
   for (const s of subjects) {
-    const labels = await predictVolume(s, segInput(s, input), (x) => labelsOf(predict(x)));
-    out.push(dicePerClass(labels, s.arrays.tissue, classes));
+    const labels = await predictVolume(s, segInput(s, data.input), (x) => labelsOf(predict(x)), slices);
+    out.push(dicePerClass(labels, s.arrays[data.labels ?? "tissue"], classes));
   }
   return out;
 }
@@ -978,7 +1150,7 @@ async function diceOf(
  * loss on augmented patches or volumes, validated by Dice (best: the sum of foreground per-class
  * Dice), judged for convergence, then left at its best checkpoint.
  */
-async function trainSegmenter(
+export async function trainSegmenter(
   ctx: Context,
   data: TissueSplits,
   stage: {
@@ -1018,11 +1190,12 @@ async function trainSegmenter(
         data.train,
         step,
         seedOf(ctx.cfg.seed, seedTag, step),
-        ["tissue"],
-        "tissue",
+        [data.labels ?? "tissue"],
+        data.labels ?? "tissue",
       );
-      const x = toTensor(a.arrays[segInput(a.subject, data.input)], a.shape);
-      const y = tf.tensor(Int32Array.from(a.arrays.tissue), [a.arrays.tissue.length], "int32");
+      const x = sampleTensor(a, segInput(a.subject, data.input));
+      const truth = a.arrays[data.labels ?? "tissue"];
+      const y = tf.tensor(Int32Array.from(truth), [truth.length], "int32");
       const fk = features(x);
       // deep supervision (VoxResNet, RP-Net): CE on each auxiliary output, weighted by the network's
       // schedule (VoxResNet: 1 - 0.001 a round; RP-Net: 1)
@@ -1047,7 +1220,7 @@ async function trainSegmenter(
     // validation: the sum of per-class Dice without background (the authors' code includes it,
     // which lets a model that labels everything background look good) and the mean foreground Dice
     validate: async () => {
-      const d = await diceOf(data.validation, data.input, classes, (x) => logits(x, features(x)));
+      const d = await diceOf(data.validation, data, classes, (x) => logits(x, features(x)), ctx.slices);
       return {
         diceSum: mean(d.map((r) => r.slice(1).reduce((a, b) => a + b, 0))),
         dice: mean(d.map((r) => mean(r.slice(1)))),
@@ -1110,7 +1283,7 @@ async function baselineStage(
     ...unguided(net),
     meta: { spec },
   });
-  const dice = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
+  const dice = await diceOf(data.test, data, classes, (x) => net.apply(x));
   return { net, metrics: { input: data.input, ...testDiceMetrics(data.test, dice, classes) } };
 }
 
@@ -1169,7 +1342,7 @@ export async function trainDecoder(
     meta: { widths: kkn.widths, classes, keeperCheckpoint: `keeper-fold${split.fold}-best` },
     auxDecay: 0,
   });
-  const dice = await diceOf(data.test, data.input, classes, (x) => decoder.decode(kkn.apply(x)));
+  const dice = await diceOf(data.test, data, classes, (x) => decoder.decode(kkn.apply(x)));
   decoder.dispose();
 
   const spec = networkSpec(ctx.cfg);
@@ -1182,7 +1355,7 @@ export async function trainDecoder(
     ...unguided(net),
     meta: { spec },
   });
-  const control = await diceOf(data.test, data.input, classes, (x) => net.apply(x));
+  const control = await diceOf(data.test, data, classes, (x) => net.apply(x));
   net.dispose();
   return {
     fold: split.fold,
@@ -1206,8 +1379,7 @@ export async function trainFusion(
   const { classes } = ctx.cfg.fusion;
   const spec = networkSpec(ctx.cfg), label = networkLabel(spec);
   const data = tissueSplits(ctx, subjects);
-  const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) =>
-    diceOf(data.test, data.input, classes, predict);
+  const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) => diceOf(data.test, data, classes, predict);
   const { net: baseline, metrics } = await baselineStage(ctx, data);
   const auxDecay = baseline.auxDecay ?? 0;
   baseline.dispose();
@@ -1274,9 +1446,18 @@ export async function trainFusion(
     guided: guidedDice[n],
     ...(keepers.length > 1 ? { guidedPerFold: guidedPerFold.map((d) => d[n]) } : {}),
   }));
+  return pairedMetrics(metrics.classes, rows, keepers.map((k) => k.fold));
+}
+
+/** Per-subject Dice of the three models with the paired t-tests per class (`FusionMetrics`). */
+export function pairedMetrics(
+  classes: string[],
+  rows: FusionMetrics["subjects"],
+  keeperFolds?: number[],
+): FusionMetrics {
   const mean = (v: number[]) => v.reduce((p, q) => p + q, 0) / v.length;
   const test2 = (a: number[], b: number[]) => (rows.length > 1 ? pairedTTest(a, b) : { t: NaN, p: NaN });
-  const tTest = metrics.classes.map((name, c) => {
+  const tTest = classes.map((name, c) => {
     const a = rows.map((r) => r.baseline[c]), m = rows.map((r) => r.baselineMatched[c]);
     const b = rows.map((r) => r.guided[c]);
     const t = test2(a, b), tm = test2(m, b);
@@ -1291,7 +1472,7 @@ export async function trainFusion(
       pMatched: tm.p,
     };
   });
-  return { classes: metrics.classes, keeperFolds: keepers.map((k) => k.fold), subjects: rows, tTest };
+  return { classes, ...(keeperFolds ? { keeperFolds } : {}), subjects: rows, tTest };
 }
 
 /** Long-format CSV rows (phase, fold, subject, metric, index, value) of a run's metrics. */

@@ -16,6 +16,7 @@ import { ensureCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
 import { sha256File } from "../io/hash.ts";
 import { loadCohort, type Subject, verifyCohort } from "../data/cohort.ts";
 import { loadCheckpoint } from "./state.ts";
+import { trainWholeBrain, type WholeBrainMetrics } from "./wholebrain.ts";
 import {
   addSyntheses,
   type BaselineMetrics,
@@ -179,7 +180,7 @@ export async function lockRun(runDir: string): Promise<() => Promise<void>> {
  */
 export async function checkRunData(runDir: string, data: string): Promise<void> {
   const identity: Record<string, string> = {};
-  for (const cohort of ["paired", "tissue"]) {
+  for (const cohort of ["paired", "tissue", "wholebrain"]) {
     const manifest = join(data, cohort, "manifest.json");
     if (existsSync(manifest)) identity[cohort] = await sha256File(manifest);
   }
@@ -189,7 +190,10 @@ export async function checkRunData(runDir: string, data: string): Promise<void> 
       path,
       "the run folder's cohort record",
     );
-    const changed = Object.keys(identity).find((k) => previous.manifests?.[k] !== identity[k]);
+    // (a cohort a run folder's record predates is added, not a change)
+    const changed = Object.keys(identity).find((k) =>
+      previous.manifests && k in previous.manifests && previous.manifests[k] !== identity[k]
+    );
     if (changed) {
       throw new UsageError(
         `${runDir} was trained on another cohort (${previous.data}; ${changed}/manifest.json differs from ${
@@ -223,6 +227,7 @@ async function trainInto(
   const t0 = performance.now();
   // every cohort the phase needs is checked (present, complete, checksums) before anything trains
   if (phase === "all" || phase === "fusion" || phase === "baseline") await verifyCohort(join(data, "tissue"));
+  if (phase === "wholebrain") await verifyCohort(join(data, "wholebrain"));
   const paired = await loadCohort(join(data, "paired"));
   if (!opts.data) checkGenerated(join(data, "paired"), paired.manifest.generatorVersion);
   // `baseline`: the baseline segmenter alone (no paired folds); more folds than the cohort holds
@@ -239,7 +244,8 @@ async function trainInto(
   const guiding: { fold: number; kkn: KnowledgeKeeper }[] = [];
   const guides = (fold: number) =>
     (phase === "fusion" || phase === "all") && (fold === 1 || cfg.fusion.keeperFolds === "each");
-  for (const split of splits) {
+  // the whole-brain task uses fold 1 (its 2D teacher and KKN, or its 3D KKN for a 3D network)
+  for (const split of phase === "wholebrain" ? [] : splits) {
     const teacher = phase === "teacher" || phase === "all" ||
         !existsSync(join(runDir, "checkpoints", `teacher-fold${split.fold}-best.json`))
       ? await trainTeacher(ctx, split)
@@ -277,6 +283,23 @@ async function trainInto(
     trained.net.dispose();
     baseline = trained.metrics;
   }
+  let wholebrain: WholeBrainMetrics | null = null;
+  if (phase === "wholebrain") {
+    const cohort = await loadCohort(join(data, "wholebrain"));
+    const split = splits[0];
+    wholebrain = await trainWholeBrain(ctx, split, cohort.subjects, async () => {
+      const path = (name: string) => join(runDir, "checkpoints", `${name}-fold${split.fold}-best`);
+      if (existsSync(`${path("keeper")}.json`)) {
+        return await loaded(buildKeeper(cfg, split.fold), path("keeper"), "keeper.");
+      }
+      const teacher = existsSync(`${path("teacher")}.json`)
+        ? await loaded(buildTeacher(cfg, split.fold), path("teacher"))
+        : await trainTeacher(ctx, split);
+      const kkn = await trainKeeper(ctx, split, teacher);
+      teacher.dispose();
+      return kkn;
+    });
+  }
   const seconds = (performance.now() - t0) / 1000;
   const rss = peakRssMiB();
   const peakRss = Number.isFinite(rss) ? rss : null;
@@ -292,11 +315,13 @@ async function trainInto(
     fusion,
     baseline,
     decoders,
+    wholebrain,
     convergence: ctx.reports,
   };
   await writeJson(join(runDir, "metrics.json"), metrics);
   await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion, cfg.fusion.network, decoders));
   console.log(summary(folds, fusion, baseline, decoders, seconds));
+  if (wholebrain) console.log(wholeBrainSummary(wholebrain));
   return runDir;
 }
 
@@ -375,6 +400,38 @@ function summary(
     lines.push(
       `fold ${d.fold} U-Net decoder on the frozen KKN (3T): Dice ${
         d.classes.map((c, i) => `${c} ${d.mean[i].toFixed(4)}`).join(", ")
+      }`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Mean Dice of the cortical (1-4), subcortical (5-27) structures and all 27, per model. */
+function wholeBrainSummary(m: WholeBrainMetrics): string {
+  const lines: string[] = [];
+  if (m.synthesis) {
+    const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+    const a = m.synthesis.aggregated;
+    lines.push(
+      `2D KKN, ${m.views!.length} views averaged: PSNR ${mean(a.map((r) => r.keeper.psnr)).toFixed(2)} SSIM ${
+        mean(a.map((r) => r.keeper.ssim)).toFixed(4)
+      } (teacher ${mean(a.map((r) => r.teacher.psnr)).toFixed(2)}, 3T floor ${
+        mean(a.map((r) => r.floor3T.psnr)).toFixed(2)
+      })`,
+    );
+  }
+  const t = m.segmentation.tTest;
+  const avg = (key: "baselineMean" | "baselineMatchedMean" | "guidedMean", from: number, to: number) =>
+    (t.slice(from, to).reduce((s, r) => s + r[key], 0) / (to - from)).toFixed(4);
+  for (
+    const [key, name] of [["baselineMean", "baseline"], ["baselineMatchedMean", "epoch-matched"], [
+      "guidedMean",
+      "guided",
+    ]] as const
+  ) {
+    lines.push(
+      `${m.label} ${name.padEnd(13)} Dice cortical ${avg(key, 1, 5)} subcortical ${avg(key, 5, 28)} average ${
+        avg(key, 1, 28)
       }`,
     );
   }

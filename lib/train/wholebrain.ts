@@ -1,0 +1,333 @@
+/**
+ * Whole-brain segmentation of 27 structures (paper sections 3 and 4.4.3, Table 3): the phases of
+ * the tissue task, run by the same code on a different view of the data.
+ *
+ * A 2D network (`wholebrain.network` registered with `dims: 2`, e.g. the 2D U-Net) is trained per
+ * view (axial, coronal, sagittal; `lib/data/views.ts`) on batches of slices: per view a 2D teacher
+ * and a 2D KKN on the paired cohort's fold 1 (phases 1-2, the teacher and keeper settings with
+ * `dims: 2` and the `wholebrain` schedules), then the segmentation network alone, the epoch-matched
+ * control and the network fine-tuned with AFMs guided by that view's KKN. The sagittal models
+ * learn the structures with left and right merged (16 classes). A test scan's labels are the three
+ * views' predictions aggregated (`wholebrain.aggregation`). A 3D network (e.g. UNesT) is trained
+ * once on volumes, guided by the 3D KKN of fold 1.
+ *
+ * Checkpoints of a view are the tissue task's names prefixed by the view (`axial-teacher-fold1-best`,
+ * `axial-guided-best`); a 3D network's are prefixed by `wholebrain-`.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { existsSync } from "node:fs";
+import type { Subject } from "../data/cohort.ts";
+import {
+  aggregateViews,
+  meanOfViews,
+  mergeLabels,
+  mergeLeftRight,
+  unmergeScores,
+  type View,
+  VIEWS,
+} from "../data/views.ts";
+import { dicePerClass } from "../metrics.ts";
+import type { KnowledgeKeeper } from "../models/keeper.ts";
+import type { Teacher } from "../models/teacher.ts";
+import { networkLabel, NETWORKS } from "../models/networks.ts";
+import { LEFT_RIGHT_PAIRS, STRUCTURES } from "../phantom/labels.ts";
+import { loadCheckpoint } from "./state.ts";
+import type { Scores } from "./loop.ts";
+import {
+  buildGuided,
+  buildKeeper,
+  buildSegmenter,
+  buildTeacher,
+  ckpt,
+  type Context,
+  evaluateFold,
+  floorScores,
+  type FoldMetrics,
+  type FoldSplit,
+  type FusionMetrics,
+  imageScores,
+  networkSpec,
+  pairedMetrics,
+  predictVolume,
+  type RunConfig,
+  segInput,
+  synthesisOf,
+  type TissueSplits,
+  trainKeeper,
+  trainSegmenter,
+  trainTeacher,
+  unguided,
+} from "./pipeline.ts";
+
+/** The whole-brain label key of a cohort scan. */
+export const STRUCTURES_KEY = "structures";
+
+/** The sagittal view's classes: the 27 structures with left and right merged (16 with background). */
+export const SAGITTAL_LABELS = mergeLeftRight(STRUCTURES.length, LEFT_RIGHT_PAIRS);
+
+/** Whether a registered network is 2D (trained per view on slices). */
+export function isSliceNetwork(cfg: RunConfig): boolean {
+  return NETWORKS[cfg.wholebrain.network].dims === 2;
+}
+
+/** The context a view's networks train in: 2D teacher, KKN and segmenter, the view's slices. */
+export function viewContext(ctx: Context, view: View | null): Context {
+  const wb = ctx.cfg.wholebrain;
+  const classes = view === "sagittal" ? SAGITTAL_LABELS.split.length : STRUCTURES.length;
+  const dims = view ? 2 : 3;
+  const cfg: RunConfig = {
+    ...ctx.cfg,
+    teacher: view ? { ...ctx.cfg.teacher, dims, train: wb.teacher } : ctx.cfg.teacher,
+    keeper: view ? { ...ctx.cfg.keeper, dims, train: wb.keeper } : ctx.cfg.keeper,
+    fusion: {
+      ...ctx.cfg.fusion,
+      network: wb.network,
+      nf: wb.nf,
+      levels: wb.levels,
+      classes,
+      baseline: wb.baseline,
+      fusion: wb.fusion,
+    },
+  };
+  return view
+    ? { ...ctx, cfg, slices: { view, batch: wb.batch }, prefix: `${view}-` }
+    : { ...ctx, cfg, prefix: "wholebrain-" };
+}
+
+/** A view's subjects: the sagittal view's with left and right structures merged. */
+function viewSubjects(subjects: Subject[], view: View | null): Subject[] {
+  if (view !== "sagittal") return subjects;
+  return subjects.map((s) => ({
+    ...s,
+    arrays: { ...s.arrays, [STRUCTURES_KEY]: mergeLabels(s.arrays[STRUCTURES_KEY], SAGITTAL_LABELS) },
+  }));
+}
+
+export interface WholeBrainSynthesis {
+  /** Per view, the fold's test subjects: 2D teacher and KKN scores, 3T floor, Table A.1 distances. */
+  views: Partial<Record<View, FoldMetrics[]>>;
+  /** The three views' reconstructions and syntheses averaged (the released code's `/= 3`). */
+  aggregated: { subject: string; teacher: Scores; keeper: Scores; floor3T: Scores }[];
+}
+
+export interface WholeBrainMetrics {
+  network: string;
+  label: string;
+  /** The views trained (2D), or null for a 3D network. */
+  views: View[] | null;
+  aggregation: string;
+  /** 2D teacher and KKN synthesis (2D networks; a 3D network uses the run's 3D KKN). */
+  synthesis: WholeBrainSynthesis | null;
+  /** Dice per structure (28 with background) of the test scans: baseline, control, guided. */
+  segmentation: FusionMetrics;
+}
+
+/**
+ * Phases 1-2 in 2D for every view on fold `split` (a view's teacher and KKN are read when their
+ * best checkpoints exist), with per-view and aggregated synthesis scores. Returns each view's KKN.
+ */
+async function viewKeepers(
+  ctx: Context,
+  split: FoldSplit,
+): Promise<{ keepers: Record<View, KnowledgeKeeper>; synthesis: WholeBrainSynthesis }> {
+  const keepers = {} as Record<View, KnowledgeKeeper>;
+  const teachers = {} as Record<View, Teacher>;
+  const views: WholeBrainSynthesis["views"] = {};
+  for (const view of VIEWS) {
+    const v = viewContext(ctx, view);
+    const name = (phase: string) => ckpt(v, `${phase}-fold${split.fold}-best`);
+    teachers[view] = existsSync(`${name("teacher")}.json`)
+      ? await loaded(buildTeacher(v.cfg, split.fold), name("teacher"))
+      : await trainTeacher(v, split);
+    keepers[view] = existsSync(`${name("keeper")}.json`)
+      ? await loaded(buildKeeper(v.cfg, split.fold), name("keeper"), "keeper.")
+      : await trainKeeper(v, split, teachers[view]);
+    views[view] = await evaluateFold(split, teachers[view], keepers[view], v.slices);
+  }
+  const aggregated: WholeBrainSynthesis["aggregated"] = [];
+  for (const s of split.test) {
+    const recon: Float32Array[] = [], syn: Float32Array[] = [];
+    for (const view of VIEWS) {
+      const slices = viewContext(ctx, view).slices;
+      recon.push(await predictVolume(s, "7T", (y) => teachers[view].reconstruct(y), slices));
+      syn.push(await synthesisOf(s, "3T", teachers[view], keepers[view], slices));
+    }
+    aggregated.push({
+      subject: s.id,
+      teacher: imageScores(meanOfViews(recon), s.arrays["7T"], s.shape),
+      keeper: imageScores(meanOfViews(syn), s.arrays["7T"], s.shape),
+      floor3T: floorScores(s),
+    });
+  }
+  for (const t of Object.values(teachers)) t.dispose();
+  return { keepers, synthesis: { views, aggregated } };
+}
+
+async function loaded<M extends { dispose(): void }>(m: M, path: string, prefix = ""): Promise<M> {
+  await loadCheckpoint(path, m as never, {}, prefix);
+  return m;
+}
+
+/** The whole-brain cohort's splits (every scan of a rescanned subject tests). */
+function wholeBrainSplits(subjects: Subject[]): TissueSplits {
+  const of = (split: string) => subjects.filter((s) => s.split === split);
+  const data = { train: of("train"), validation: of("validation"), test: of("test") };
+  if (!data.train.length || !data.validation.length || !data.test.length) {
+    throw new Error("wholebrain cohort: needs train, validation and test scans in its manifest");
+  }
+  for (const s of subjects) {
+    if (!(STRUCTURES_KEY in s.arrays)) {
+      throw new Error(`wholebrain scan ${s.id}: no "${STRUCTURES_KEY}" label map`);
+    }
+  }
+  return { ...data, input: "low-field", labels: STRUCTURES_KEY };
+}
+
+/** The three stages of phase 3 for one view (or the 3D network): baseline, control, guided. */
+async function trainStages(v: Context, data: TissueSplits, kkn: KnowledgeKeeper): Promise<void> {
+  const spec = networkSpec(v.cfg);
+  const label = `${networkLabel(spec)}${v.slices ? ` ${v.slices.view}` : ""}`;
+  const net = buildSegmenter(v.cfg, spec);
+  await trainSegmenter(v, data, {
+    label: `baseline ${label}`,
+    name: "baseline",
+    schedule: v.cfg.fusion.baseline,
+    seedTag: 13,
+    ...unguided(net),
+    meta: { spec, view: v.slices?.view ?? null },
+  });
+  const auxDecay = net.auxDecay ?? 0;
+  net.dispose();
+  const fromBaseline = async () => await loaded(buildSegmenter(v.cfg, spec), ckpt(v, "baseline-best"));
+  const matched = await fromBaseline();
+  await trainSegmenter(v, data, {
+    label: `baseline ${label}, epoch-matched`,
+    name: "baseline-matched",
+    schedule: v.cfg.fusion.fusion,
+    seedTag: 14,
+    ...unguided(matched),
+    meta: { spec, view: v.slices?.view ?? null },
+  });
+  matched.dispose();
+  const guided = buildGuided(v.cfg, await fromBaseline(), kkn.widths);
+  await trainSegmenter(v, data, {
+    label: `${label} + AFM`,
+    name: "guided",
+    schedule: v.cfg.fusion.fusion,
+    module: guided,
+    seedTag: 14,
+    logits: (x, fk) => guided.apply(x, fk),
+    forward: (x, fk) => guided.forward(x, fk),
+    keeper: kkn,
+    meta: { spec, view: v.slices?.view ?? null, keeperWidths: kkn.widths },
+    auxDecay,
+  });
+  guided.dispose();
+}
+
+type Stage = "baseline" | "baseline-matched" | "guided";
+
+/**
+ * A test scan's class probabilities over the 28 labels from one view's (or the 3D network's)
+ * model of `stage`, in volume order; the sagittal view's spread back over both hemispheres.
+ */
+async function stageProbabilities(
+  v: Context,
+  stage: Stage,
+  kkn: KnowledgeKeeper,
+  s: Subject,
+  models: Map<string, { apply(x: tf.Tensor5D): tf.Tensor5D; dispose(): void }>,
+): Promise<Float32Array> {
+  const key = `${v.prefix}${stage}`;
+  if (!models.has(key)) {
+    const spec = networkSpec(v.cfg);
+    if (stage === "guided") {
+      const guided = await loaded(
+        buildGuided(v.cfg, buildSegmenter(v.cfg, spec), kkn.widths),
+        ckpt(v, "guided-best"),
+      );
+      models.set(key, { apply: (x) => guided.apply(x, kkn.apply(x)), dispose: () => guided.dispose() });
+    } else {
+      const net = await loaded(buildSegmenter(v.cfg, spec), ckpt(v, `${stage}-best`));
+      models.set(key, { apply: (x) => net.apply(x), dispose: () => net.dispose() });
+    }
+  }
+  const model = models.get(key)!;
+  const p = await predictVolume(s, segInput(s), (x) => tf.softmax(model.apply(x)), v.slices);
+  return v.slices?.view === "sagittal" ? unmergeScores(p, SAGITTAL_LABELS, STRUCTURES.length) : p;
+}
+
+/**
+ * Whole-brain segmentation: for a 2D network the per-view 2D teacher and KKN of `split` (fold 1)
+ * then per view the three stages, each test scan aggregated over the views; for a 3D network the
+ * three stages guided by `keeper3d`. Returns Dice per structure with paired statistics.
+ */
+export async function trainWholeBrain(
+  ctx: Context,
+  split: FoldSplit,
+  subjects: Subject[],
+  keeper3d: () => Promise<KnowledgeKeeper>,
+): Promise<WholeBrainMetrics> {
+  const data = wholeBrainSplits(subjects);
+  const views: (View | null)[] = isSliceNetwork(ctx.cfg) ? [...VIEWS] : [null];
+  let synthesis: WholeBrainSynthesis | null = null;
+  const keepers = new Map<View | null, KnowledgeKeeper>();
+  if (views[0] === null) keepers.set(null, await keeper3d());
+  else {
+    const trained = await viewKeepers(ctx, split);
+    synthesis = trained.synthesis;
+    for (const view of VIEWS) keepers.set(view, trained.keepers[view]);
+  }
+  for (const view of views) {
+    const v = viewContext(ctx, view);
+    const d = {
+      ...data,
+      train: viewSubjects(data.train, view),
+      validation: viewSubjects(data.validation, view),
+    };
+    await trainStages(v, d, keepers.get(view)!);
+  }
+  // test: every stage's views aggregated per scan
+  const classes = STRUCTURES.length;
+  const models = new Map<string, { apply(x: tf.Tensor5D): tf.Tensor5D; dispose(): void }>();
+  const dice: Record<Stage, number[][]> = { baseline: [], "baseline-matched": [], guided: [] };
+  for (const s of data.test) {
+    for (const stage of Object.keys(dice) as Stage[]) {
+      const probabilities: Partial<Record<View, Float32Array>> = {};
+      let labels: Float32Array;
+      if (views[0] === null) {
+        const p = await stageProbabilities(viewContext(ctx, null), stage, keepers.get(null)!, s, models);
+        labels = aggregateViews({ axial: p }, classes, "average"); // one prediction: its argmax
+      } else {
+        for (const view of VIEWS) {
+          probabilities[view] = await stageProbabilities(
+            viewContext(ctx, view),
+            stage,
+            keepers.get(view)!,
+            s,
+            models,
+          );
+        }
+        labels = aggregateViews(probabilities, classes, ctx.cfg.wholebrain.aggregation);
+      }
+      dice[stage].push(dicePerClass(labels, s.arrays[STRUCTURES_KEY], classes));
+    }
+  }
+  for (const m of models.values()) m.dispose();
+  for (const k of keepers.values()) k.dispose();
+  const rows = data.test.map((s, n) => ({
+    id: s.id,
+    baseline: dice.baseline[n],
+    baselineMatched: dice["baseline-matched"][n],
+    guided: dice.guided[n],
+  }));
+  const spec = networkSpec(viewContext(ctx, views[0]).cfg);
+  return {
+    network: spec.network,
+    label: networkLabel(spec),
+    views: views[0] === null ? null : [...VIEWS],
+    aggregation: views[0] === null ? "none (3D)" : ctx.cfg.wholebrain.aggregation,
+    synthesis,
+    segmentation: pairedMetrics([...STRUCTURES], rows),
+  };
+}
