@@ -1,9 +1,12 @@
 /**
- * `deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>]`: tissue segmentation of a new
- * low-field T1 with a trained run: the input is reoriented to RAS+, resampled to the run's voxel
- * spacing on a grid padded to multiples of 16, normalised to [0, 1] as in training; the frozen
- * KKN gives the 7T-like features, the AFM-guided segmenter the labels (0 background, 1 CSF,
- * 2 GM, 3 WM), which are resampled (nearest) back onto the input's own grid and affine.
+ * `deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--task tissue|wholebrain]`:
+ * segmentation of a new low-field T1 with a trained run: the input is reoriented to RAS+,
+ * resampled to the run's voxel spacing on a grid padded to multiples of 16, normalised to [0, 1]
+ * as in training; the frozen KKN gives the 7T-like features, the AFM-guided segmenter the labels
+ * (tissue: 0 background, 1 CSF, 2 GM, 3 WM; wholebrain: the 27 structures, each view's guided 2D
+ * network and KKN, the views aggregated as the run did), which are resampled (nearest) back onto
+ * the input's own grid and affine. The label names and colours go beside the output as a
+ * FreeSurfer-style lookup table (`<out>_lut.txt`) and as JSON (`<out>_lut.json`).
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
@@ -16,14 +19,32 @@ import { resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
 import { makeVolume, toFloat32, type Volume } from "../lib/volume/volume.ts";
 import { DimensionError } from "../lib/io/errors.ts";
 import { commonGrid, normalizeIntensity } from "../lib/data/preprocess.ts";
-import { loadGuided, type RunConfig } from "../lib/train/pipeline.ts";
+import { writeFileAtomic } from "../lib/io/nifti.ts";
+import { loadGuided, type RunConfig, withDefaults } from "../lib/train/pipeline.ts";
+import { WholeBrainModels } from "../lib/train/wholebrain.ts";
+import { VIEWS } from "../lib/data/views.ts";
+import {
+  freeSurferLut,
+  lutJson,
+  STRUCTURE_COLOURS,
+  STRUCTURES,
+  TISSUE_CLASSES,
+} from "../lib/phantom/labels.ts";
 
 export const SEGMENT_COMMAND: CommandSpec = {
   name: "deno task segment",
   summary: "segment CSF/GM/WM in a low-field T1 with a trained run (KKN + the run's AFM-guided network)",
-  usage: "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--backend NAME] [--force]",
+  usage:
+    "deno task segment <in.nii.gz> <out.nii.gz> [--run runs/<name>] [--task tissue|wholebrain] [--backend NAME] [--force]",
   options: [
     { name: "run", description: "a finished `deno task train` run folder", default: "runs/default" },
+    {
+      name: "task",
+      description:
+        "tissue (CSF/GM/WM, the run's phase 3) or wholebrain (27 structures, the run's --phase wholebrain)",
+      choices: ["tissue", "wholebrain"],
+      default: "tissue",
+    },
     backendOption(),
     {
       name: "spacing",
@@ -107,7 +128,7 @@ export async function segmentFile(
   output: string,
   runDir: string,
   spacingOpt?: number,
-  { force = false }: { force?: boolean } = {},
+  { force = false, task = "tissue" }: { force?: boolean; task?: "tissue" | "wholebrain" } = {},
 ): Promise<void> {
   if (spacingOpt !== undefined && !(Number.isFinite(spacingOpt) && spacingOpt > 0)) {
     throw new UsageError(`--spacing ${spacingOpt}: must be a positive number of millimetres`);
@@ -120,14 +141,24 @@ export async function segmentFile(
   if (!existsSync(cfgPath)) {
     throw new UsageError(`--run ${runDir}: no config.json (not a finished training run)`);
   }
-  for (const f of ["keeper-fold1-best.json", "guided-best.json"]) {
+  const written = await readJsonFile<RunConfig>(cfgPath, "the run's configuration");
+  const cfg = withDefaults(written, written.profile, written.seed);
+  const wholebrain = task === "wholebrain";
+  const needed = wholebrain
+    ? (new WholeBrainModels({ cfg, runDir, log: async () => {}, reports: [], allowUnconverged: true })
+        .views[0] === null
+      ? ["keeper-fold1-best.json", "wholebrain-guided-best.json"]
+      : VIEWS.flatMap((v) => [`${v}-keeper-fold1-best.json`, `${v}-guided-best.json`]))
+    : ["keeper-fold1-best.json", "guided-best.json"];
+  for (const f of needed) {
     if (!existsSync(join(runDir, "checkpoints", f))) {
       throw new UsageError(
-        `--run ${runDir}: checkpoints/${f} missing (run all phases of deno task train first)`,
+        `--run ${runDir}: checkpoints/${f} missing (${
+          wholebrain ? "run deno task train --phase wholebrain" : "run all phases of deno task train"
+        } first)`,
       );
     }
   }
-  const cfg = await readJsonFile<RunConfig>(cfgPath, "the run's configuration");
   const metricsPath = join(runDir, "metrics.json");
   const spacing = spacingOpt ??
     ((await readJsonFile<{ spacing?: number }>(metricsPath, "the run's metrics")).spacing ?? 3);
@@ -150,22 +181,51 @@ export async function segmentFile(
   const grid = commonGrid(canonical, spacing);
   const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
 
-  // the guided network rebuilt from the spec its checkpoint records, with the KKN it was trained with
-  const { keeper: kkn, guided } = await loadGuided(cfg, join(runDir, "checkpoints"));
-
   const [ni, nj, nk] = grid.shape;
-  const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);
-  const labels = tf.tidy(() => tf.argMax(guided.apply(x, kkn.apply(x)), 4));
-  const data = Int16Array.from((await labels.data()) as Int32Array);
-  tf.dispose([x, labels]);
+  let data: Int16Array;
+  if (wholebrain) {
+    const models = new WholeBrainModels({
+      cfg,
+      runDir,
+      log: async () => {},
+      reports: [],
+      allowUnconverged: true,
+    });
+    const scan = {
+      id: input,
+      split: "test" as const,
+      arrays: { "1.5T": onGrid.data as Float32Array },
+      shape: [nk, nj, ni] as [number, number, number],
+      reference: onGrid,
+    };
+    data = Int16Array.from(await models.labels(scan, "guided"));
+    models.dispose();
+  } else {
+    // the guided network rebuilt from the spec its checkpoint records, with the KKN it was trained with
+    const { keeper: kkn, guided } = await loadGuided(cfg, join(runDir, "checkpoints"));
+    const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);
+    const labels = tf.tidy(() => tf.argMax(guided.apply(x, kkn.apply(x)), 4));
+    data = Int16Array.from((await labels.data()) as Int32Array);
+    tf.dispose([x, labels]);
+    kkn.dispose();
+    guided.dispose();
+  }
   const onModelGrid = makeVolume(data, grid.shape, grid.affine);
   const back = resampleToGrid(onModelGrid, original.shape, original.affine, "nearest");
   await writeNifti(
     output,
     makeVolume(Int16Array.from(back.data), original.shape, original.affine),
-    "tissue labels",
+    wholebrain ? "27 structures" : "tissue labels",
   );
+  const names = wholebrain ? STRUCTURES : TISSUE_CLASSES;
+  const colours = wholebrain ? STRUCTURE_COLOURS : TISSUE_COLOURS;
+  const base = output.replace(/\.nii(\.gz)?$/, "");
+  await writeFileAtomic(`${base}_lut.txt`, freeSurferLut(names, colours));
+  await writeFileAtomic(`${base}_lut.json`, lutJson(names, colours));
 }
+
+/** Tissue label colours (FreeSurfer's CSF, cortex and white matter colours). */
+const TISSUE_COLOURS: [number, number, number][] = [[0, 0, 0], [60, 60, 60], [205, 62, 78], [245, 245, 245]];
 
 if (import.meta.main) {
   await runCommand(SEGMENT_COMMAND, async (args) => {
@@ -176,7 +236,11 @@ if (import.meta.main) {
     await initBackend(String(args.options.backend));
     await segmentFile(input, output, String(args.options.run), args.options.spacing as number | undefined, {
       force: args.options.force === true,
+      task: args.options.task as "tissue" | "wholebrain",
     });
-    console.log(`labels written to ${output}`);
+    const base = output.replace(/\.nii(\.gz)?$/, "");
+    console.log(
+      `labels written to ${output}, their names and colours to ${base}_lut.txt and ${base}_lut.json`,
+    );
   }, { allowPositional: true });
 }

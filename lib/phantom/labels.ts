@@ -77,3 +77,78 @@ export const APPROXIMATE_STRUCTURES = [
   "Left-Cerebellum-White-Matter",
   "Right-Cerebellum-White-Matter",
 ] as const;
+
+/**
+ * Display colours of the 27 structures (background black): FreeSurfer's lookup-table colours
+ * (`FreeSurferColorLUT.txt`) for the structures of the same name, so a label map reads as
+ * FreeSurfer users expect.
+ */
+export const STRUCTURE_COLOURS: readonly (readonly [number, number, number])[] = [
+  [0, 0, 0],
+  [245, 245, 245], // Left-Cerebral-White-Matter
+  [205, 62, 78], // Left-Cerebral-Cortex
+  [245, 245, 245], // Right-Cerebral-White-Matter
+  [205, 62, 78], // Right-Cerebral-Cortex
+  [120, 18, 134], // Left-Lateral-Ventricle
+  [220, 248, 164], // Left-Cerebellum-White-Matter
+  [230, 148, 34], // Left-Cerebellum-Cortex
+  [0, 118, 14], // Left-Thalamus
+  [122, 186, 220], // Left-Caudate
+  [236, 13, 176], // Left-Putamen
+  [12, 48, 255], // Left-Pallidum
+  [204, 182, 142], // 3rd-Ventricle
+  [42, 204, 164], // 4th-Ventricle
+  [119, 159, 176], // Brain-Stem
+  [220, 216, 20], // Left-Hippocampus
+  [103, 255, 255], // Left-Amygdala
+  [165, 42, 42], // Left-VentralDC
+  [120, 18, 134], // Right-Lateral-Ventricle
+  [220, 248, 164], // Right-Cerebellum-White-Matter
+  [230, 148, 34], // Right-Cerebellum-Cortex
+  [0, 118, 14], // Right-Thalamus
+  [122, 186, 220], // Right-Caudate
+  [236, 13, 176], // Right-Putamen
+  [13, 48, 255], // Right-Pallidum
+  [220, 216, 20], // Right-Hippocampus
+  [103, 255, 255], // Right-Amygdala
+  [165, 42, 42], // Right-VentralDC
+];
+
+/** The paper's Table 3 groups (1-based structure indices): cortical (1)-(4), subcortical (5)-(27). */
+export const CORTICAL = [1, 2, 3, 4] as const;
+export const SUBCORTICAL = Array.from({ length: 23 }, (_, i) => i + 5);
+
+/**
+ * A label table as a FreeSurfer-style lookup table (`index name R G B A` per line, A = 0 as
+ * FreeSurfer writes it), which FreeSurfer's Freeview, 3D Slicer and ITK-SNAP import.
+ */
+export function freeSurferLut(
+  names: readonly string[],
+  colours: readonly (readonly [number, number, number])[],
+): string {
+  const lines = [
+    "#$Id: label table written by deno task segment",
+    "#No. Label Name                    R   G   B   A",
+  ];
+  names.forEach((name, i) => {
+    const [r, g, b] = colours[i];
+    lines.push(
+      `${String(i).padEnd(4)}${name.padEnd(32)}${String(r).padStart(3)} ${String(g).padStart(3)} ${
+        String(b).padStart(3)
+      }   0`,
+    );
+  });
+  return lines.join("\n") + "\n";
+}
+
+/** The same table as JSON: `{ labels: [{ index, name, rgb }] }`. */
+export function lutJson(
+  names: readonly string[],
+  colours: readonly (readonly [number, number, number])[],
+): string {
+  return JSON.stringify(
+    { labels: names.map((name, index) => ({ index, name, rgb: [...colours[index]] })) },
+    null,
+    2,
+  ) + "\n";
+}

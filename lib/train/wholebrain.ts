@@ -225,36 +225,87 @@ async function trainStages(v: Context, data: TissueSplits, kkn: KnowledgeKeeper)
   guided.dispose();
 }
 
-type Stage = "baseline" | "baseline-matched" | "guided";
+export type Stage = "baseline" | "baseline-matched" | "guided";
+export const STAGES: readonly Stage[] = ["baseline", "baseline-matched", "guided"];
+
+interface Predictor {
+  apply(x: tf.Tensor5D): tf.Tensor5D;
+  dispose(): void;
+}
 
 /**
- * A test scan's class probabilities over the 28 labels from one view's (or the 3D network's)
- * model of `stage`, in volume order; the sagittal view's spread back over both hemispheres.
+ * The whole-brain labels of a run's trained models (`--phase wholebrain`), loaded from its
+ * checkpoints when first needed: per stage and view the segmenter (and for the guided stage the
+ * view's KKN, the 3D network's the fold 1 KKN), the views' predictions aggregated as the run's
+ * configuration says. Used by the test scoring, the figures and `deno task segment`.
  */
-async function stageProbabilities(
-  v: Context,
-  stage: Stage,
-  kkn: KnowledgeKeeper,
-  s: Subject,
-  models: Map<string, { apply(x: tf.Tensor5D): tf.Tensor5D; dispose(): void }>,
-): Promise<Float32Array> {
-  const key = `${v.prefix}${stage}`;
-  if (!models.has(key)) {
-    const spec = networkSpec(v.cfg);
-    if (stage === "guided") {
-      const guided = await loaded(
-        buildGuided(v.cfg, buildSegmenter(v.cfg, spec), kkn.widths),
-        ckpt(v, "guided-best"),
-      );
-      models.set(key, { apply: (x) => guided.apply(x, kkn.apply(x)), dispose: () => guided.dispose() });
-    } else {
-      const net = await loaded(buildSegmenter(v.cfg, spec), ckpt(v, `${stage}-best`));
-      models.set(key, { apply: (x) => net.apply(x), dispose: () => net.dispose() });
-    }
+export class WholeBrainModels {
+  private readonly models = new Map<string, Predictor>();
+  private readonly keepers = new Map<string, KnowledgeKeeper>();
+  /** The views of a 2D network, or `[null]` for a 3D one. */
+  readonly views: (View | null)[];
+  constructor(private readonly ctx: Context) {
+    this.views = isSliceNetwork(ctx.cfg) ? [...VIEWS] : [null];
   }
-  const model = models.get(key)!;
-  const p = await predictVolume(s, segInput(s), (x) => tf.softmax(model.apply(x)), v.slices);
-  return v.slices?.view === "sagittal" ? unmergeScores(p, SAGITTAL_LABELS, STRUCTURES.length) : p;
+
+  private async keeper(v: Context): Promise<KnowledgeKeeper> {
+    const path = v.slices ? ckpt(v, "keeper-fold1-best") : ckpt({ ...v, prefix: "" }, "keeper-fold1-best");
+    if (!this.keepers.has(path)) {
+      this.keepers.set(path, await loaded(buildKeeper(v.cfg, 1), path, "keeper."));
+    }
+    return this.keepers.get(path)!;
+  }
+
+  private async model(v: Context, stage: Stage): Promise<Predictor> {
+    const key = `${v.prefix}${stage}`;
+    if (!this.models.has(key)) {
+      const spec = networkSpec(v.cfg);
+      if (stage === "guided") {
+        const kkn = await this.keeper(v);
+        const guided = await loaded(
+          buildGuided(v.cfg, buildSegmenter(v.cfg, spec), kkn.widths),
+          ckpt(v, "guided-best"),
+        );
+        this.models.set(key, {
+          apply: (x) => guided.apply(x, kkn.apply(x)),
+          dispose: () => guided.dispose(),
+        });
+      } else {
+        const net = await loaded(buildSegmenter(v.cfg, spec), ckpt(v, `${stage}-best`));
+        this.models.set(key, { apply: (x) => net.apply(x), dispose: () => net.dispose() });
+      }
+    }
+    return this.models.get(key)!;
+  }
+
+  /**
+   * A scan's class probabilities over the 28 labels from one view's (or the 3D network's) model of
+   * `stage`, in volume order; the sagittal view's spread back over both hemispheres.
+   */
+  async probabilities(s: Subject, stage: Stage, view: View | null): Promise<Float32Array> {
+    const v = viewContext(this.ctx, view);
+    const model = await this.model(v, stage);
+    const p = await predictVolume(s, segInput(s), (x) => tf.softmax(model.apply(x)), v.slices);
+    return view === "sagittal" ? unmergeScores(p, SAGITTAL_LABELS, STRUCTURES.length) : p;
+  }
+
+  /** A scan's 28-label map from `stage`'s models, the views aggregated. */
+  async labels(s: Subject, stage: Stage): Promise<Float32Array> {
+    const probabilities: Partial<Record<View, Float32Array>> = {};
+    for (const view of this.views) {
+      // a 3D network's one prediction stands in the place of a view: its argmax
+      probabilities[view ?? "axial"] = await this.probabilities(s, stage, view);
+    }
+    const mode = this.views[0] === null ? "average" : this.ctx.cfg.wholebrain.aggregation;
+    return aggregateViews(probabilities, STRUCTURES.length, mode);
+  }
+
+  dispose(): void {
+    for (const m of this.models.values()) m.dispose();
+    for (const k of this.keepers.values()) k.dispose();
+    this.models.clear();
+    this.keepers.clear();
+  }
 }
 
 /**
@@ -287,34 +338,18 @@ export async function trainWholeBrain(
     };
     await trainStages(v, d, keepers.get(view)!);
   }
+  for (const k of keepers.values()) k.dispose();
   // test: every stage's views aggregated per scan
-  const classes = STRUCTURES.length;
-  const models = new Map<string, { apply(x: tf.Tensor5D): tf.Tensor5D; dispose(): void }>();
+  const models = new WholeBrainModels(ctx);
   const dice: Record<Stage, number[][]> = { baseline: [], "baseline-matched": [], guided: [] };
   for (const s of data.test) {
-    for (const stage of Object.keys(dice) as Stage[]) {
-      const probabilities: Partial<Record<View, Float32Array>> = {};
-      let labels: Float32Array;
-      if (views[0] === null) {
-        const p = await stageProbabilities(viewContext(ctx, null), stage, keepers.get(null)!, s, models);
-        labels = aggregateViews({ axial: p }, classes, "average"); // one prediction: its argmax
-      } else {
-        for (const view of VIEWS) {
-          probabilities[view] = await stageProbabilities(
-            viewContext(ctx, view),
-            stage,
-            keepers.get(view)!,
-            s,
-            models,
-          );
-        }
-        labels = aggregateViews(probabilities, classes, ctx.cfg.wholebrain.aggregation);
-      }
-      dice[stage].push(dicePerClass(labels, s.arrays[STRUCTURES_KEY], classes));
+    for (const stage of STAGES) {
+      dice[stage].push(
+        dicePerClass(await models.labels(s, stage), s.arrays[STRUCTURES_KEY], STRUCTURES.length),
+      );
     }
   }
-  for (const m of models.values()) m.dispose();
-  for (const k of keepers.values()) k.dispose();
+  models.dispose();
   const rows = data.test.map((s, n) => ({
     id: s.id,
     baseline: dice.baseline[n],
