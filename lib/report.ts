@@ -35,6 +35,7 @@ import {
   synthesisOf,
 } from "./train/pipeline.ts";
 import { loadCheckpoint } from "./train/state.ts";
+import type { WholeBrainMetrics } from "./train/wholebrain.ts";
 import { makeVolume, type Volume } from "./volume/volume.ts";
 import { boxPlot, linePlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame } from "./viz/table.ts";
@@ -66,6 +67,8 @@ export interface RunData {
     baseline?: BaselineMetrics | null;
     /** A `--phase decoder` run's results (Table 1 (d)), one per fold. */
     decoders?: DecoderMetrics[];
+    /** A `--phase wholebrain` run's results (Table 3). */
+    wholebrain?: WholeBrainMetrics | null;
     convergence?: ConvergenceReport[];
   };
   /** log.jsonl: one line per round, and one convergence verdict per phase. */

@@ -59,6 +59,28 @@ Deno.test("PRM at initialisation is a uniform sigmoid(1) gate", () => {
   for (const r of ratio) assertAlmostEquals(r, 1 / (1 + Math.exp(-1)), 1e-5);
 });
 
+Deno.test("PRM on a batch: each sample recalibrated on its own, as one by one (values and gradients)", () => {
+  const prm = new PRM();
+  perturb(prm.parameters(), 40);
+  const x = randn([3, 2, 4, 5, 6], 41) as tf.Tensor5D;
+  const together = prm.apply(x);
+  const alone = tf.concat((tf.split(x, 3, 0) as tf.Tensor5D[]).map((s) => prm.apply(s)), 0);
+  const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(together, alone))).dataSync()[0]);
+  assert(diff < 1e-5, `batched PRM differs from per-sample PRM by ${diff}`);
+  const loss = (f: (x: tf.Tensor5D) => tf.Tensor) => () => tf.sum(tf.square(f(x))) as tf.Scalar;
+  const a = tf.variableGrads(loss((v) => prm.apply(v)), prm.parameters()).grads;
+  const b = tf.variableGrads(
+    loss((v) => tf.concat((tf.split(v, 3, 0) as tf.Tensor5D[]).map((s) => prm.apply(s)), 0)),
+    prm.parameters(),
+  ).grads;
+  for (const v of prm.parameters()) {
+    const d = tf.tidy(() => tf.max(tf.abs(tf.sub(a[v.name], b[v.name]))).dataSync()[0]);
+    const scale = tf.tidy(() => tf.max(tf.abs(b[v.name])).dataSync()[0]);
+    assert(d <= 1e-4 * Math.max(1, scale), `PRM ${v.name}: batched gradient differs by ${d}`);
+  }
+  tf.dispose([together, alone, ...Object.values(a), ...Object.values(b)]);
+});
+
 /** Central differences of a scalar loss with respect to module variables, against autodiff. */
 function variableGradCheck(loss: () => tf.Scalar, vars: tf.Variable[], eps = 1e-2): number {
   const { grads } = tf.variableGrads(loss, vars);

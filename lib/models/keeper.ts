@@ -96,8 +96,42 @@ export class PRM extends Module {
 
   /** Recalibrates each sample of a batch on its own (query, context and statistics per sample). */
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    if (x.shape[0] === 1) return this.applyOne(x);
-    return tf.concat((tf.split(x, x.shape[0], 0) as tf.Tensor5D[]).map((s) => this.applyOne(s)), 0);
+    return x.shape[0] === 1 ? this.applyOne(x) : this.applyBatch(x);
+  }
+
+  /**
+   * `applyOne` for every sample of a batch at once (batched matrix products, per-sample
+   * statistics): the same values, without a graph of small per-sample ops to differentiate.
+   */
+  private applyBatch(x: tf.Tensor5D): tf.Tensor5D {
+    const [b, d, h, w, c] = x.shape, v = d * h * w;
+    const flat = tf.reshape(x, [b, v, c]) as tf.Tensor3D;
+    const pos = tf.tidy(() => Array.from(tf.argMax(tf.sum(flat, 2), 1).dataSync()));
+    // each sample's query row picked by a one-hot mask (a gather's gradient is a slow scatter on cpu)
+    const pick = new Float32Array(b * v);
+    pos.forEach((p, n) => (pick[n * v + p] = 1));
+    const query = tf.sum(tf.mul(flat, tf.tensor3d(pick, [b, v, 1])), 1, true) as tf.Tensor3D;
+    const simMax = tf.matMul(flat, query, false, true); // [B, V, 1]
+    // squared per-axis distances to each sample's query, normalised by the axis length
+    const axis = (len: number, at: (p: number) => number, shape: number[]) =>
+      tf.tensor(
+        Float32Array.from({ length: b * len }, (_, k) =>
+          ((k % len) - at(pos[Math.floor(k / len)])) ** 2 / len ** 2),
+        shape,
+      );
+    const dz = axis(d, (p) => Math.floor(p / (h * w)), [b, d, 1, 1]);
+    const dy = axis(h, (p) => Math.floor(p / w) % h, [b, 1, h, 1]);
+    const dx = axis(w, (p) => p % w, [b, 1, 1, w]);
+    const [tz, ty, tx] = tf.split(tf.square(this.theta), 3);
+    const dist = tf.add(tf.add(tf.mul(dz, tz), tf.mul(dy, ty)), tf.mul(dx, tx));
+    const gauss = tf.mul(this.scale, tf.exp(tf.neg(tf.reshape(dist, [b, v, 1]))));
+    const gap = tf.mean(flat, 1, true); // [B, 1, C]
+    const simGap = tf.matMul(flat, gap, false, true);
+    const sim = tf.add(tf.mul(this.zero, tf.mul(simMax, gauss)), tf.mul(this.one, simGap));
+    const { mean, variance } = tf.moments(sim, 1, true);
+    const z = tf.div(tf.sub(sim, mean), tf.add(tf.sqrt(variance), 1e-5));
+    const gate = tf.sigmoid(tf.add(tf.mul(z, this.weight), this.bias));
+    return tf.reshape(tf.mul(flat, gate), x.shape) as tf.Tensor5D;
   }
 
   private applyOne(x: tf.Tensor5D): tf.Tensor5D {

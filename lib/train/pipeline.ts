@@ -274,7 +274,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     wholebrain: {
       ...wholebrain,
       teacher: recipe(long ? 2000 : 300, long ? 100 : 50, 2e-3, 0),
-      keeper: recipe(long ? 2000 : 400, long ? 100 : 50, 1e-2, 0),
+      keeper: recipe(long ? 2000 : 250, long ? 100 : 50, 1e-2, 0),
       baseline: recipe(long ? 2000 : 400, long ? 100 : 50, 2e-3, 0),
       fusion: { ...recipe(long ? 600 : 100, long ? 50 : 20, 5e-4, 0), warmupSteps: long ? 60 : 10 },
     },

@@ -20,8 +20,12 @@ export interface Arm {
   /** Run folder suffix: the run is `<runs>/<prefix>-<id>`. */
   id: string;
   /** Deep changes to the source run's configuration. */
-  changes: { keeper?: Record<string, unknown>; fusion?: Record<string, unknown> };
-  phase: "fusion" | "baseline" | "decoder";
+  changes: {
+    keeper?: Record<string, unknown>;
+    fusion?: Record<string, unknown>;
+    wholebrain?: Record<string, unknown>;
+  };
+  phase: "fusion" | "baseline" | "decoder" | "wholebrain";
   /**
    * Checkpoints copied before training: from the source run or from another arm of the plan. A
    * fold 1 name (`teacher-fold1-best`) stands for the same checkpoint of every fold the arm runs.

@@ -139,12 +139,14 @@ export function drawSlice(
   x0: number,
   y0: number,
   s: { width: number; height: number; values: Float32Array | null; aspect: number },
-  { lo = 0, hi = 1, zoom = 1, labels, alpha = 0.5 }: {
+  { lo = 0, hi = 1, zoom = 1, labels, alpha = 0.5, colours }: {
     lo?: number;
     hi?: number;
     zoom?: number;
     labels?: Float32Array;
     alpha?: number;
+    /** A colour per label (e.g. a lookup table's); `labelColour` where absent. */
+    colours?: readonly (readonly [number, number, number])[];
   } = {},
 ): { width: number; height: number } {
   const outW = s.width * zoom, outH = Math.round(s.height * zoom * s.aspect);
@@ -163,7 +165,7 @@ export function drawSlice(
       }
       const lab = labels ? labels[r * s.width + c] : 0;
       if (lab > 0) {
-        const col = labelColour(lab);
+        const col = colours?.[lab] ?? labelColour(lab);
         const a = s.values ? alpha : 1;
         rgb = rgb.map((v, n) => Math.round((1 - a) * v + a * col[n])) as [number, number, number];
       }
@@ -269,7 +271,13 @@ const VIEWS: View[] = ["axial", "coronal", "sagittal"];
 
 /** Rows of volumes (optionally with label overlays) in three views, as one PNG. */
 export async function montage(
-  rows: { vol: Volume; labels?: Volume; lo?: number; hi?: number }[],
+  rows: {
+    vol: Volume;
+    labels?: Volume;
+    lo?: number;
+    hi?: number;
+    colours?: readonly (readonly [number, number, number])[];
+  }[],
   cellPx = 200,
 ): Promise<Uint8Array> {
   const zoom = Math.max(1, Math.round(cellPx / Math.max(...rows[0].vol.shape)));
@@ -284,6 +292,7 @@ export async function montage(
         zoom,
         labels,
         alpha: 0.45,
+        colours: row.colours,
       });
     });
   });
