@@ -42,3 +42,6 @@ export * from "./notebook.ts";
 export * from "./viz/plotly.ts";
 export * from "./viz/table.ts";
 export * from "./viz/viewer.ts";
+export * from "./data/views.ts";
+export * from "./report_wholebrain.ts";
+export { STRUCTURES_KEY, trainWholeBrain, WholeBrainModels } from "./train/wholebrain.ts";

@@ -26,16 +26,22 @@ export async function ensureCohort(profile = notebookProfile()): Promise<string>
   return dir;
 }
 
-/** The run folder to show: `UHF_RUN`, or `runs/notebook-<profile>` trained now if missing. */
-export async function notebookRun(): Promise<string> {
+/**
+ * The run folder to show: `UHF_RUN`, or `runs/notebook-<profile>` trained now if missing. With
+ * `phase: "wholebrain"`: `UHF_WHOLEBRAIN_RUN`, or `runs/notebook-<profile>-wholebrain`.
+ */
+export async function notebookRun({ phase = "all" }: { phase?: "all" | "wholebrain" } = {}): Promise<string> {
   await initBackend(undefined, { quiet: true });
-  const given = Deno.env.get("UHF_RUN");
+  const variable = phase === "wholebrain" ? "UHF_WHOLEBRAIN_RUN" : "UHF_RUN";
+  const given = Deno.env.get(variable);
   if (given) {
-    if (!existsSync(join(given, "metrics.json"))) throw new Error(`UHF_RUN=${given}: no metrics.json there`);
+    if (!existsSync(join(given, "metrics.json"))) {
+      throw new Error(`${variable}=${given}: no metrics.json there`);
+    }
     return given;
   }
   const profile = notebookProfile();
-  const name = `notebook-${profile}`;
+  const name = phase === "wholebrain" ? `notebook-${profile}-wholebrain` : `notebook-${profile}`;
   const dir = join(ROOT, "runs", name);
   if (!existsSync(join(dir, "metrics.json"))) {
     const data = await ensureCohort(profile);
@@ -44,7 +50,7 @@ export async function notebookRun(): Promise<string> {
       seed: 0,
       out: join(ROOT, "runs"),
       name,
-      phase: "all",
+      phase,
       data,
       progress: false,
     });

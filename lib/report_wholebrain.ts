@@ -31,7 +31,7 @@ export const PAPER_TABLE3: Record<
   UNesT: { baseline: [86.86, 82.07, 82.49], guided: [85.71, 82.49, 83.21] },
 };
 
-export type Model = "baseline" | "baselineMatched" | "guided";
+type Model = "baseline" | "baselineMatched" | "guided";
 const MODELS: [Model, string][] = [["baseline", "baseline"], ["baselineMatched", "epoch-matched control"], [
   "guided",
   "+ AFM",

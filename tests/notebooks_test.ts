@@ -29,7 +29,7 @@ Deno.test({
   async fn() {
     const out = await Deno.makeTempDir({ prefix: "notebooks-" });
     const names = listNotebooks();
-    assertEquals(names.length, 5);
+    assertEquals(names.length, 6);
     const reports = await runNotebooks(names, out);
     for (const r of reports) {
       assertEquals(r.problems, [], `${r.notebook}: ${r.problems.join("; ")}`);

@@ -42,7 +42,7 @@ async function phantomFiles(dir: string): Promise<[string, string]> {
   return [a, b];
 }
 
-async function serve(served: ServedScene) {
+function serve(served: ServedScene) {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, viewerHandler(served));
   return { server, base: `http://127.0.0.1:${server.addr.port}` };
 }

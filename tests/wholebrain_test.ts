@@ -1,0 +1,90 @@
+/**
+ * The whole-brain task end to end on the quick profile: per-view 2D teachers, KKNs and
+ * segmenters, 28-label Dice of the aggregated test scans, Table 3's regions from them, and
+ * `deno task segment --task wholebrain` writing a label map on the input grid with its lookup table.
+ */
+import { assert, assertEquals, assertRejects } from "@std/assert";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { runTraining } from "../lib/train/run.ts";
+import { loadRun } from "../lib/report.ts";
+import { initBackend } from "../lib/backend.ts";
+import { readNifti } from "../lib/io/nifti.ts";
+import { meanOf } from "../lib/stats.ts";
+import { regionDice, table3, wholeBrainOf } from "../lib/report_wholebrain.ts";
+import { VIEWS } from "../lib/data/views.ts";
+import { STRUCTURES } from "../lib/phantom/labels.ts";
+import { segmentFile } from "../scripts/segment.ts";
+
+await initBackend("cpu", { quiet: true });
+
+Deno.test("whole brain: three views trained, test scans aggregated over 28 labels, segment writes names", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const dir = await runTraining({
+      profile: "quick",
+      seed: 0,
+      phase: "wholebrain",
+      progress: false,
+      out,
+      name: "wb",
+    });
+    const run = await loadRun(dir);
+    const wb = wholeBrainOf(run);
+    assertEquals(wb.network, "unet2d");
+    assertEquals(wb.views, [...VIEWS]);
+    for (const view of VIEWS) {
+      for (
+        const ck of [
+          "teacher-fold1-best",
+          "keeper-fold1-best",
+          "baseline-best",
+          "baseline-matched-best",
+          "guided-best",
+        ]
+      ) {
+        assert(existsSync(join(dir, "checkpoints", `${view}-${ck}.json`)), `${view}-${ck} missing`);
+      }
+      assertEquals(wb.synthesis!.views[view]!.length, 1); // fold 1's test subject
+    }
+    // the sagittal segmenter learns 16 merged classes, the others all 28
+    const meta = async (name: string) =>
+      JSON.parse(await Deno.readTextFile(join(dir, "checkpoints", `${name}.json`))).meta.spec.classes;
+    assertEquals(await meta("sagittal-baseline-best"), 16);
+    assertEquals(await meta("axial-baseline-best"), 28);
+    assertEquals(wb.segmentation.classes, [...STRUCTURES]);
+    const s = wb.segmentation.subjects;
+    assertEquals(s.length, 2); // the quick cohort's test scans
+    for (const r of s) for (const d of [r.baseline, r.baselineMatched, r.guided]) assertEquals(d.length, 28);
+    // Table 3's regions: cortical = mean of (1)-(4), average = mean of (1)-(27), in %
+    const r = regionDice(s[0].guided);
+    assertEquals(r.cortical, 100 * meanOf(s[0].guided.slice(1, 5)));
+    assertEquals(r.average, 100 * meanOf(s[0].guided.slice(1)));
+    assertEquals(table3([run]).shape[0], 1);
+
+    // a new scan through the trained views: labels on the input's own grid, names and colours beside
+    const input = join("data", "generated", "quick", "wholebrain", "sub-03_scan-1_1.5T.nii.gz");
+    const output = join(out, "labels.nii.gz");
+    await segmentFile(input, output, dir, undefined, { task: "wholebrain" });
+    const [a, b] = [await readNifti(input), await readNifti(output)];
+    assertEquals(b.shape, a.shape);
+    assertEquals(b.affine, a.affine);
+    assert(Math.max(...b.data) <= 27);
+    const lut = (await Deno.readTextFile(join(out, "labels_lut.txt"))).split("\n").filter((l) =>
+      /^\d/.test(l)
+    );
+    assertEquals(lut.length, 28);
+    assert(lut[13].startsWith("13  4th-Ventricle"), lut[13]);
+    const json = JSON.parse(await Deno.readTextFile(join(out, "labels_lut.json")));
+    assertEquals(json.labels[2], { index: 2, name: "Left-Cerebral-Cortex", rgb: [205, 62, 78] });
+    // a tissue run is not a whole-brain run: the missing checkpoints are named
+    await assertRejects(
+      () =>
+        segmentFile(input, join(out, "x.nii.gz"), join(out, "nowhere"), undefined, { task: "wholebrain" }),
+      Error,
+      "config.json",
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
