@@ -18,6 +18,9 @@ import { renderFigures } from "../lib/viz/plotly.ts";
 import { type Arm, planCommandOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 
+/** The registered 3D networks: Table 2's rows. */
+const TISSUE_NETWORKS = Object.entries(NETWORKS).filter(([, e]) => e.dims === 3).map(([n]) => n);
+
 export const TABLE2_COMMAND: CommandSpec = {
   name: "deno task table2",
   summary: "train phase 3 for every 3D tissue network on a finished run's KKN and write Table 2",
@@ -30,8 +33,8 @@ export const TABLE2_COMMAND: CommandSpec = {
     },
     {
       name: "networks",
-      description: `comma-separated networks (${Object.keys(NETWORKS).join(", ")})`,
-      default: Object.keys(NETWORKS).join(","),
+      description: `comma-separated 3D networks (${TISSUE_NETWORKS.join(", ")})`,
+      default: TISSUE_NETWORKS.join(","),
     },
     ...planCommandOptions(
       { default: "table2", runs: "<name>-<network>" },
@@ -47,8 +50,12 @@ export async function runTable2(
   const source = await loadRun(from);
   const networks = String(opts.networks).split(",").map((n) => n.trim()).filter(Boolean);
   for (const n of networks) {
-    if (!(n in NETWORKS)) {
-      throw new UsageError(`--networks: "${n}" is not one of ${Object.keys(NETWORKS).join(", ")}`);
+    if (!TISSUE_NETWORKS.includes(n)) {
+      throw new UsageError(
+        `--networks: "${n}" is not one of ${TISSUE_NETWORKS.join(", ")}${
+          n in NETWORKS ? " (a 2D network: whole-brain, deno task table3)" : ""
+        }`,
+      );
     }
   }
   const runs: string[] = [];

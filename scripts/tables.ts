@@ -81,7 +81,7 @@ export const TABLES_COMMAND: CommandSpec = {
       name: "host",
       description:
         "the segmentation network the AFM and KKN ablations guide (the paper: rpnet, which does not reach the sanity floor at the default budget here)",
-      choices: Object.keys(NETWORKS),
+      choices: Object.entries(NETWORKS).filter(([, e]) => e.dims === 3).map(([n]) => n),
       default: "unet3d",
     },
     ...planCommandOptions(

@@ -303,7 +303,8 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "keeper.distribution": ["paper", "code"],
   "keeper.norm": ["instance", "none"],
   "fusion.input": ["low-field", "ideal", "synthesized"],
-  "fusion.network": Object.keys(NETWORKS),
+  // the tissue task's networks are 3D (2D ones are trained per view: the whole-brain task)
+  "fusion.network": Object.entries(NETWORKS).filter(([, e]) => e.dims === 3).map(([n]) => n),
   "fusion.voxresnetDeconv": ["compact", "released"],
   "fusion.usegnetAfmLevels": ["ends", "all"],
   "fusion.keeper": ["trained", "random"],
