@@ -235,6 +235,9 @@ Deno.test("max-unpooling with first-maximum indices equals PyTorch's semantics, 
   // 2D: a constant 2x2 window picks its first position only
   const flat = maxPoolWithMask(tf.zeros([1, 2, 2, 1]) as tf.Tensor4D);
   close(maxUnpool(tf.ones([1, 1, 1, 1]) as tf.Tensor4D, flat.masks).dataSync(), [1, 0, 0, 0]);
+  // a batch: each sample unpools to its own maximum (the 4th position of sample 1, the 2nd of sample 2)
+  const two = maxPoolWithMask(tf.tensor4d([0, 1, 2, 5, 0, 7, 3, 1], [2, 2, 2, 1]));
+  close(maxUnpool(tf.tensor4d([10, 20], [2, 1, 1, 1]), two.masks).dataSync(), [0, 0, 0, 10, 0, 20, 0, 0]);
 });
 
 Deno.test("max-unpooling and the pooled maximum: gradients match finite differences", () => {

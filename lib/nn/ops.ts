@@ -212,14 +212,15 @@ export function maxUnpool<T extends Spatial>(y: T, masks: T[]): T {
   }
   return tf.tidy(() => {
     // the window positions side by side in the channel axis, [.., 2^d * C] in raster order, then
-    // each position moved next to its spatial axis: [1, n1, 2, n2, 2, (n3, 2,) C] (one transpose;
+    // each position moved next to its spatial axis: [B, n1, 2, n2, 2, (n3, 2,) C] (one transpose;
     // stacking pairs instead is ~50x slower to differentiate on the cpu backend)
     const d = axes.length, c = y.shape[d + 1];
     const joined = tf.concat(masks.map((m) => tf.mul(m, y)), d + 1);
     const sizes = axes.map((a) => y.shape[a]);
-    const split = tf.reshape(joined, [1, ...sizes, ...Array(d).fill(2), c]);
+    const b = y.shape[0];
+    const split = tf.reshape(joined, [b, ...sizes, ...Array(d).fill(2), c]);
     const perm = [0, ...axes.flatMap((_, i) => [1 + i, 1 + d + i]), 1 + 2 * d];
-    const outShape: number[] = [1, ...sizes.map((n) => 2 * n), c];
+    const outShape: number[] = [b, ...sizes.map((n) => 2 * n), c];
     return tf.reshape<tf.Rank>(tf.transpose(split, perm), outShape) as unknown as T;
   });
 }
