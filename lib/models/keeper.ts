@@ -124,14 +124,7 @@ export class PRM extends Module {
     const dx = axis(w, (p) => p % w, [b, 1, 1, w]);
     const [tz, ty, tx] = tf.split(tf.square(this.theta), 3);
     const dist = tf.add(tf.add(tf.mul(dz, tz), tf.mul(dy, ty)), tf.mul(dx, tx));
-    const gauss = tf.mul(this.scale, tf.exp(tf.neg(tf.reshape(dist, [b, v, 1]))));
-    const gap = tf.mean(flat, 1, true); // [B, 1, C]
-    const simGap = tf.matMul(flat, gap, false, true);
-    const sim = tf.add(tf.mul(this.zero, tf.mul(simMax, gauss)), tf.mul(this.one, simGap));
-    const { mean, variance } = tf.moments(sim, 1, true);
-    const z = tf.div(tf.sub(sim, mean), tf.add(tf.sqrt(variance), 1e-5));
-    const gate = tf.sigmoid(tf.add(tf.mul(z, this.weight), this.bias));
-    return tf.reshape(tf.mul(flat, gate), x.shape) as tf.Tensor5D;
+    return this.recalibrate(x, flat, simMax, tf.reshape(dist, [b, v, 1]), 1);
   }
 
   private applyOne(x: tf.Tensor5D): tf.Tensor5D {
@@ -151,11 +144,26 @@ export class PRM extends Module {
     const th = tf.square(this.theta);
     const [tz, ty, tx] = tf.split(th, 3);
     const dist = tf.add(tf.add(tf.mul(dz, tz), tf.mul(dy, ty)), tf.mul(dx, tx));
-    const gauss = tf.mul(this.scale, tf.exp(tf.neg(tf.reshape(dist, [d * h * w, 1]))));
-    const gap = tf.mean(flat, 0, true); // [1, C]
-    const simGap = tf.matMul(flat, gap, false, true);
+    return this.recalibrate(x, flat, simMax, tf.reshape(dist, [d * h * w, 1]), 0);
+  }
+
+  /**
+   * The gate shared by both forms: the query similarity weighted by the Gaussian of the squared
+   * distances `dist`, plus the global-context similarity, standardised over the positions (`axis`
+   * of `flat`, one sample's voxels) and squashed; `flat` scaled by it, in `x`'s shape.
+   */
+  private recalibrate<T extends tf.Tensor2D | tf.Tensor3D>(
+    x: tf.Tensor5D,
+    flat: T,
+    simMax: tf.Tensor,
+    dist: tf.Tensor,
+    axis: 0 | 1,
+  ): tf.Tensor5D {
+    const gauss = tf.mul(this.scale, tf.exp(tf.neg(dist)));
+    const gap = tf.mean(flat, axis, true); // [(B,) 1, C]
+    const simGap = tf.matMul(flat, gap as T, false, true);
     const sim = tf.add(tf.mul(this.zero, tf.mul(simMax, gauss)), tf.mul(this.one, simGap));
-    const { mean, variance } = tf.moments(sim, 0, true);
+    const { mean, variance } = tf.moments(sim, axis, true);
     const z = tf.div(tf.sub(sim, mean), tf.add(tf.sqrt(variance), 1e-5));
     const gate = tf.sigmoid(tf.add(tf.mul(z, this.weight), this.bias));
     return tf.reshape(tf.mul(flat, gate), x.shape) as tf.Tensor5D;

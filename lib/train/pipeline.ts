@@ -954,15 +954,19 @@ export interface FoldMetrics {
   featureDistance: FeatureDistances[];
 }
 
-/** Test-subject metrics of one fold: Table 1-style synthesis scores and Table A.1 distances. */
+/**
+ * Test-subject metrics of one fold: Table 1-style synthesis scores and Table A.1 distances.
+ * `images`, when given, receives each subject's reconstruction and synthesis (volume order).
+ */
 export async function evaluateFold(
   split: FoldSplit,
   teacher: Teacher,
   kkn: KnowledgeKeeper,
   slices?: Slicing,
+  images?: (s: Subject, recon: Float32Array, syn: Float32Array) => void,
 ): Promise<FoldMetrics[]> {
   const out: FoldMetrics[] = [];
-  for (const s of split.test) out.push(await evaluateSubject(split.fold, s, teacher, kkn, slices));
+  for (const s of split.test) out.push(await evaluateSubject(split.fold, s, teacher, kkn, slices, images));
   return out;
 }
 
@@ -982,11 +986,13 @@ async function evaluateSubject(
   teacher: Teacher,
   kkn: KnowledgeKeeper,
   slices?: Slicing,
+  images?: (s: Subject, recon: Float32Array, syn: Float32Array) => void,
 ): Promise<FoldMetrics> {
   // the images through `predictVolume`; the feature maps (whose L2 distances sum over every
   // position, in any order) from whole-volume (or whole-stack) tensors
   const recon = await predictVolume(s, "7T", (y) => teacher.reconstruct(y), slices);
   const syn = await synthesisOf(s, "3T", teacher, kkn, slices);
+  images?.(s, recon, syn);
   const x3 = volumeTensor(s, "3T", slices), y7 = volumeTensor(s, "7T", slices);
   const f7 = tf.tidy(() => teacher.encoder.apply(y7));
   const f3 = tf.tidy(() => teacher.encoder.apply(x3));
@@ -1127,6 +1133,66 @@ export function unguided(net: SegmentationNetwork) {
     forward: (x: tf.Tensor5D) => decodeAll(net, net.encode(x)),
     keeper: null,
     auxDecay: net.auxDecay ?? 0,
+  };
+}
+
+/**
+ * The stage fields of the network trained alone: the `baseline` (on its own schedule) or the
+ * epoch-matched control `baseline-matched` (trained on from the best baseline, on the AFM
+ * fine-tuning's schedule and seed).
+ */
+export function unguidedStage(
+  ctx: Context,
+  net: SegmentationNetwork,
+  name: "baseline" | "baseline-matched",
+  label: string,
+  meta: Record<string, unknown>,
+) {
+  const matched = name === "baseline-matched";
+  return {
+    label: matched ? `baseline ${label}, epoch-matched` : `baseline ${label}`,
+    name,
+    schedule: matched ? ctx.cfg.fusion.fusion : ctx.cfg.fusion.baseline,
+    seedTag: matched ? 14 : 13,
+    ...unguided(net),
+    meta,
+  };
+}
+
+/**
+ * The stage fields of AFM fine-tuning: `guided` with the frozen `kkn`, on the fine-tuning's
+ * schedule and seed; its checkpoints record `meta` with the AFM settings, the KKN's widths and
+ * the checkpoint of the KKN that guided (`keeperCheckpoint`), from which it is rebuilt.
+ */
+export function guidedStage(
+  ctx: Context,
+  guided: GuidedSegmenter,
+  kkn: KnowledgeKeeper,
+  { label, name, keeperCheckpoint, auxDecay, meta }: {
+    label: string;
+    name: string;
+    keeperCheckpoint: string;
+    auxDecay: number;
+    meta: Record<string, unknown>;
+  },
+) {
+  return {
+    label,
+    name,
+    schedule: ctx.cfg.fusion.fusion,
+    module: guided,
+    seedTag: 14,
+    logits: (x: tf.Tensor5D, fk: tf.Tensor5D[]) => guided.apply(x, fk),
+    forward: (x: tf.Tensor5D, fk: tf.Tensor5D[]) => guided.forward(x, fk),
+    keeper: kkn,
+    meta: {
+      ...meta,
+      afmGate: ctx.cfg.fusion.afmGate ?? "none",
+      afm: ctx.cfg.fusion.afm ?? FULL_AFM,
+      keeperWidths: kkn.widths,
+      keeperCheckpoint,
+    },
+    auxDecay,
   };
 }
 
@@ -1276,14 +1342,7 @@ async function baselineStage(
   const { classes } = ctx.cfg.fusion;
   const spec = networkSpec(ctx.cfg);
   const net = buildSegmenter(ctx.cfg, spec);
-  await trainSegmenter(ctx, data, {
-    label: `baseline ${networkLabel(spec)}`,
-    name: "baseline",
-    schedule: ctx.cfg.fusion.baseline,
-    seedTag: 13,
-    ...unguided(net),
-    meta: { spec },
-  });
+  await trainSegmenter(ctx, data, unguidedStage(ctx, net, "baseline", networkLabel(spec), { spec }));
   const dice = await diceOf(data.test, data, classes, (x) => net.apply(x));
   return { net, metrics: { input: data.input, ...testDiceMetrics(data.test, dice, classes) } };
 }
@@ -1391,14 +1450,7 @@ export async function trainFusion(
   };
 
   const matched = await fromBaseline();
-  await trainSegmenter(ctx, data, {
-    label: `baseline ${label}, epoch-matched`,
-    name: "baseline-matched",
-    schedule: ctx.cfg.fusion.fusion,
-    seedTag: 14,
-    ...unguided(matched),
-    meta: { spec },
-  });
+  await trainSegmenter(ctx, data, unguidedStage(ctx, matched, "baseline-matched", label, { spec }));
   const matchedDice = await testDice((x) => matched.apply(x));
   matched.dispose();
 
@@ -1414,25 +1466,18 @@ export async function trainFusion(
   const guidedPerFold: number[][][] = [];
   for (const { fold, kkn } of keepers) {
     const guided = buildGuided(ctx.cfg, await fromBaseline(), kkn.widths);
-    await trainSegmenter(ctx, data, {
-      label: keepers.length > 1 ? `${label} + AFM, KKN fold ${fold}` : `${label} + AFM`,
-      // fold 1's is `guided` (what the figures and `deno task segment` load)
-      name: fold === 1 ? "guided" : `guided-fold${fold}`,
-      schedule: ctx.cfg.fusion.fusion,
-      module: guided,
-      seedTag: 14,
-      logits: (x, fk) => guided.apply(x, fk),
-      forward: (x, fk) => guided.forward(x, fk),
-      keeper: kkn,
-      meta: {
-        spec,
-        afmGate: ctx.cfg.fusion.afmGate ?? "none",
-        afm: ctx.cfg.fusion.afm ?? FULL_AFM,
-        keeperWidths: kkn.widths,
+    await trainSegmenter(
+      ctx,
+      data,
+      guidedStage(ctx, guided, kkn, {
+        label: keepers.length > 1 ? `${label} + AFM, KKN fold ${fold}` : `${label} + AFM`,
+        // fold 1's is `guided` (what the figures and `deno task segment` load)
+        name: fold === 1 ? "guided" : `guided-fold${fold}`,
         keeperCheckpoint: random ? "keeper-random" : `keeper-fold${fold}-best`,
-      },
-      auxDecay,
-    });
+        auxDecay,
+        meta: { spec },
+      }),
+    );
     guidedPerFold.push(await testDice((x) => guided.apply(x, kkn.apply(x))));
     guided.dispose();
   }

@@ -10,12 +10,11 @@ import { readJsonFile } from "../io/json.ts";
 import { currentBackend } from "../backend.ts";
 import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
-import type { Module } from "../nn/module.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
 import { ensureCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
 import { sha256File } from "../io/hash.ts";
 import { loadCohort, type Subject, verifyCohort } from "../data/cohort.ts";
-import { loadCheckpoint } from "./state.ts";
+import { loaded } from "./state.ts";
 import { trainWholeBrain, type WholeBrainMetrics } from "./wholebrain.ts";
 import {
   addSyntheses,
@@ -349,11 +348,6 @@ async function synthesize(runDir: string, cfg: RunConfig, subjects: Subject[], k
   await addSyntheses(subjects, teacher, keeper);
   teacher.dispose();
   if (!kkn) keeper.dispose();
-}
-
-async function loaded<M extends Module>(m: M, path: string, prefix = ""): Promise<M> {
-  await loadCheckpoint(path, m, {}, prefix);
-  return m;
 }
 
 function summary(

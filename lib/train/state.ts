@@ -200,3 +200,9 @@ export async function loadCheckpoint(
   }
   return info.meta;
 }
+
+/** `m` with the weights of checkpoint `path` (names under `prefix`), for chaining after building it. */
+export async function loaded<M extends Module>(m: M, path: string, prefix = ""): Promise<M> {
+  await loadCheckpoint(path, m, {}, prefix);
+  return m;
+}

@@ -28,10 +28,9 @@ import {
 } from "../data/views.ts";
 import { dicePerClass } from "../metrics.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
-import type { Teacher } from "../models/teacher.ts";
 import { networkLabel, NETWORKS } from "../models/networks.ts";
 import { LEFT_RIGHT_PAIRS, STRUCTURES } from "../phantom/labels.ts";
-import { loadCheckpoint } from "./state.ts";
+import { loaded } from "./state.ts";
 import type { Scores } from "./loop.ts";
 import {
   buildGuided,
@@ -45,18 +44,18 @@ import {
   type FoldMetrics,
   type FoldSplit,
   type FusionMetrics,
+  guidedStage,
   imageScores,
   networkSpec,
   pairedMetrics,
   predictVolume,
   type RunConfig,
   segInput,
-  synthesisOf,
   type TissueSplits,
   trainKeeper,
   trainSegmenter,
   trainTeacher,
-  unguided,
+  unguidedStage,
 } from "./pipeline.ts";
 
 /** The whole-brain label key of a cohort scan. */
@@ -131,41 +130,31 @@ async function viewKeepers(
   split: FoldSplit,
 ): Promise<{ keepers: Record<View, KnowledgeKeeper>; synthesis: WholeBrainSynthesis }> {
   const keepers = {} as Record<View, KnowledgeKeeper>;
-  const teachers = {} as Record<View, Teacher>;
   const views: WholeBrainSynthesis["views"] = {};
+  // each test subject's reconstructions and syntheses, one per view
+  const recon = new Map<Subject, Float32Array[]>(), syn = new Map<Subject, Float32Array[]>();
   for (const view of VIEWS) {
     const v = viewContext(ctx, view);
     const name = (phase: string) => ckpt(v, `${phase}-fold${split.fold}-best`);
-    teachers[view] = existsSync(`${name("teacher")}.json`)
+    const teacher = existsSync(`${name("teacher")}.json`)
       ? await loaded(buildTeacher(v.cfg, split.fold), name("teacher"))
       : await trainTeacher(v, split);
     keepers[view] = existsSync(`${name("keeper")}.json`)
       ? await loaded(buildKeeper(v.cfg, split.fold), name("keeper"), "keeper.")
-      : await trainKeeper(v, split, teachers[view]);
-    views[view] = await evaluateFold(split, teachers[view], keepers[view], v.slices);
-  }
-  const aggregated: WholeBrainSynthesis["aggregated"] = [];
-  for (const s of split.test) {
-    const recon: Float32Array[] = [], syn: Float32Array[] = [];
-    for (const view of VIEWS) {
-      const slices = viewContext(ctx, view).slices;
-      recon.push(await predictVolume(s, "7T", (y) => teachers[view].reconstruct(y), slices));
-      syn.push(await synthesisOf(s, "3T", teachers[view], keepers[view], slices));
-    }
-    aggregated.push({
-      subject: s.id,
-      teacher: imageScores(meanOfViews(recon), s.arrays["7T"], s.shape),
-      keeper: imageScores(meanOfViews(syn), s.arrays["7T"], s.shape),
-      floor3T: floorScores(s),
+      : await trainKeeper(v, split, teacher);
+    views[view] = await evaluateFold(split, teacher, keepers[view], v.slices, (s, r, y) => {
+      recon.set(s, [...recon.get(s) ?? [], r]);
+      syn.set(s, [...syn.get(s) ?? [], y]);
     });
+    teacher.dispose();
   }
-  for (const t of Object.values(teachers)) t.dispose();
+  const aggregated = split.test.map((s) => ({
+    subject: s.id,
+    teacher: imageScores(meanOfViews(recon.get(s)!), s.arrays["7T"], s.shape),
+    keeper: imageScores(meanOfViews(syn.get(s)!), s.arrays["7T"], s.shape),
+    floor3T: floorScores(s),
+  }));
   return { keepers, synthesis: { views, aggregated } };
-}
-
-async function loaded<M extends { dispose(): void }>(m: M, path: string, prefix = ""): Promise<M> {
-  await loadCheckpoint(path, m as never, {}, prefix);
-  return m;
 }
 
 /** The whole-brain cohort's splits (every scan of a rescanned subject tests). */
@@ -187,41 +176,28 @@ function wholeBrainSplits(subjects: Subject[]): TissueSplits {
 async function trainStages(v: Context, data: TissueSplits, kkn: KnowledgeKeeper): Promise<void> {
   const spec = networkSpec(v.cfg);
   const label = `${networkLabel(spec)}${v.slices ? ` ${v.slices.view}` : ""}`;
+  const meta = { spec, view: v.slices?.view ?? null };
   const net = buildSegmenter(v.cfg, spec);
-  await trainSegmenter(v, data, {
-    label: `baseline ${label}`,
-    name: "baseline",
-    schedule: v.cfg.fusion.baseline,
-    seedTag: 13,
-    ...unguided(net),
-    meta: { spec, view: v.slices?.view ?? null },
-  });
+  await trainSegmenter(v, data, unguidedStage(v, net, "baseline", label, meta));
   const auxDecay = net.auxDecay ?? 0;
   net.dispose();
   const fromBaseline = async () => await loaded(buildSegmenter(v.cfg, spec), ckpt(v, "baseline-best"));
   const matched = await fromBaseline();
-  await trainSegmenter(v, data, {
-    label: `baseline ${label}, epoch-matched`,
-    name: "baseline-matched",
-    schedule: v.cfg.fusion.fusion,
-    seedTag: 14,
-    ...unguided(matched),
-    meta: { spec, view: v.slices?.view ?? null },
-  });
+  await trainSegmenter(v, data, unguidedStage(v, matched, "baseline-matched", label, meta));
   matched.dispose();
   const guided = buildGuided(v.cfg, await fromBaseline(), kkn.widths);
-  await trainSegmenter(v, data, {
-    label: `${label} + AFM`,
-    name: "guided",
-    schedule: v.cfg.fusion.fusion,
-    module: guided,
-    seedTag: 14,
-    logits: (x, fk) => guided.apply(x, fk),
-    forward: (x, fk) => guided.forward(x, fk),
-    keeper: kkn,
-    meta: { spec, view: v.slices?.view ?? null, keeperWidths: kkn.widths },
-    auxDecay,
-  });
+  const keeperCheckpoint = `${v.slices ? v.prefix : ""}keeper-fold1-best`;
+  await trainSegmenter(
+    v,
+    data,
+    guidedStage(v, guided, kkn, {
+      label: `${label} + AFM`,
+      name: "guided",
+      keeperCheckpoint,
+      auxDecay,
+      meta,
+    }),
+  );
   guided.dispose();
 }
 
