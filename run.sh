@@ -9,8 +9,8 @@ cd "$(dirname "$0")"
 
 DENO_VERSION=2.9.6
 # Debian packages by purpose. Tests: nibabel (independent NIfTI check), Jupyter (notebooks),
-# Chromium (figure rendering). Training: oneDNN (native CPU kernels).
-APT_TEST=(python3-nibabel jupyter-nbconvert python3-nbclient jupyter-client chromium)
+# Chromium (figure rendering), dcm2niix (DICOM reference). Training: oneDNN (native CPU kernels).
+APT_TEST=(python3-nibabel jupyter-nbconvert python3-nbclient jupyter-client chromium dcm2niix)
 APT_TRAIN=(libdnnl2)
 
 say() { echo "[run.sh] $*"; }
