@@ -41,6 +41,60 @@ export const STRUCTURES = [
   "Right-VentralDC",
 ] as const;
 
+/**
+ * MALC (MICCAI 2012 multi-atlas challenge, Neuromorphometrics labels) to `STRUCTURES`: for each
+ * structure 1..27, the original label ids that become it; `"odd>=100"` / `"even>=100"` are the
+ * cortical parcels (every id from 100 up: odd ones left, even ones right), as QuickNAT's remap
+ * does. Every other id (CSF 46, inferior lateral ventricles 49/50, accumbens 23/30, vessels 63/64,
+ * optic chiasm 69, vermal lobules 71-73, basal forebrain 75/76, ...) becomes background: the
+ * paper's 27 are QuickNAT's 32 structures less those five.
+ */
+export const MALC_LABEL_IDS: Readonly<Record<number, readonly number[] | "odd>=100" | "even>=100">> = {
+  1: [45], // Left-Cerebral-White-Matter
+  2: "odd>=100", // Left-Cerebral-Cortex
+  3: [44], // Right-Cerebral-White-Matter
+  4: "even>=100", // Right-Cerebral-Cortex
+  5: [52], // Left-Lateral-Ventricle
+  6: [41], // Left-Cerebellum-White-Matter
+  7: [39], // Left-Cerebellum-Cortex (Exterior)
+  8: [60], // Left-Thalamus (Proper)
+  9: [37], // Left-Caudate
+  10: [58], // Left-Putamen
+  11: [56], // Left-Pallidum
+  12: [4], // 3rd-Ventricle
+  13: [11], // 4th-Ventricle
+  14: [35], // Brain-Stem
+  15: [48], // Left-Hippocampus
+  16: [32], // Left-Amygdala
+  17: [62], // Left-VentralDC
+  18: [51], // Right-Lateral-Ventricle
+  19: [40], // Right-Cerebellum-White-Matter
+  20: [38], // Right-Cerebellum-Cortex (Exterior)
+  21: [59], // Right-Thalamus (Proper)
+  22: [36], // Right-Caudate
+  23: [57], // Right-Putamen
+  24: [55], // Right-Pallidum
+  25: [47], // Right-Hippocampus
+  26: [31], // Right-Amygdala
+  27: [61], // Right-VentralDC
+};
+
+/** The `STRUCTURES` index of a MALC label id, by `MALC_LABEL_IDS` (0 for every id it drops). */
+export function malcToStructure(id: number): number {
+  for (const [index, ids] of Object.entries(MALC_LABEL_IDS)) {
+    if (
+      ids === "odd>=100"
+        ? id >= 100 && id % 2 === 1
+        : ids === "even>=100"
+        ? id >= 100 && id % 2 === 0
+        : ids.includes(id)
+    ) {
+      return Number(index);
+    }
+  }
+  return 0;
+}
+
 /** Index of a structure by name. */
 export function structureIndex(name: (typeof STRUCTURES)[number]): number {
   return STRUCTURES.indexOf(name);
