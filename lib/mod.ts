@@ -36,6 +36,8 @@ export * from "./models/fusion.ts";
 export * from "./phantom/physics.ts";
 export * from "./data/cohort.ts";
 export * from "./data/preprocess.ts";
+export * from "./data/clahe.ts";
+export * from "./data/importers.ts";
 export * from "./train/augment.ts";
 export * from "./report.ts";
 export * from "./notebook.ts";
