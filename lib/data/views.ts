@@ -114,6 +114,39 @@ export function fromSlices(stack: Float32Array, shape: Shape3, view: View, chann
 }
 
 /**
+ * Thick slices (FastSurfer-CNN's input): for each slice index of `picks` in a view's stack
+ * ([n, h, w] values), the slice and its `thick` neighbours on each side as channels, channels-last
+ * `[picks.length, h, w, 2 * thick + 1]` in slice order (the picked slice is the middle channel).
+ * Neighbours beyond the volume repeat its first or last slice (FastSurfer's edge padding; the
+ * released code's unused option pads with zeros).
+ */
+export function thickSlices(
+  stack: Float32Array,
+  shape: Shape3,
+  picks: number[],
+  thick: number,
+): Float32Array {
+  const [n, h, w] = shape;
+  if (stack.length !== n * h * w) {
+    throw new RangeError(`thickSlices: ${stack.length} values for a ${shape.join("x")} stack`);
+  }
+  if (!(Number.isInteger(thick) && thick >= 0)) throw new RangeError(`thickSlices: thick ${thick}`);
+  const c = 2 * thick + 1, area = h * w;
+  const out = new Float32Array(picks.length * area * c);
+  picks.forEach((slice, b) => {
+    if (!(Number.isInteger(slice) && slice >= 0 && slice < n)) {
+      throw new RangeError(`thickSlices: slice ${slice} outside 0..${n - 1}`);
+    }
+    for (let o = 0; o < c; o++) {
+      const src = Math.min(n - 1, Math.max(0, slice + o - thick)) * area;
+      const dst = b * area * c + o;
+      for (let p = 0; p < area; p++) out[dst + p * c] = stack[src + p];
+    }
+  });
+  return out;
+}
+
+/**
  * The sagittal view cannot tell left from right, so its model predicts the 27 structures with
  * each left/right pair merged (16 classes, as the released code): for `pairs` (left, right) of a
  * label table with `classes` labels, `merge[label]` is the merged class of a label (pairs take

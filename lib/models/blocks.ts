@@ -7,7 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
-import { instanceNorm, leakyRelu, relu } from "../nn/ops.ts";
+import { instanceNorm, leakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
 
 /**
  * Normalisation inside a ConvBlock. `instance` (the authors' code): InstanceNorm without affine
@@ -95,4 +95,99 @@ export function pool(x: tf.Tensor5D, dims: Dims = 3): tf.Tensor5D {
 /** Channel widths of an L-level encoder with base width nf: nf, 2nf, 4nf, ... */
 export function levelWidths(nf: number, levels: number): number[] {
   return Array.from({ length: levels }, (_, i) => nf * 2 ** i);
+}
+
+/** Crops or zero-pads `x` at the end of each spatial axis to `size` (the authors' `match_size`). */
+export function matchSize(x: tf.Tensor5D, size: [number, number, number]): tf.Tensor5D {
+  const [, d, h, w] = x.shape;
+  if (d === size[0] && h === size[1] && w === size[2]) return x;
+  const cropped = tf.slice(x, [0, 0, 0, 0, 0], [
+    -1,
+    Math.min(d, size[0]),
+    Math.min(h, size[1]),
+    Math.min(w, size[2]),
+    -1,
+  ]);
+  const [, cd, ch, cw] = cropped.shape;
+  return tf.pad(cropped, [[0, 0], [0, size[0] - cd], [0, size[1] - ch], [0, size[2] - cw], [
+    0,
+    0,
+  ]]) as tf.Tensor5D;
+}
+
+/** Where each 2x pooling window's first maximum was (`maxPoolWithMask`), for max-unpooling. */
+export interface PoolPositions {
+  /** One 0/1 mask per window position, on the pooled grid (4D for a 2D network). */
+  masks: tf.Tensor[];
+  /** The pre-pool spatial size [D, H, W], the unpooling's output size. */
+  size: [number, number, number];
+  dims: Dims;
+}
+
+/**
+ * 2x max pooling that records the first maximum of each window (PyTorch's `return_indices`), in
+ * every axis of a `dims`-D network: a 2D network's slices `[B, 1, H, W, C]` pool height and width
+ * only. Odd sizes pool floor(n/2) windows.
+ */
+export function poolWithPositions(x: tf.Tensor5D, dims: Dims): { pooled: tf.Tensor5D; at: PoolPositions } {
+  const size = spatialSize(x);
+  if (dims === 3) {
+    const p = maxPoolWithMask(x);
+    return { pooled: p.pooled, at: { masks: p.masks, size, dims } };
+  }
+  const [b, d, h, w, c] = x.shape;
+  const p = maxPoolWithMask(tf.reshape(x, [b * d, h, w, c]) as tf.Tensor4D);
+  const [, ph, pw] = p.pooled.shape;
+  const pooled = tf.reshape(p.pooled, [b, d, ph, pw, c]) as tf.Tensor5D;
+  return { pooled, at: { masks: p.masks, size, dims } };
+}
+
+/**
+ * Max-unpooling (PyTorch `MaxUnpool` with the recorded indices and `output_size`): each value of
+ * `y` goes back to its window's recorded position, zeros elsewhere, then zero rows at the end
+ * restore an odd pre-pool size.
+ */
+export function unpoolWithPositions(y: tf.Tensor5D, at: PoolPositions): tf.Tensor5D {
+  if (at.dims === 3) return matchSize(maxUnpool(y, at.masks as tf.Tensor5D[]), at.size);
+  const [b, d, h, w, c] = y.shape;
+  const up = maxUnpool(tf.reshape(y, [b * d, h, w, c]) as tf.Tensor4D, at.masks as tf.Tensor4D[]);
+  return matchSize(tf.reshape(up, [b, d, 2 * h, 2 * w, c]) as tf.Tensor5D, at.size);
+}
+
+/**
+ * Channel dropout (PyTorch `Dropout2d`/`Dropout3d`): in training mode (`Module.train`) each
+ * (sample, channel) map is zeroed with probability `rate` and the rest scaled by 1 / (1 - rate);
+ * the draw is seeded by the training step and this layer's `id`, so a run is reproducible.
+ * Identity otherwise.
+ */
+export class ChannelDropout extends Module {
+  constructor(readonly rate: number, readonly id: number) {
+    super();
+    if (!(rate >= 0 && rate < 1)) throw new RangeError(`dropout rate ${rate}: must be in [0, 1)`);
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    if (!this.training || this.rate === 0) return x;
+    const [b, , , , c] = x.shape;
+    return tf.dropout(
+      x,
+      this.rate,
+      [b, 1, 1, 1, c],
+      (this.stepSeed * 1000003 + this.id) >>> 0,
+    ) as tf.Tensor5D;
+  }
+}
+
+/**
+ * PReLU with one learnable slope shared by every channel (PyTorch `nn.PReLU()`, initial slope
+ * 0.25); QuickNAT's and FastSurfer-CNN's blocks share one between their 2-3 activations.
+ */
+export class SharedPReLU extends Module {
+  readonly alpha: tf.Variable;
+  constructor() {
+    super();
+    this.alpha = this.param("alpha", tf.fill([1], 0.25));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return tf.prelu(x, this.alpha as unknown as tf.Tensor5D);
+  }
 }

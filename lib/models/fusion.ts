@@ -23,6 +23,11 @@ export interface SegmentationNetwork extends Module {
   readonly classes: number;
   /** Spatial dimensionality: 3 (the default when absent) or 2 (slices as [batch, 1, H, W, C]). */
   readonly dims?: Dims;
+  /**
+   * Input channels (default 1): more for a 2D network that reads a slice with its neighbours
+   * (FastSurfer-CNN's thick slices), the middle channel being the slice itself.
+   */
+  readonly inputChannels?: number;
   encode(x: tf.Tensor5D): tf.Tensor5D[];
   /** The network alone: decode(encode(x)). */
   apply(x: tf.Tensor5D): tf.Tensor5D;

@@ -13,6 +13,8 @@ import { type SegmentationNetwork, UNet3D } from "./fusion.ts";
 import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
 import { USegNet, type USegNetAfmLevels } from "./usegnet.ts";
 import { RPNet } from "./rpnet.ts";
+import { QuickNAT } from "./quicknat.ts";
+import { FastSurferCNN, THICK_SLICES } from "./fastsurfer.ts";
 
 export interface NetworkSpec {
   network: NetworkName;
@@ -30,6 +32,8 @@ interface NetworkEntry {
   label: string;
   /** 3: volumes and 3D patches; 2: slices, trained per view (the whole-brain task). */
   dims: 2 | 3;
+  /** A 2D network reading each slice with this many neighbours on each side (its input channels). */
+  thick?: number;
   build(spec: Omit<NetworkSpec, "network">, seed: number): SegmentationNetwork;
 }
 
@@ -47,6 +51,13 @@ export const NETWORKS = {
     build: (s, seed) => new USegNet(s.classes, s.nf, s.levels, seed, s.usegnetAfmLevels ?? "ends"),
   },
   rpnet: { label: "RP-Net", dims: 3, build: (s, seed) => new RPNet(s.classes, s.nf, s.levels, seed) },
+  quicknat: { label: "QuickNAT", dims: 2, build: (s, seed) => new QuickNAT(s.classes, s.nf, s.levels, seed) },
+  fastsurfer: {
+    label: "FastSurfer-CNN",
+    dims: 2,
+    thick: THICK_SLICES,
+    build: (s, seed) => new FastSurferCNN(s.classes, s.nf, s.levels, seed),
+  },
 } satisfies Record<string, NetworkEntry>;
 
 /** The registered networks' names. */
@@ -61,6 +72,11 @@ export function buildNetwork(spec: NetworkSpec, seed: number): SegmentationNetwo
     );
   }
   return entry.build(spec, seed);
+}
+
+/** The neighbouring slices on each side a registered 2D network reads with each slice (0: none). */
+export function thickSlicesOf(network: NetworkName): number {
+  return (NETWORKS[network] as NetworkEntry | undefined)?.thick ?? 0;
 }
 
 export function networkLabel(spec: NetworkSpec): string {

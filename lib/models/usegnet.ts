@@ -19,9 +19,8 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
 import { maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
-import { cat, levelWidths } from "./blocks.ts";
+import { cat, levelWidths, matchSize } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
-import { matchSize } from "./voxresnet.ts";
 
 export type USegNetAfmLevels = "ends" | "all";
 

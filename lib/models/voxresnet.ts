@@ -19,7 +19,9 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
 import { relu } from "../nn/ops.ts";
-import { levelWidths } from "./blocks.ts";
+import { levelWidths, matchSize } from "./blocks.ts";
+
+export { matchSize };
 import type { SegmentationNetwork } from "./fusion.ts";
 
 export type VoxResDeconv = "compact" | "released";
@@ -79,24 +81,6 @@ class BlockUp extends Module {
     );
     return tf.add(y, this.bias) as tf.Tensor5D;
   }
-}
-
-/** Crops or zero-pads `x` at the end of each spatial axis to `size` (the authors' `match_size`). */
-export function matchSize(x: tf.Tensor5D, size: [number, number, number]): tf.Tensor5D {
-  const [, d, h, w] = x.shape;
-  if (d === size[0] && h === size[1] && w === size[2]) return x;
-  const cropped = tf.slice(x, [0, 0, 0, 0, 0], [
-    -1,
-    Math.min(d, size[0]),
-    Math.min(h, size[1]),
-    Math.min(w, size[2]),
-    -1,
-  ]);
-  const [, cd, ch, cw] = cropped.shape;
-  return tf.pad(cropped, [[0, 0], [0, size[0] - cd], [0, size[1] - ch], [0, size[2] - cw], [
-    0,
-    0,
-  ]]) as tf.Tensor5D;
 }
 
 export class VoxResNet extends Module implements SegmentationNetwork {

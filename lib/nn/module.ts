@@ -73,6 +73,24 @@ export abstract class Module {
   dispose(): void {
     for (const v of this.parameters()) v.dispose();
   }
+
+  /** Training mode: layers that act only while training (dropout) are on. Off by default. */
+  get training(): boolean {
+    return this.mode.training;
+  }
+  /** The seed of the current training step, for layers that draw (dropout). */
+  get stepSeed(): number {
+    return this.mode.seed;
+  }
+  private mode = { training: false, seed: 0 };
+  /**
+   * Turns training mode on (for one step, drawn from `seed`) or off, for this module and every
+   * child (PyTorch's `module.train()` / `module.eval()`).
+   */
+  train(on: boolean, seed = 0): void {
+    this.mode = { training: on, seed };
+    for (const m of this.childModules.values()) m.train(on, seed);
+  }
 }
 
 export type Nd = 2 | 3;
@@ -132,13 +150,23 @@ export class Conv extends Module {
 export class BatchNorm extends Module {
   readonly gamma: tf.Variable;
   readonly beta: tf.Variable;
-  constructor(init: Init, readonly channels: number) {
+  /**
+   * `statistics` "batch" normalises over the batch (and space), "sample" each sample over its own
+   * positions: a 2D network's slice then never depends on the slices batched with it.
+   */
+  constructor(init: Init, readonly channels: number, readonly statistics: "batch" | "sample" = "batch") {
     super();
     this.gamma = this.param("gamma", init.normal([channels], 1, 0.02));
     this.beta = this.param("beta", tf.zeros([channels]));
   }
   apply<T extends tf.Tensor4D | tf.Tensor5D>(x: T): T {
-    return batchNorm(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D);
+    return batchNorm(
+      x,
+      this.gamma as tf.Tensor1D,
+      this.beta as tf.Tensor1D,
+      1e-5,
+      this.statistics === "sample",
+    );
   }
 }
 

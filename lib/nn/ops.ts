@@ -133,10 +133,18 @@ export function instanceNorm<T extends Spatial>(x: T, eps = 1e-5): T {
  * channel is normalised over the batch and spatial positions with the biased variance, then
  * scaled by `gamma` and shifted by `beta` (both `[channels]`). With batch 1 the statistics are
  * the instance's, so this is instance normalisation with an affine transform; it is used at
- * evaluation too (no running averages), which keeps training and inference identical.
+ * evaluation too (no running averages), which keeps training and inference identical. With
+ * `perSample` every sample is normalised by its own statistics whatever the batch size.
  */
-export function batchNorm<T extends Spatial>(x: T, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps = 1e-5): T {
-  const axes = [0, ...spatialAxes(x)];
+export function batchNorm<T extends Spatial>(
+  x: T,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps = 1e-5,
+  perSample = false,
+): T {
+  // per sample: each sample's own statistics (instance normalisation with an affine transform)
+  const axes = perSample ? spatialAxes(x) : [0, ...spatialAxes(x)];
   return tf.tidy(() => {
     const { mean, variance } = tf.moments(x, axes, true);
     const scale = tf.div(gamma, tf.sqrt(tf.add(variance, eps)));

@@ -53,6 +53,7 @@ import type { Subject } from "../data/cohort.ts";
 import {
   fromSlices,
   sliceShape,
+  thickSlices,
   toSlices,
   type View,
   VIEW_AGGREGATIONS,
@@ -451,6 +452,11 @@ export interface Context {
 export interface Slicing {
   view: View;
   batch: number;
+  /**
+   * Neighbouring slices on each side a segmentation network reads with each slice (its input
+   * channels; FastSurfer-CNN: 3); 0 or absent: the slice alone. Teachers and KKNs read one slice.
+   */
+  thick?: number;
 }
 
 export const ckpt = (ctx: Context, name: string) =>
@@ -467,11 +473,40 @@ interface Sample {
   arrays: Record<string, Float32Array>;
   /** [1, D, H, W, 1] for a volume or patch, [B, 1, H, W, 1] for B slices. */
   tensorShape: [number, number, number, number, number];
+  /** Slices: the subject and slice index of each batch entry (for thick-slice inputs). */
+  picks?: { subject: Subject; slice: number }[];
 }
 
 /** An array of a sample as the networks' input tensor. */
 function sampleTensor(a: Sample, key: string): tf.Tensor5D {
   return tf.tensor5d(a.arrays[key], a.tensorShape);
+}
+
+/**
+ * A segmentation network's input from a sample: the image `key`, or with thick slices
+ * (`slices.thick`) each drawn slice with its neighbours as channels `[B, 1, H, W, 2t + 1]`.
+ */
+function segmenterInput(a: Sample, key: string, slices?: Slicing): tf.Tensor5D {
+  const t = slices?.thick ?? 0;
+  if (!t || !a.picks) return sampleTensor(a, key);
+  const [b, , h, w] = a.tensorShape;
+  const shape = sliceShape(a.picks[0].subject.shape, slices!.view);
+  const parts = a.picks.map(({ subject, slice }) =>
+    thickSlices(viewStack(subject, key, slices!.view), shape, [slice], t)
+  );
+  const values = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (values.set(p, at), at + p.length), 0);
+  return tf.tensor5d(values, [b, 1, h, w, 2 * t + 1]);
+}
+
+/**
+ * The slice itself of a thick-slice input (its middle channel), what a 2D KKN reads; a
+ * one-channel input as it is.
+ */
+export function middleSlice(x: tf.Tensor5D): tf.Tensor5D {
+  const c = x.shape[4];
+  if (c === 1) return x;
+  return tf.slice(x, [0, 0, 0, 0, (c - 1) / 2], [-1, -1, -1, -1, 1]);
 }
 
 /**
@@ -519,17 +554,19 @@ function drawSlices({ view, batch }: Slicing, train: Subject[], seed: number): S
   const [n, h, w] = sliceShape(train[0].shape, view);
   const keys = Object.keys(train[0].arrays);
   const arrays = Object.fromEntries(keys.map((k) => [k, new Float32Array(batch * h * w)]));
+  const picks: { subject: Subject; slice: number }[] = [];
   for (let b = 0; b < batch; b++) {
     const s = train[Math.floor(r() * train.length)];
     if (sliceShape(s.shape, view).join() !== [n, h, w].join()) {
       throw new RangeError(`subject ${s.id}: grid ${s.shape.join("x")} differs from ${train[0].id}'s`);
     }
     const slice = Math.floor(r() * n);
+    picks.push({ subject: s, slice });
     for (const k of keys) {
       arrays[k].set(viewStack(s, k, view).subarray(slice * h * w, (slice + 1) * h * w), b * h * w);
     }
   }
-  return { subject: train[0], arrays, tensorShape: [batch, 1, h, w, 1] };
+  return { subject: train[0], arrays, tensorShape: [batch, 1, h, w, 1], picks };
 }
 
 /** A subject's array as a view's slice stack, computed once per subject, array and view. */
@@ -587,12 +624,19 @@ export async function predictVolume(
     return y;
   }
   const { view } = slices;
-  const [n, h, w] = sliceShape(s.shape, view);
+  const shape = sliceShape(s.shape, view);
+  const [n, h, w] = shape;
   const stack = viewStack(s, key, view);
+  const t = slices.thick ?? 0;
   const parts: Float32Array[] = [];
   for (let first = 0; first < n; first += PREDICT_SLICES) {
     const count = Math.min(PREDICT_SLICES, n - first);
-    const x = tf.tensor5d(stack.subarray(first * h * w, (first + count) * h * w), [count, 1, h, w, 1]);
+    const x = t
+      ? tf.tensor5d(
+        thickSlices(stack, shape, Array.from({ length: count }, (_, i) => first + i), t),
+        [count, 1, h, w, 2 * t + 1],
+      )
+      : tf.tensor5d(stack.subarray(first * h * w, (first + count) * h * w), [count, 1, h, w, 1]);
     parts.push(await readAndDispose(tf.tidy(() => f(x))));
     x.dispose();
   }
@@ -1239,7 +1283,8 @@ export async function trainSegmenter(
 ): Promise<void> {
   const { label, name, schedule, module, seedTag, logits, forward, keeper } = stage;
   const { classes, loss: lossKind } = ctx.cfg.fusion;
-  const features = (x: tf.Tensor5D) => (keeper ? tf.tidy(() => keeper.apply(x)) : []);
+  // (a thick-slice input's KKN reads the slice itself)
+  const features = (x: tf.Tensor5D) => (keeper ? tf.tidy(() => keeper.apply(middleSlice(x))) : []);
   const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
   const opt = adam(schedule.learningRate);
   const result = await trainLoop({
@@ -1260,10 +1305,11 @@ export async function trainSegmenter(
         [data.labels ?? "tissue"],
         data.labels ?? "tissue",
       );
-      const x = sampleTensor(a, segInput(a.subject, data.input));
+      const x = segmenterInput(a, segInput(a.subject, data.input), ctx.slices);
       const truth = a.arrays[data.labels ?? "tissue"];
       const y = tf.tensor(Int32Array.from(truth), [truth.length], "int32");
       const fk = features(x);
+      module.train(true, seedOf(ctx.cfg.seed, seedTag, step, 0xd0));
       // deep supervision (VoxResNet, RP-Net): CE on each auxiliary output, weighted by the network's
       // schedule (VoxResNet: 1 - 0.001 a round; RP-Net: 1)
       const auxWeight = Math.max(0, 1 - stage.auxDecay * round);
@@ -1280,6 +1326,7 @@ export async function trainSegmenter(
         true,
         module.parameters(),
       )!;
+      module.train(false);
       const loss = cost.dataSync()[0];
       tf.dispose([x, y, cost, ...fk]);
       return Promise.resolve({ loss });

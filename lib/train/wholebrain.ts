@@ -28,7 +28,7 @@ import {
 } from "../data/views.ts";
 import { dicePerClass } from "../metrics.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
-import { networkLabel, NETWORKS } from "../models/networks.ts";
+import { networkLabel, NETWORKS, thickSlicesOf } from "../models/networks.ts";
 import { LEFT_RIGHT_PAIRS, STRUCTURES } from "../phantom/labels.ts";
 import { loaded } from "./state.ts";
 import type { Scores } from "./loop.ts";
@@ -46,6 +46,7 @@ import {
   type FusionMetrics,
   guidedStage,
   imageScores,
+  middleSlice,
   networkSpec,
   pairedMetrics,
   predictVolume,
@@ -69,8 +70,11 @@ export function isSliceNetwork(cfg: RunConfig): boolean {
   return NETWORKS[cfg.wholebrain.network].dims === 2;
 }
 
-/** The context a view's networks train in: 2D teacher, KKN and segmenter, the view's slices. */
-export function viewContext(ctx: Context, view: View | null): Context {
+/**
+ * The context a view's networks train in: 2D teacher, KKN and segmenter, the view's slices (for
+ * the segmenter with the neighbours it reads, `thick`; the teacher and KKN read one slice).
+ */
+export function viewContext(ctx: Context, view: View | null, segmenter = true): Context {
   const wb = ctx.cfg.wholebrain;
   const classes = view === "sagittal" ? SAGITTAL_LABELS.split.length : STRUCTURES.length;
   const dims = view ? 2 : 3;
@@ -88,8 +92,9 @@ export function viewContext(ctx: Context, view: View | null): Context {
       fusion: wb.fusion,
     },
   };
+  const thick = segmenter ? thickSlicesOf(wb.network) : 0;
   return view
-    ? { ...ctx, cfg, slices: { view, batch: wb.batch }, prefix: `${view}-` }
+    ? { ...ctx, cfg, slices: { view, batch: wb.batch, ...(thick ? { thick } : {}) }, prefix: `${view}-` }
     : { ...ctx, cfg, prefix: "wholebrain-" };
 }
 
@@ -134,7 +139,7 @@ async function viewKeepers(
   // each test subject's reconstructions and syntheses, one per view
   const recon = new Map<Subject, Float32Array[]>(), syn = new Map<Subject, Float32Array[]>();
   for (const view of VIEWS) {
-    const v = viewContext(ctx, view);
+    const v = viewContext(ctx, view, false);
     const name = (phase: string) => ckpt(v, `${phase}-fold${split.fold}-best`);
     const teacher = existsSync(`${name("teacher")}.json`)
       ? await loaded(buildTeacher(v.cfg, split.fold), name("teacher"))
@@ -243,7 +248,7 @@ export class WholeBrainModels {
           ckpt(v, "guided-best"),
         );
         this.models.set(key, {
-          apply: (x) => guided.apply(x, kkn.apply(x)),
+          apply: (x) => guided.apply(x, kkn.apply(middleSlice(x))),
           dispose: () => guided.dispose(),
         });
       } else {

@@ -1,0 +1,177 @@
+/**
+ * QuickNAT (Roy et al. 2019), a whole-brain baseline of Table 3, as its released code builds it
+ * (`../shared/reference/wave2-architectures.md` section 3.2), in 2D on slices `[B, 1, H, W, 1]`:
+ *
+ * - Dense block (pre-activation, one PReLU shared by its three activations, convs with bias):
+ *   `o1 = Conv5x5(PReLU(BN(x)))`, `o2 = Conv5x5(PReLU(BN([x, o1])))`,
+ *   `out = Conv1x1(PReLU(BN([x, o1, o2])))`, every output `nf` wide.
+ * - Encoder levels 1 .. L-1: dense block -> CSSE -> channel dropout (0.2) = the skip F_i, then 2x
+ *   max pooling with the first-maximum positions; level L (the bottleneck) a dense block alone.
+ * - Decoder: max-unpool with the positions of the level above (to the skip's size), concatenate
+ *   [skip, unpooled], dense block -> CSSE -> dropout; a 1x1 classifier with bias.
+ *
+ * CSSE(x) = max(cSE(x), sSE(x)): channel squeeze-excitation (GAP -> Linear(c, c/2) -> ReLU ->
+ * Linear(c/2, c) -> sigmoid, scaling channels) and spatial (Conv1x1(c -> 1) -> sigmoid, scaling
+ * positions). AFMs attach to the skips (after CSSE and dropout, before pooling; positions are
+ * taken before any fusion) and the bottleneck: every level `nf` wide, as the 2D KKN's levels.
+ * Normalisation is `BatchNorm`'s scale and shift over each slice's own statistics, in training and
+ * evaluation alike (the released code's BatchNorm uses batch statistics in training and running
+ * averages in evaluation; per-slice statistics keep a slice's prediction independent of the slices
+ * batched with it, as the 3D baselines' batch-1 statistics are a volume's own).
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { BatchNorm, Conv, Init, Linear, Module } from "../nn/module.ts";
+import { relu } from "../nn/ops.ts";
+import {
+  cat,
+  ChannelDropout,
+  type Dims,
+  kernelOf,
+  type PoolPositions,
+  poolWithPositions,
+  SharedPReLU,
+  unpoolWithPositions,
+} from "./blocks.ts";
+import type { SegmentationNetwork } from "./fusion.ts";
+
+/** QuickNAT's kernel size and dropout rate (its `settings.ini`). */
+export const QUICKNAT = { kernel: 5, dropout: 0.2 } as const;
+
+/** BN -> PReLU -> conv, the dense block's unit (the PReLU shared with the block's other units). */
+class PreActConv extends Module {
+  private readonly norm: BatchNorm;
+  private readonly conv: Conv;
+  constructor(
+    init: Init,
+    cin: number,
+    cout: number,
+    k: number,
+    dims: Dims,
+    private readonly act: SharedPReLU,
+  ) {
+    super();
+    this.norm = this.child("norm", new BatchNorm(init, cin, "sample"));
+    this.conv = this.child("conv", new Conv(init, 3, cin, cout, kernelOf(k, dims), { bias: true }));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return this.conv.apply(this.act.apply(this.norm.apply(x)));
+  }
+}
+
+/** QuickNAT's dense block: two 5x5 units over growing concatenations, then a 1x1 unit. */
+export class DenseBlock extends Module {
+  private readonly act: SharedPReLU;
+  private readonly u1: PreActConv;
+  private readonly u2: PreActConv;
+  private readonly u3: PreActConv;
+  constructor(init: Init, cin: number, nf: number, dims: Dims, k: number = QUICKNAT.kernel) {
+    super();
+    this.act = this.child("prelu", new SharedPReLU());
+    this.u1 = this.child("conv1", new PreActConv(init, cin, nf, k, dims, this.act));
+    this.u2 = this.child("conv2", new PreActConv(init, cin + nf, nf, k, dims, this.act));
+    this.u3 = this.child("conv3", new PreActConv(init, cin + 2 * nf, nf, 1, dims, this.act));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const o1 = this.u1.apply(x);
+    const o2 = this.u2.apply(cat([x, o1]));
+    return this.u3.apply(cat([x, o1, o2]));
+  }
+}
+
+/**
+ * Concurrent spatial and channel squeeze-and-excitation with the elementwise maximum of the two
+ * recalibrations (QuickNAT's `ChannelSpatialSELayer`, max variant).
+ */
+export class ChannelSpatialSE extends Module {
+  private readonly fc0: Linear;
+  private readonly fc1: Linear;
+  private readonly spatial: Conv;
+  constructor(init: Init, c: number) {
+    super();
+    const mid = Math.max(1, Math.floor(c / 2));
+    this.fc0 = this.child("fc0", new Linear(init, c, mid));
+    this.fc1 = this.child("fc1", new Linear(init, mid, c));
+    this.spatial = this.child("spatial", new Conv(init, 3, c, 1, 1, { bias: true }));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const [b, , , , c] = x.shape;
+    const squeeze = tf.mean(x, [1, 2, 3]) as tf.Tensor2D;
+    const channel = tf.sigmoid(this.fc1.apply(relu(this.fc0.apply(squeeze))));
+    const cse = tf.mul(x, tf.reshape(channel, [b, 1, 1, 1, c]));
+    const sse = tf.mul(x, tf.sigmoid(this.spatial.apply(x)));
+    return tf.maximum(cse, sse) as tf.Tensor5D;
+  }
+}
+
+/** Dense block -> CSSE -> channel dropout: an encoder or decoder level of QuickNAT. */
+class Level extends Module {
+  private readonly dense: DenseBlock;
+  private readonly se: ChannelSpatialSE;
+  private readonly drop: ChannelDropout;
+  constructor(init: Init, cin: number, nf: number, dims: Dims, id: number) {
+    super();
+    this.dense = this.child("dense", new DenseBlock(init, cin, nf, dims));
+    this.se = this.child("csse", new ChannelSpatialSE(init, nf));
+    this.drop = this.child("dropout", new ChannelDropout(QUICKNAT.dropout, id));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return this.drop.apply(this.se.apply(this.dense.apply(x)));
+  }
+}
+
+export class QuickNAT extends Module implements SegmentationNetwork {
+  readonly levelChannels: number[];
+  private readonly enc: Level[];
+  private readonly bottleneck: DenseBlock;
+  private readonly dec: Level[];
+  private readonly head: Conv;
+  /** The pooling positions of the last `encode`, for the next `decode`. */
+  private positions: PoolPositions[] | null = null;
+  /** `levels` - 1 encoder levels and the bottleneck, every one `nf` wide. */
+  constructor(readonly classes: number, nf: number, levels: number, seed: number, readonly dims: Dims = 2) {
+    super();
+    if (levels < 2) throw new RangeError(`QuickNAT: needs at least 2 levels, got ${levels}`);
+    const init = new Init(seed);
+    this.levelChannels = Array<number>(levels).fill(nf);
+    this.enc = Array.from(
+      { length: levels - 1 },
+      (_, i) => this.child(`enc${i + 1}`, new Level(init, i === 0 ? 1 : nf, nf, dims, i)),
+    );
+    this.bottleneck = this.child("bottleneck", new DenseBlock(init, nf, nf, dims));
+    this.dec = Array.from(
+      { length: levels - 1 },
+      (_, i) => this.child(`dec${i + 1}`, new Level(init, 2 * nf, nf, dims, levels + i)),
+    );
+    this.head = this.child("head", new Conv(init, 3, nf, classes, 1, { bias: true }));
+  }
+  encode(x: tf.Tensor5D): tf.Tensor5D[] {
+    const out: tf.Tensor5D[] = [];
+    const positions: PoolPositions[] = [];
+    let h = x;
+    for (const level of this.enc) {
+      const skip = level.apply(h);
+      out.push(skip);
+      const p = poolWithPositions(skip, this.dims);
+      positions.push(p.at);
+      h = p.pooled;
+    }
+    out.push(this.bottleneck.apply(h));
+    this.positions = positions;
+    return out;
+  }
+  decode(features: tf.Tensor5D[]): tf.Tensor5D {
+    const positions = this.positions;
+    const L = features.length;
+    if (!positions || positions.length !== L - 1 || positions[0].masks[0].isDisposed) {
+      throw new Error("QuickNAT.decode needs the pooling positions of an encode in the same scope");
+    }
+    let y = features[L - 1];
+    for (let k = L - 2; k >= 0; k--) {
+      y = this.dec[k].apply(cat([features[k], unpoolWithPositions(y, positions[k])]));
+    }
+    return this.head.apply(y);
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return this.decode(this.encode(x));
+  }
+}
