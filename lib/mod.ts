@@ -15,6 +15,7 @@
 
 export * from "./io/errors.ts";
 export * from "./io/nifti.ts";
+export * from "./io/dicom.ts";
 export * from "./volume/affine.ts";
 export * from "./volume/volume.ts";
 export * from "./volume/geometry.ts";
