@@ -31,6 +31,7 @@ import {
   type CohortIntensity,
   commonGrid,
   DEFAULT_FOREGROUND_FLOOR,
+  foregroundFloor,
   intensitiesForInference,
   intensityProfile,
   intensityWarnings,
@@ -220,7 +221,7 @@ async function runCohortIntensity(
     const v = await readNifti(join(data, task, s.files["1.5T"]));
     const p = intensityProfile(v);
     fraction += p.foregroundFraction / scans.length;
-    floor += (p.high > 0 ? Math.max(0, p.low) / p.high : 0) / scans.length;
+    floor += foregroundFloor(v) / scans.length;
     spacing += v.spacing[0] / scans.length;
   }
   return { cohort: { foregroundFraction: fraction, floor, spacing: +spacing.toPrecision(4) } };
@@ -314,13 +315,15 @@ export async function segmentFile(
       "has no voxel above 0: nothing to segment (an empty image, or intensities all <= 0)",
     );
   }
-  for (const line of intensityWarnings(profile, prepared.mode, cohort)) say(`${input}: ${line}`);
   const { volume: canonical } = toCanonical(prepared.volume);
   checkModelGrid(input, canonical, spacing, spacingOpt !== undefined);
   // the training grid's construction: the input's field of view at the run's spacing, padded
   // (centred) to multiples of 16
   const grid = commonGrid(canonical, spacing);
   const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
+  for (const line of intensityWarnings(profile, prepared.mode, cohort, foregroundFloor(onGrid))) {
+    say(`${input}: ${line}`);
+  }
 
   const [ni, nj, nk] = grid.shape;
   const names = wholebrain ? STRUCTURES : TISSUE_CLASSES;

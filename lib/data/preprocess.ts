@@ -158,6 +158,13 @@ export function intensitiesForInference(
   };
 }
 
+/** The foreground's 0.5th percentile / its 99.5th (voxels above 0), as `CohortIntensity.floor`. */
+export function foregroundFloor(v: Volume): number {
+  const fg = Float32Array.from(Array.from(v.data).filter((x) => x > 0)).sort();
+  const high = percentile(fg, 0.995);
+  return high > 0 ? percentile(fg, 0.005) / high : 0;
+}
+
 /** What a run's cohort looked like to its models (means over its training scans). */
 export interface CohortIntensity {
   foregroundFraction: number;
@@ -170,12 +177,15 @@ export interface CohortIntensity {
  * Warning lines for an input outside what the models saw: a foreground fraction, a foreground
  * range (0.5th / 99.5th percentile) or a voxel size 3x (size: 2x) away from the cohort's; a
  * field-of-view border that is bright over more than 2 % of it, or has no constant background
- * (not skull-stripped); negative voxels; a rescaled (z-scored or shifted) input.
+ * (not skull-stripped); negative voxels; a rescaled (z-scored or shifted) input. `modelFloor`:
+ * the foreground range measured where the models see it (on the model grid, normalised), which a
+ * resampled scan's soft brain edge does not shift as it does on a finer input grid.
  */
 export function intensityWarnings(
   p: IntensityProfile,
   mode: "as-training" | "rescaled",
   cohort: CohortIntensity | null,
+  modelFloor?: number,
 ): string[] {
   const out: string[] = [];
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
@@ -212,7 +222,8 @@ export function intensityWarnings(
         `cohort ${pct(cohort.foregroundFraction)}`,
     );
   }
-  const floor = mode === "rescaled" ? cohort.floor : p.high > 0 ? Math.max(0, p.low) / p.high : 0;
+  const floor = modelFloor ??
+    (mode === "rescaled" ? cohort.floor : p.high > 0 ? Math.max(0, p.low) / p.high : 0);
   if (far(Math.max(floor, 1e-6), cohort.floor, 3)) {
     out.push(
       `the brain's 0.5th percentile is ${pct(floor)} of its 99.5th, the run's cohort's ${
