@@ -1,8 +1,9 @@
 /**
- * The whole-brain 2D networks' own pieces: QuickNAT's and FastSurfer-CNN's parameter counts
- * against the reference, max-unpooling of slices with ties (first maximum, as PyTorch records it),
- * maxout, channel-and-spatial squeeze-excitation, the shared PReLU and channel dropout, each by a
- * hand-computed value and finite differences; thick slices by hand.
+ * The whole-brain networks' own pieces: QuickNAT's and FastSurfer-CNN's parameter counts against
+ * the reference, max-unpooling of slices with ties (first maximum, as PyTorch records it), maxout,
+ * channel-and-spatial squeeze-excitation, the shared PReLU and channel dropout; UNesT's GELU,
+ * LayerNorm, attention and blocks; each by a hand-computed value and finite differences; thick
+ * slices by hand.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
@@ -11,6 +12,8 @@ import { ChannelDropout, poolWithPositions, SharedPReLU, unpoolWithPositions } f
 import { ChannelSpatialSE, QuickNAT } from "../lib/models/quicknat.ts";
 import { CompetitiveDenseBlock, FastSurferCNN } from "../lib/models/fastsurfer.ts";
 import { Init } from "../lib/nn/module.ts";
+import { gelu } from "../lib/nn/ops.ts";
+import { Attention, blockify, LayerNorm, TransformerLayer, unblockify } from "../lib/models/unest.ts";
 import { thickSlices } from "../lib/data/views.ts";
 import { middleSlice } from "../lib/train/pipeline.ts";
 
@@ -159,4 +162,73 @@ Deno.test("thick slices: each slice with its neighbours as channels, edges repea
   const x = tf.tensor5d(t, [2, 1, 1, 2, 3]);
   assertEquals(Array.from(middleSlice(x).dataSync()), [0, 1, 20, 21]);
   assertThrows(() => thickSlices(stack, [3, 1, 2], [3], 1), RangeError, "outside");
+});
+
+Deno.test("GELU and LayerNorm: hand-computed values and finite differences", () => {
+  // GELU(x) = x Phi(x): Phi(1) = 0.841345, Phi(-1) = 0.158655
+  assertEquals(
+    Array.from(gelu(tf.tensor1d([1, -1, 0])).dataSync()).map((v) => +v.toFixed(5)),
+    [0.84134, -0.15866, 0],
+  );
+  const ln = new LayerNorm(3);
+  // [1, 2, 3]: mean 2, biased variance 2/3 -> (x - 2) / sqrt(2/3 + 1e-5)
+  const y = ln.apply(tf.tensor2d([[1, 2, 3]])).dataSync();
+  const s = Math.sqrt(2 / 3 + 1e-5);
+  [-1 / s, 0, 1 / s].forEach((v, i) => assertAlmostEquals(y[i], v, 1e-5));
+  for (const f of [(t: tf.Tensor) => gelu(t), (t: tf.Tensor) => ln.apply(t)]) {
+    const r = gradCheck(f, [rand([4, 3], 12)], { eps: 1e-3 });
+    assert(r.maxRelError < 1e-2, JSON.stringify(r.worst));
+  }
+  ln.dispose();
+});
+
+Deno.test("attention: softmax(q k^T / sqrt(d)) v by hand with identity projections; gradient", () => {
+  const att = new Attention(new Init(1), 2, 1);
+  // qkv = [x, x, x], proj = identity: out = softmax(x x^T / sqrt 2) x
+  const params = Object.fromEntries(att.namedParameters());
+  params["qkv.weight"].assign(tf.tensor2d([[1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1]]));
+  params["proj.weight"].assign(tf.tensor2d([[1, 0], [0, 1]]));
+  const xs = [[1, 0], [0.5, 2]];
+  const out = att.apply(tf.tensor3d([xs])).dataSync();
+  for (let i = 0; i < 2; i++) {
+    const e = xs.map((xj) => Math.exp((xs[i][0] * xj[0] + xs[i][1] * xj[1]) / Math.SQRT2));
+    const z = e[0] + e[1];
+    for (let c = 0; c < 2; c++) {
+      assertAlmostEquals(out[2 * i + c], (e[0] * xs[0][c] + e[1] * xs[1][c]) / z, 1e-5);
+    }
+  }
+  const two = new Attention(new Init(2), 4, 2);
+  const r = gradCheck((t) => two.apply(t as tf.Tensor3D), [rand([2, 3, 4], 13)], { eps: 1e-3 });
+  assert(r.maxRelError < 1e-2, JSON.stringify(r.worst));
+  att.dispose();
+  two.dispose();
+});
+
+Deno.test("UNesT blocks: blockify by hand, unblockify undoes it, attention never crosses blocks", () => {
+  // a 2 x 2 x 4 grid of one channel in 2 blocks per axis (blocks of 1 x 1 x 2 tokens)
+  const x = tf.tensor5d(Float32Array.from({ length: 16 }, (_, i) => i), [1, 2, 2, 4, 1]);
+  const b = blockify(x, 2);
+  assertEquals(b.shape, [8, 2, 1]);
+  // block (0, 0, 0) holds (0, 0, 0..1); block (0, 0, 1) holds (0, 0, 2..3); block (1, 1, 1) (1, 1, 2..3)
+  const v = b.arraySync() as number[][][];
+  assertEquals(v[0].flat(), [0, 1]);
+  assertEquals(v[1].flat(), [2, 3]);
+  assertEquals(v[7].flat(), [14, 15]);
+  assertEquals(Array.from(unblockify(b, 2, [2, 2, 4]).dataSync()), Array.from(x.dataSync()));
+  // a transformer layer over 2 blocks per axis: a change inside one block changes that block only
+  const layer = new TransformerLayer(new Init(3), 4, 1);
+  const tokens = rand([1, 4, 4, 4, 4], 14) as tf.Tensor5D;
+  const run = (t: tf.Tensor5D) => unblockify(layer.apply(blockify(t, 2)), 2, [4, 4, 4]);
+  const base = run(tokens);
+  const bumped = run(tf.add(tokens, tf.scatterND([[0, 0, 0, 0, 0]], [1], tokens.shape)) as tf.Tensor5D);
+  const diff = tf.abs(tf.sub(bumped, base)).arraySync() as number[][][][][];
+  for (let d = 0; d < 4; d++) {
+    for (let h = 0; h < 4; h++) {
+      for (let w = 0; w < 4; w++) {
+        const changed = diff[0][d][h][w].some((c) => c > 1e-6);
+        assertEquals(changed, d < 2 && h < 2 && w < 2, `token (${d}, ${h}, ${w})`);
+      }
+    }
+  }
+  layer.dispose();
 });

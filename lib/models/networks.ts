@@ -14,6 +14,7 @@ import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
 import { USegNet, type USegNetAfmLevels } from "./usegnet.ts";
 import { RPNet } from "./rpnet.ts";
 import { QuickNAT } from "./quicknat.ts";
+import { UNesT, UNEST_DEPTHS } from "./unest.ts";
 import { FastSurferCNN, THICK_SLICES } from "./fastsurfer.ts";
 
 export interface NetworkSpec {
@@ -25,6 +26,8 @@ export interface NetworkSpec {
   voxresnetDeconv?: VoxResDeconv;
   /** U-SegNet's AFM levels: `ends` (1 and 5, the features its decoder reads) or `all`. */
   usegnetAfmLevels?: USegNetAfmLevels;
+  /** UNesT's transformer layers per stage (default: the small model's). */
+  unestDepths?: number[];
 }
 
 interface NetworkEntry {
@@ -52,6 +55,11 @@ export const NETWORKS = {
   },
   rpnet: { label: "RP-Net", dims: 3, build: (s, seed) => new RPNet(s.classes, s.nf, s.levels, seed) },
   quicknat: { label: "QuickNAT", dims: 2, build: (s, seed) => new QuickNAT(s.classes, s.nf, s.levels, seed) },
+  unest: {
+    label: "UNesT",
+    dims: 3,
+    build: (s, seed) => new UNesT(s.classes, s.nf, s.levels, seed, s.unestDepths ?? UNEST_DEPTHS.small),
+  },
   fastsurfer: {
     label: "FastSurfer-CNN",
     dims: 2,

@@ -152,6 +152,11 @@ export function batchNorm<T extends Spatial>(
   });
 }
 
+/** GELU, the exact form (PyTorch's default): `0.5 x (1 + erf(x / sqrt 2))`. */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2)))) as T);
+}
+
 /** LeakyReLU with PyTorch's default slope 0.01 (tfjs's own default is 0.2). */
 export function leakyRelu<T extends tf.Tensor>(x: T, slope = 0.01): T {
   return fastLeakyRelu(x, slope) ?? tf.leakyRelu(x, slope);

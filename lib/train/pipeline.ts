@@ -39,6 +39,7 @@ import {
 } from "../models/networks.ts";
 import type { VoxResDeconv } from "../models/voxresnet.ts";
 import type { USegNetAfmLevels } from "../models/usegnet.ts";
+import { UNEST_DEPTHS } from "../models/unest.ts";
 import {
   adversarialLoss,
   crossEntropy,
@@ -93,6 +94,8 @@ export interface RunConfig {
     voxresnetDeconv: VoxResDeconv;
     /** U-SegNet's AFM levels: `ends` (1 and 5, default) or `all`. */
     usegnetAfmLevels: USegNetAfmLevels;
+    /** UNesT's layers per stage (the whole-brain task's `unestDepths`); absent for the tissue task. */
+    unestDepths?: string;
     /**
      * The KKN whose features the AFMs take: `trained` (fold 1's, the method) or `random` (the same
      * architecture untrained: a control for what the trained 7T-like features add).
@@ -131,6 +134,11 @@ export interface RunConfig {
     /** Slices a training step (the paper: 32). */
     batch: number;
     aggregation: ViewAggregation;
+    /**
+     * UNesT's transformer layers per stage, comma-separated ("2,2,8": the released base model;
+     * "1,1,2" the small default); the last repeats for more stages.
+     */
+    unestDepths: string;
     /** The 2D teacher's and the 2D KKN's schedules (one per view each). */
     teacher: Schedule;
     keeper: Schedule;
@@ -205,6 +213,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     levels: 5,
     batch: profile === "paper" ? 32 : profile === "quick" ? 2 : 8,
     aggregation: "average" as ViewAggregation,
+    unestDepths: (profile === "paper" ? UNEST_DEPTHS.paper : UNEST_DEPTHS.small).join(","),
   };
   if (profile === "paper") {
     // 2D epochs: batches of 32 over every slice of the training subjects (about 192 slices a view
@@ -348,6 +357,10 @@ const RANGES: Record<string, (v: unknown) => string | null> = {
   "wholebrain.nf": posInt,
   "wholebrain.levels": levels,
   "wholebrain.batch": posInt,
+  "wholebrain.unestDepths": (v) =>
+    /^[1-9][0-9]*(,[1-9][0-9]*)*$/.test(String(v))
+      ? null
+      : 'must list positive layer counts per stage, comma-separated (e.g. "2,2,8")',
   "checks.window": (v) => ((v as number) > 0 && (v as number) <= 1 ? null : "must be in (0, 1]"),
   "checks.maxGainPsnr": nonNegative,
   "checks.maxGainDice": nonNegative,
@@ -745,6 +758,10 @@ export function networkSpec(cfg: RunConfig): NetworkSpec {
   }
   if (network === "usegnet") {
     return { network, classes, nf, levels, usegnetAfmLevels: cfg.fusion.usegnetAfmLevels ?? "ends" };
+  }
+  if (network === "unest") {
+    const depths = (cfg.fusion.unestDepths ?? UNEST_DEPTHS.small.join(",")).split(",").map(Number);
+    return { network, classes, nf, levels, unestDepths: depths };
   }
   return { network, classes, nf, levels };
 }

@@ -88,6 +88,7 @@ export function viewContext(ctx: Context, view: View | null, segmenter = true): 
       nf: wb.nf,
       levels: wb.levels,
       classes,
+      unestDepths: wb.unestDepths,
       baseline: wb.baseline,
       fusion: wb.fusion,
     },
