@@ -3,9 +3,10 @@
  * keeper, adaptive fusion) on a cohort (by default the embedded phantom cohort) and writes
  * every metric the paper's tables need under `runs/<name>/`.
  */
-import { type CommandSpec, runCommand } from "../lib/cli.ts";
+import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
 import { runTraining } from "../lib/train/run.ts";
+import { planOnly, runJob } from "../lib/train/jobs.ts";
 
 export { runTraining };
 
@@ -60,15 +61,37 @@ export const TRAIN_COMMAND: CommandSpec = {
       type: "boolean",
       default: true,
     },
+    {
+      name: "plan-only",
+      description:
+        "print the run's job graph (job ids, dependencies, what each runs) and train nothing (see deno task slurm)",
+      type: "boolean",
+      default: false,
+    },
+    {
+      name: "only",
+      description:
+        "run exactly one job of the graph (an id --plan-only prints); the jobs it depends on must have finished; a finished job is not rerun",
+    },
   ],
   notes: [
     "Results: <out>/<name>/config.json (resolved), checkpoints/, log.jsonl, metrics.json and metrics.csv.",
+    "Jobs (--only): <out>/<name>/jobs/<id>/ (result.json, log.jsonl); deno task slurm collect merges them into metrics.json.",
   ],
 };
 
 if (import.meta.main) {
   await runCommand(TRAIN_COMMAND, async (args) => {
+    if (args.options["plan-only"]) {
+      if (args.options.only !== undefined) throw new UsageError("--plan-only and --only: give one of them");
+      console.log(await planOnly(args.options));
+      return;
+    }
     await initBackend(String(args.options.backend));
+    if (args.options.only !== undefined) {
+      await runJob(args.options, String(args.options.only));
+      return;
+    }
     const dir = await runTraining(args.options);
     console.log(`results in ${dir}/ (metrics.json, metrics.csv, log.jsonl, checkpoints/)`);
   });

@@ -7,10 +7,11 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../cli.ts";
 import { readJsonFile } from "../io/json.ts";
-import { currentBackend } from "../backend.ts";
+import { type BackendInfo, currentBackend } from "../backend.ts";
 import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
 import type { KnowledgeKeeper } from "../models/keeper.ts";
+import type { ConvergenceReport } from "./schedule.ts";
 import { ensureCohorts, GENERATOR_VERSION } from "../phantom/cohort.ts";
 import { sha256File } from "../io/hash.ts";
 import { loadCohort, type Subject, verifyCohort } from "../data/cohort.ts";
@@ -46,9 +47,45 @@ import {
 /** A run's name: one folder under the runs folder, never a path out of it. */
 export const RUN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
+/** A `deno task train` invocation's run: its resolved configuration, cohort folder and run folder. */
+export interface PreparedRun {
+  cfg: RunConfig;
+  profile: string;
+  /** The cohort root (`--data`, else the profile's generated phantom cohort). */
+  data: string;
+  /** `<out>/<name>`. */
+  runDir: string;
+  configPath: string;
+}
+
+/**
+ * `deno task train`: resolves the run (`prepareRun`), takes the run folder's lock, records the
+ * configuration and cohort, and trains the requested phases in this process.
+ */
 export async function runTraining(
   opts: Record<string, string | number | boolean | undefined>,
 ): Promise<string> {
+  const { cfg, profile, data, runDir, configPath } = await prepareRun(opts);
+  const releaseLock = await lockRun(runDir);
+  try {
+    await checkRunData(runDir, data);
+    await writeJson(configPath, cfg);
+    return await trainInto(runDir, cfg, data, profile, opts);
+  } finally {
+    await releaseLock();
+  }
+}
+
+/**
+ * Resolves a `deno task train` invocation's configuration (profile defaults, then `--config`,
+ * then options), generates the phantom cohort when absent, checks the run name and creates the
+ * run folder; a run folder holding another configuration is refused. With `dryRun` nothing is
+ * written (no cohort generated, no folder created).
+ */
+export async function prepareRun(
+  opts: Record<string, string | number | boolean | undefined>,
+  { dryRun = false }: { dryRun?: boolean } = {},
+): Promise<PreparedRun> {
   const profile = String(opts.profile);
   let cfg = profileConfig(profile, Number(opts.seed));
   if (opts.config) {
@@ -88,7 +125,7 @@ export async function runTraining(
   if (problem) throw new UsageError(`${opts.config ? `--config ${opts.config}: ` : ""}${problem}`);
   if (opts.progress === false) cfg.progress = false;
   const data = String(opts.data ?? `data/generated/${cohortProfile(profile)}`);
-  if (!existsSync(join(data, "paired", "manifest.json"))) {
+  if (!existsSync(join(data, "paired", "manifest.json")) && !dryRun) {
     if (opts.data) throw new UsageError(`--data ${data}: no paired/manifest.json there`);
     console.log(`cohort ${data} absent: generating the "${profile}" phantom cohorts`);
     await ensureCohorts(cohortProfile(profile), data, { seed: Number(opts.seed) });
@@ -101,7 +138,7 @@ export async function runTraining(
     );
   }
   const runDir = join(String(opts.out), name);
-  await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
+  if (!dryRun) await Deno.mkdir(join(runDir, "checkpoints"), { recursive: true });
   const configPath = join(runDir, "config.json");
   if (existsSync(configPath)) {
     let previous: unknown = await readJsonFile(configPath, "the run folder's configuration");
@@ -114,20 +151,9 @@ export async function runTraining(
       );
     }
   }
-  const releaseLock = await lockRun(runDir);
-  try {
-    await checkRunData(runDir, data);
-    await writeJson(configPath, cfg);
-    return await trainInto(runDir, cfg, data, profile, opts);
-  } finally {
-    await releaseLock();
-  }
+  return { cfg, profile, data, runDir, configPath };
 }
 
-/**
- * Takes `runDir/.lock` for this process, so two processes cannot train into one run folder; a
- * lock left by a process that no longer runs is taken over. Returns the release function.
- */
 /** Whether a process runs (Linux: present in /proc and not a zombie; elsewhere assumed alive). */
 function processAlive(pid: number): boolean {
   if (Deno.build.os !== "linux") return true;
@@ -152,32 +178,124 @@ async function removeOrphans(runDir: string): Promise<void> {
   }
 }
 
-export async function lockRun(runDir: string): Promise<() => Promise<void>> {
-  const path = join(runDir, ".lock");
-  for (let attempt = 0; attempt < 2; attempt++) {
+/** What a lock file records: the holder's PID, its host, and what it holds the lock for. */
+export interface LockHolder {
+  pid: number;
+  /** The holder's host name (absent in locks written before hosts were recorded: this host). */
+  host: string | null;
+  /** `train` (an in-process run), `job setup` (a job's brief setup), `job <id>` (a job running). */
+  purpose: string;
+}
+
+/** The lock file `path`'s holder when it is alive, else null (no file, or its process is gone). */
+export async function liveHolder(path: string): Promise<LockHolder | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return null;
+  }
+  const [pidLine, host, purpose] = text.split("\n");
+  const pid = Number(pidLine.trim());
+  const holder = { pid, host: host?.trim() || null, purpose: purpose?.trim() || "train" };
+  // another host's process cannot be checked from here (a shared run folder): assumed alive
+  if (holder.host && holder.host !== Deno.hostname()) return holder;
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? holder : null;
+}
+
+/**
+ * Creates the lock file `path` for this process (PID, host, `purpose`); a lock whose process no
+ * longer runs is taken over. Returns the release function, or the live holder.
+ */
+export async function takeLock(
+  path: string,
+  purpose: string,
+): Promise<{ release: () => Promise<void> } | { holder: LockHolder }> {
+  for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      await Deno.writeTextFile(path, `${Deno.pid}\n`, { createNew: true });
-      await removeOrphans(runDir);
-      return async () => await Deno.remove(path).catch(() => {});
+      await Deno.writeTextFile(path, `${Deno.pid}\n${Deno.hostname()}\n${purpose}\n`, { createNew: true });
+      return { release: async () => await Deno.remove(path).catch(() => {}) };
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
-      const alive = Number.isInteger(pid) && pid > 0 && processAlive(pid);
-      if (alive) {
-        throw new UsageError(`${runDir}: another process (PID ${pid}) is training into this run folder`);
-      }
+      const holder = await liveHolder(path);
+      if (holder) return { holder };
       await Deno.remove(path).catch(() => {}); // stale: its process is gone
     }
   }
-  throw new UsageError(`${runDir}: cannot take ${path}`);
+  throw new UsageError(`cannot take ${path}`);
+}
+
+/** Who holds a lock, in words. */
+export function describeHolder(h: LockHolder): string {
+  return `PID ${h.pid}${h.host && h.host !== Deno.hostname() ? ` on ${h.host}` : ""}`;
+}
+
+/**
+ * The jobs of a run folder running now (`deno task train --only`, `lib/train/jobs.ts`): their
+ * ids and holders, from the live `jobs/<id>/.lock` files.
+ */
+export async function runningJobs(runDir: string): Promise<{ id: string; holder: LockHolder }[]> {
+  const dir = join(runDir, "jobs");
+  const out: { id: string; holder: LockHolder }[] = [];
+  if (!existsSync(dir)) return out;
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isDirectory) continue;
+    const holder = await liveHolder(join(dir, e.name, ".lock"));
+    if (holder) out.push({ id: e.name, holder });
+  }
+  return out.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/**
+ * Takes `runDir/.lock` so two processes cannot train into one run folder; a lock left by a
+ * process that no longer runs is taken over. `train` (an in-process run) also refuses while jobs
+ * of the run are running and then removes temporary files killed processes left; `job setup` (a
+ * job writing the run-level files before it runs) waits up to `waitSeconds` for another job's
+ * setup. Returns the release function.
+ */
+export async function lockRun(
+  runDir: string,
+  { purpose = "train", waitSeconds = 0 }: { purpose?: "train" | "job setup"; waitSeconds?: number } = {},
+): Promise<() => Promise<void>> {
+  const path = join(runDir, ".lock");
+  const deadline = performance.now() + waitSeconds * 1000;
+  while (true) {
+    const taken = await takeLock(path, purpose);
+    if ("release" in taken) {
+      if (purpose === "train") {
+        const jobs = await runningJobs(runDir);
+        if (jobs.length) {
+          await taken.release();
+          throw new UsageError(
+            `${runDir}: jobs of this run are running (${
+              jobs.map((j) => `${j.id}, ${describeHolder(j.holder)}`).join("; ")
+            }); wait for them or pick another --name`,
+          );
+        }
+        await removeOrphans(runDir);
+      }
+      return taken.release;
+    }
+    const { holder } = taken;
+    if (holder.purpose === "job setup" && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+      continue;
+    }
+    throw new UsageError(
+      `${runDir}: another process (${describeHolder(holder)}) is ${
+        holder.purpose === "train" ? "training into this run folder" : `holding ${path} (${holder.purpose})`
+      }${holder.host && holder.host !== Deno.hostname() ? `; remove ${path} if that process is gone` : ""}`,
+    );
+  }
 }
 
 /**
  * A run's identity includes its data: `data.json` records the cohort folder and the SHA-256 of
  * its manifests (which hold every file's checksum); a run folder trained on another cohort is
- * refused instead of having its results overwritten with scores on different data.
+ * refused instead of having its results overwritten with scores on different data. With `write`
+ * false an existing record is only checked (a job's setup: the record is written once).
  */
-export async function checkRunData(runDir: string, data: string): Promise<void> {
+export async function checkRunData(runDir: string, data: string, { write = true } = {}): Promise<void> {
   const identity: Record<string, string> = {};
   for (const cohort of ["paired", "tissue", "wholebrain"]) {
     const manifest = join(data, cohort, "manifest.json");
@@ -201,7 +319,7 @@ export async function checkRunData(runDir: string, data: string): Promise<void> 
       );
     }
   }
-  await writeJson(path, { data, manifests: identity });
+  if (write || !existsSync(path)) await writeJson(path, { data, manifests: identity });
 }
 
 async function trainInto(
@@ -302,7 +420,7 @@ async function trainInto(
   const seconds = (performance.now() - t0) / 1000;
   const rss = peakRssMiB();
   const peakRss = Number.isFinite(rss) ? rss : null;
-  const metrics = {
+  await writeMetrics(runDir, cfg, {
     run: runDir,
     profile,
     backend: currentBackend(),
@@ -316,12 +434,37 @@ async function trainInto(
     decoders,
     wholebrain,
     convergence: ctx.reports,
-  };
-  await writeJson(join(runDir, "metrics.json"), metrics);
-  await writeFileAtomic(join(runDir, "metrics.csv"), metricsCsv(folds, fusion, cfg.fusion.network, decoders));
+  });
   console.log(summary(folds, fusion, baseline, decoders, seconds));
   if (wholebrain) console.log(wholeBrainSummary(wholebrain));
   return runDir;
+}
+
+/** A run's `metrics.json` (key order as written). */
+export interface RunMetrics {
+  run: string;
+  profile: string;
+  /** The backend that trained (absent when none was initialised). */
+  backend: BackendInfo | undefined;
+  data: string;
+  spacing: unknown;
+  wallSeconds: number;
+  peakRssMiB: number | null;
+  folds: FoldMetrics[];
+  fusion: FusionMetrics | null;
+  baseline: BaselineMetrics | null;
+  decoders: DecoderMetrics[];
+  wholebrain: WholeBrainMetrics | null;
+  convergence: ConvergenceReport[];
+}
+
+/** Writes a run's `metrics.json` and `metrics.csv` (each to a temporary file, then renamed). */
+export async function writeMetrics(runDir: string, cfg: RunConfig, metrics: RunMetrics): Promise<void> {
+  await writeJson(join(runDir, "metrics.json"), metrics);
+  await writeFileAtomic(
+    join(runDir, "metrics.csv"),
+    metricsCsv(metrics.folds, metrics.fusion, cfg.fusion.network, metrics.decoders),
+  );
 }
 
 /** The phantom cohort a training profile runs on (`long` trains longer on the default cohort). */
@@ -333,7 +476,12 @@ export function cohortProfile(profile: string): "quick" | "default" | "paper" {
  * `fusion.input` "synthesized": the tissue subjects' 7T-like syntheses through fold 1's KKN (the
  * one given, else the run's checkpoint) and teacher decoder, which must be in the run already.
  */
-async function synthesize(runDir: string, cfg: RunConfig, subjects: Subject[], kkn?: KnowledgeKeeper) {
+export async function synthesize(
+  runDir: string,
+  cfg: RunConfig,
+  subjects: Subject[],
+  kkn?: KnowledgeKeeper,
+): Promise<void> {
   const path = (name: string) => {
     const p = join(runDir, "checkpoints", name);
     if (!existsSync(`${p}.json`)) {
@@ -350,7 +498,8 @@ async function synthesize(runDir: string, cfg: RunConfig, subjects: Subject[], k
   if (!kkn) keeper.dispose();
 }
 
-function summary(
+/** The lines `deno task train` prints at the end: mean synthesis scores and Dice per model. */
+export function summary(
   folds: FoldMetrics[],
   fusion: FusionMetrics | null,
   baseline: BaselineMetrics | null,
@@ -373,12 +522,14 @@ function summary(
     );
   }
   if (fusion) {
+    // (a p-value read back from JSON is null where it was NaN: a single test subject)
+    const p4 = (p: number | null) => (p ?? NaN).toFixed(4);
     for (const t of fusion.tTest) {
       lines.push(
         `Dice ${t.class.padEnd(10)} baseline ${t.baselineMean.toFixed(4)} epoch-matched ${
           t.baselineMatchedMean.toFixed(4)
-        } guided ${t.guidedMean.toFixed(4)} (paired t: p=${t.p.toFixed(4)} vs baseline, p=${
-          t.pMatched.toFixed(4)
+        } guided ${t.guidedMean.toFixed(4)} (paired t: p=${p4(t.p)} vs baseline, p=${
+          p4(t.pMatched)
         } vs matched)`,
       );
     }
@@ -401,7 +552,7 @@ function summary(
 }
 
 /** Mean Dice of the cortical (1-4), subcortical (5-27) structures and all 27, per model. */
-function wholeBrainSummary(m: WholeBrainMetrics): string {
+export function wholeBrainSummary(m: WholeBrainMetrics): string {
   const lines: string[] = [];
   if (m.synthesis) {
     const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -436,7 +587,7 @@ function wholeBrainSummary(m: WholeBrainMetrics): string {
  * A generated cohort from another generator version would silently mix old and new phantoms:
  * refuse it, naming the folder to delete.
  */
-function checkGenerated(dir: string, version: string | undefined): void {
+export function checkGenerated(dir: string, version: string | undefined): void {
   if (version === GENERATOR_VERSION) return;
   throw new UsageError(
     `${join(dir, "manifest.json")}: generated by phantom generator ${
