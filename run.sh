@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 
 DENO_VERSION=2.9.6
 # Debian packages by purpose. Tests: nibabel (independent NIfTI check), Jupyter (notebooks),
-# Chromium (figure rendering), dcm2niix (DICOM reference). Training: oneDNN (native CPU kernels).
-APT_TEST=(python3-nibabel jupyter-nbconvert python3-nbclient jupyter-client chromium dcm2niix)
+# Chromium (figure rendering), dcm2niix (DICOM reference), Slurm and munge (a local cluster for
+# deno task slurm). Training: oneDNN (native CPU kernels).
+APT_TEST=(python3-nibabel jupyter-nbconvert python3-nbclient jupyter-client chromium dcm2niix slurm-wlm munge)
 APT_TRAIN=(libdnnl2)
 
 say() { echo "[run.sh] $*"; }

@@ -48,3 +48,14 @@ export * from "./viz/viewer.ts";
 export * from "./data/views.ts";
 export * from "./report_wholebrain.ts";
 export { STRUCTURES_KEY, trainWholeBrain, WholeBrainModels } from "./train/wholebrain.ts";
+export {
+  collectRun,
+  formatPlan,
+  type Job,
+  type JobPlan,
+  type JobResult,
+  planJobs,
+  readPlan,
+  runJob,
+} from "./train/jobs.ts";
+export { resubmitRun, runStatus, SlurmError, type SlurmResources, submitRun } from "./train/slurm.ts";
