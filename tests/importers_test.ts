@@ -305,7 +305,7 @@ Deno.test("paired CSV: pairs under any names, brain box from the 3T, no tissue",
     "7T": "scans/s0_mp2rage.nii",
   });
   const { subjects } = await loadCohort(dir);
-  // every brain voxel of the source 7T is on the grid: same total intensity before normalisation's scale
+  // every non-zero voxel of the source 7T (on the 6 mm grid already) lands on the cohort grid
   for (const [n, s] of subjects.entries()) {
     const src = pairedScans[n]["7T"].data;
     assertEquals(s.arrays["7T"].filter((v) => v > 0).length, Array.from(src).filter((v) => v > 0).length);
