@@ -9,6 +9,7 @@
  * `fig9-<network>.png` / `.svg` / `.json` (per-structure box plots) and
  * `wholebrain-montage-<network>.png` (input, truth, baseline, guided in FreeSurfer colours).
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { initBackend } from "../lib/backend.ts";
@@ -68,9 +69,11 @@ export async function runTable3(
       runs.push(from);
       continue;
     }
+    // a 2D network: the source's per-view 2D teachers and KKNs; a 3D one: its 3D teacher and KKN of
+    // fold 1 when it has them (a 2D source has not: the arm trains them)
     const names = NETWORKS[network].dims === 2
       ? VIEWS.flatMap((v) => [`${v}-teacher-fold1-best`, `${v}-keeper-fold1-best`])
-      : TEACHER_KKN;
+      : TEACHER_KKN.filter((n) => existsSync(join(from, "checkpoints", `${n}.json`)));
     const arm: Arm = {
       id: network,
       changes: { wholebrain: { network } },
