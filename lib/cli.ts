@@ -40,11 +40,12 @@ export type ParsedArgs = {
 
 export function formatHelp(spec: CommandSpec): string {
   const lines = [`${spec.name}: ${spec.summary}`, "", `Usage: ${spec.usage}`, "", "Options:"];
-  const width = Math.max(...spec.options.map((o) => o.name.length + (o.type === "boolean" ? 0 : 8))) + 4;
+  const leftOf = (o: OptionSpec) =>
+    `  --${o.name}${o.type === "boolean" ? "" : " <" + (o.choices ? "name" : o.type ?? "value") + ">"}`;
+  // the widest option with its value placeholder sets the description column
+  const width = Math.max(...spec.options.map((o) => leftOf(o).length), "  --debug".length);
   for (const o of spec.options) {
-    const left = `  --${o.name}${
-      o.type === "boolean" ? "" : " <" + (o.choices ? "name" : o.type ?? "value") + ">"
-    }`;
+    const left = leftOf(o);
     const extra = [
       o.choices ? `one of: ${o.choices.join(", ")}` : "",
       o.default !== undefined ? `default: ${o.default}` : "",
