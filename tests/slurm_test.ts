@@ -123,18 +123,27 @@ Deno.test({
       const runDir = join(out, "slurm");
       const submitted = await slurm(["submit", ...train, "--name", "slurm", "--cpus", String(THREADS)]);
       assertEquals(submitted.code, 0, submitted.stderr);
-      assertEquals(submitted.stdout.match(/^level \d: Slurm job \d+/gm)?.length, 4, submitted.stdout);
-      assert(
-        /^level 3: Slurm job \d+, 1 task \(fusion-evaluate\), after /m.test(submitted.stdout),
-        submitted.stdout,
-      );
+      // one array per level and kind: teachers, baseline; KKNs, control; evaluations, guided; scores
       const log = await readSubmissions(runDir);
-      assertEquals(log.submissions[0].arrays.map((a) => a.jobs.length), [3, 3, 3, 1]);
-      const script = await Deno.readTextFile(log.submissions[0].arrays[1].script);
-      assert(
-        script.includes(`#SBATCH --dependency=afterok:${log.submissions[0].arrays[0].slurmId}\n`),
-        script,
+      const arrays = log.submissions[0].arrays;
+      assertEquals(arrays.map((a) => `${a.level} ${a.kind} ${a.jobs.length}`), [
+        "0 teacher 2",
+        "0 baseline 1",
+        "1 keeper 2",
+        "1 control 1",
+        "2 evaluate 2",
+        "2 guided 1",
+        "3 fusion-evaluate 1",
+      ], submitted.stdout);
+      // the KKNs wait for the teachers only, the guided network for the baseline and the KKNs
+      const id = (kind: string) => arrays.find((a) => a.kind === kind)!.slurmId;
+      assertEquals(arrays.find((a) => a.kind === "keeper")!.dependency, [id("teacher")]);
+      assertEquals(
+        arrays.find((a) => a.kind === "guided")!.dependency.sort(),
+        [id("baseline"), id("keeper")].sort(),
       );
+      const script = await Deno.readTextFile(arrays.find((a) => a.kind === "keeper")!.script);
+      assert(script.includes(`#SBATCH --dependency=afterok:${id("teacher")}\n`), script);
 
       await waitForJobs(runDir, 300);
       const status = await slurm(["status", "--out", out, "--name", "slurm"]);
@@ -171,7 +180,10 @@ Deno.test({
       await Deno.remove(resultPath(runDir, "fusion-evaluate"));
       const one = await slurm(["resubmit", "--out", out, "--name", "slurm", "--only", "fusion-evaluate"]);
       assertEquals(one.code, 0, one.stderr);
-      assert(/^level 3: Slurm job \d+, 1 task \(fusion-evaluate\)$/m.test(one.stdout), one.stdout);
+      assert(
+        /^level 3, fusion-evaluate: Slurm job \d+, 1 task \(fusion-evaluate\)$/m.test(one.stdout),
+        one.stdout,
+      );
       await waitForJobs(runDir, 120);
       assertEquals((await slurm(["collect", "--out", out, "--name", "slurm"])).code, 0);
       await compare();
@@ -238,7 +250,7 @@ Deno.test("slurm: job scripts, task lists and the options a job runs with", () =
   const script = sbatchScript({
     name: "paper-s1",
     runDir: "runs/paper",
-    level: 1,
+    label: "L1-keeper",
     jobs: ["keeper-fold1", "keeper-fold2"],
     resources: { cpus: 8, gres: "gpu:1", partition: "gpu", mem: "32G", time: "48:00:00" },
     args,
@@ -249,7 +261,8 @@ Deno.test("slurm: job scripts, task lists and the options a job runs with", () =
   for (
     const line of [
       "#SBATCH --array=0-1",
-      "#SBATCH --output=/shared/uhf/runs/paper/slurm/paper-s1-L1-%A_%a.out",
+      "#SBATCH --job-name=paper-s1-L1-keeper",
+      "#SBATCH --output=/shared/uhf/runs/paper/slurm/paper-s1-L1-keeper-%A_%a.out",
       "#SBATCH --cpus-per-task=8",
       "#SBATCH --gres=gpu:1",
       "#SBATCH --partition=gpu",

@@ -2,9 +2,11 @@
  * A run's job graph (`lib/train/jobs.ts`) on a Slurm cluster: `deno task slurm`.
  *
  * - `submitRun` writes the run-level files and the plan, then one sbatch script per level of
- *   the graph into `runs/<name>/slurm/` and submits each as a job array (`sbatch --parsable`),
- *   a task per job (`deno task train <options> --only <job>`), chained with
- *   `--dependency=afterok:<array>` on the arrays of the levels below it. Finished jobs are
+ *   the graph and kind of job (the teachers of every fold, the KKNs, ...) into
+ *   `runs/<name>/slurm/` and submits each as a job array (`sbatch --parsable`), a task per job
+ *   (`deno task train <options> --only <job>`), chained with `--dependency=afterok:<array>` on
+ *   the arrays holding the jobs it needs (the KKNs wait for the teachers, not for the baseline
+ *   segmenter, which runs beside the teachers). Finished jobs are
  *   skipped; jobs still queued or running from an earlier submission are not submitted again, and
  *   what depends on them waits for their Slurm task. The Slurm ids go to `slurm/submissions.json`.
  * - `runStatus` reports each job's state: finished (its result), else the Slurm state of its
@@ -51,9 +53,10 @@ export interface SlurmResources {
   time?: string;
 }
 
-/** One job array: the jobs of one level of the graph. */
+/** One job array: the jobs of one kind on one level of the graph. */
 export interface SlurmArray {
   level: number;
+  kind: string;
   /** The array's Slurm job id; task i runs `jobs[i]` (Slurm id `<slurmId>_<i>`). */
   slurmId: string;
   jobs: string[];
@@ -145,10 +148,12 @@ function projectPaths(): { config: string; train: string } {
 
 /** An sbatch script running the jobs `jobs` as one array, task i running `jobs[i]`. */
 export function sbatchScript(
-  { name, runDir, level, jobs, resources, args, dependency, cwd = Deno.cwd(), deno = Deno.execPath() }: {
+  { name, runDir, label, jobs, resources, args, dependency, cwd = Deno.cwd(), deno = Deno.execPath() }: {
+    /** The submission (`<run>-s<N>`). */
     name: string;
     runDir: string;
-    level: number;
+    /** The array within it (`L1-keeper`). */
+    label: string;
     jobs: string[];
     resources: SlurmResources;
     /** The `deno task train` options (`trainArguments`). */
@@ -162,9 +167,9 @@ export function sbatchScript(
   const out = resolve(cwd, runDir, "slurm");
   const lines = [
     "#!/bin/bash",
-    `#SBATCH --job-name=${name}-L${level}`,
+    `#SBATCH --job-name=${name}-${label}`,
     `#SBATCH --array=0-${jobs.length - 1}`,
-    `#SBATCH --output=${out}/${name}-L${level}-%A_%a.out`,
+    `#SBATCH --output=${out}/${name}-${label}-%A_%a.out`,
     `#SBATCH --cpus-per-task=${resources.cpus}`,
     ...(resources.partition ? [`#SBATCH --partition=${resources.partition}`] : []),
     ...(resources.gres ? [`#SBATCH --gres=${resources.gres}`] : []),
@@ -173,7 +178,7 @@ export function sbatchScript(
     ...(dependency.length
       ? [`#SBATCH --dependency=afterok:${dependency.join(":")}`, "#SBATCH --kill-on-invalid-dep=yes"]
       : []),
-    `# written by deno task slurm: level ${level} of ${runDir}'s job graph, one array task per job`,
+    `# written by deno task slurm: ${label} of ${runDir}'s job graph, one array task per job`,
     "set -euo pipefail",
     `jobs=(${jobs.join(" ")})`,
     'job="${jobs[$SLURM_ARRAY_TASK_ID]}"',
@@ -289,8 +294,8 @@ export function taskIndices(spec: string): number[] {
 
 /**
  * `deno task slurm submit`: writes the run-level files and the plan (`setUpJobs`), then submits
- * the unfinished jobs of `--phase` as one job array per graph level (only `only` when given),
- * chained with afterok dependencies; records the submission in `slurm/submissions.json`.
+ * the unfinished jobs of `--phase` as one job array per graph level and kind of job (only `only`
+ * when given), each waiting (afterok) for the arrays holding the jobs it needs; records the submission in `slurm/submissions.json`.
  * Returns it, or null when nothing was left to submit.
  */
 export async function submitRun(
@@ -374,9 +379,12 @@ export async function submitRun(
   await Deno.mkdir(join(runDir, "slurm"), { recursive: true });
   const arrayOf = new Map<string, string>(); // job id -> this submission's array id
   const arrays: SlurmArray[] = [];
-  const levels = [...new Set(chosen.map((j) => j.level))].sort((a, b) => a - b);
-  for (const level of levels) {
-    const jobs = chosen.filter((j) => j.level === level);
+  // one array per level and kind, levels in order: every array's dependencies exist before it
+  const groups = [...new Set(chosen.map((j) => `${j.level}|${j.kind}`))].map((key) => {
+    const [level, kind] = key.split("|");
+    return { level: Number(level), kind, jobs: chosen.filter((j) => `${j.level}|${j.kind}` === key) };
+  }).sort((a, b) => a.level - b.level);
+  for (const { level, kind, jobs } of groups) {
     const dependency = [
       ...new Set(
         jobs.flatMap((j) =>
@@ -384,10 +392,11 @@ export async function submitRun(
         ),
       ),
     ];
-    const script = join(runDir, "slurm", `${name}-L${level}.sh`);
+    const label = `L${level}-${kind}`;
+    const script = join(runDir, "slurm", `${name}-${label}.sh`);
     await writeFileAtomic(
       script,
-      sbatchScript({ name, runDir, level, jobs: jobs.map((j) => j.id), resources, args, dependency }),
+      sbatchScript({ name, runDir, label, jobs: jobs.map((j) => j.id), resources, args, dependency }),
     );
     const submitted = await slurm("sbatch", ["--parsable", script]);
     const slurmId = submitted.out.trim().split(";")[0];
@@ -395,9 +404,9 @@ export async function submitRun(
       throw new SlurmError(`sbatch ${script}: unexpected reply "${submitted.out.trim()}"`);
     }
     for (const j of jobs) arrayOf.set(j.id, slurmId);
-    arrays.push({ level, slurmId, jobs: jobs.map((j) => j.id), script, dependency });
+    arrays.push({ level, kind, slurmId, jobs: jobs.map((j) => j.id), script, dependency });
     console.log(
-      `level ${level}: Slurm job ${slurmId}, ${jobs.length} task${jobs.length > 1 ? "s" : ""} (${
+      `level ${level}, ${kind}: Slurm job ${slurmId}, ${jobs.length} task${jobs.length > 1 ? "s" : ""} (${
         jobs.map((j) => j.id).join(", ")
       })${dependency.length ? `, after ${dependency.join(", ")}` : ""}`,
     );
