@@ -138,7 +138,7 @@ Deno.test("jobs: --phase fusion loads what the run folder holds; keeperFolds, ra
   assertEquals(job(baseline, "fusion-baseline").needs.map((n) => n.job), [null, null]);
 });
 
-Deno.test("jobs: --phase decoder and wholebrain (2D views, a 3D network on the tissue KKN)", () => {
+Deno.test("jobs: --phase decoder and wholebrain (2D views, a 3D network on the tissue KKN)", async () => {
   const decoder = planJobs({ ...quick, folds: 2 }, "decoder", none);
   assertEquals(job(decoder, "decoder-fold2").after, ["keeper-fold2"]);
   assertEquals(job(decoder, "decoder-fold2").writes, ["decoder-fold2", "paired-unet3d-fold2"]);
@@ -171,11 +171,7 @@ Deno.test("jobs: --phase decoder and wholebrain (2D views, a 3D network on the t
   ]);
   assertEquals(job(wb3d, "wholebrain-guided").after, ["wholebrain-baseline", "keeper-fold1"]);
   checkShape(wb3d);
-  assertRejects(
-    () => Promise.resolve().then(() => planJobs(quick, "everything", none)),
-    UsageError,
-    "--phase",
-  );
+  await assertRejects(async () => await planJobs(quick, "everything", none), UsageError, "--phase");
 });
 
 Deno.test("jobs: --plan-only prints the graph and writes nothing; --only refuses unknown jobs and missing dependencies", async () => {
@@ -251,6 +247,10 @@ Deno.test("jobs: a run's jobs one by one, collected, equal the in-process run; f
       await Deno.mkdir(join(runDir, "jobs", j.id), { recursive: true });
       await Deno.writeTextFile(lock, `${Deno.pid}\n${Deno.hostname()}\njob ${j.id}\n`);
       await assertRejects(() => runJob(opts, j.id), UsageError, "is running already");
+      // another node's lock cannot be checked from here: it holds (unless Slurm no longer runs its job)
+      await Deno.writeTextFile(lock, `4242\nanother-node\njob ${j.id}\n`);
+      await assertRejects(() => runJob(opts, j.id), UsageError, "PID 4242 on another-node");
+      await Deno.writeTextFile(lock, `${Deno.pid}\n${Deno.hostname()}\njob ${j.id}\n`);
       await assertRejects(() => runTraining(opts), UsageError, "jobs of this run are running (fusion-guided");
       await Deno.remove(lock);
     }

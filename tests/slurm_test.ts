@@ -178,6 +178,11 @@ Deno.test({
       const again = await slurm(["submit", ...train, "--name", "slurm", "--cpus", String(THREADS)]);
       assert(again.stdout.includes("nothing to submit: every job of --phase all has finished"), again.stdout);
       await Deno.remove(resultPath(runDir, "fusion-evaluate"));
+      // a lock left by a Slurm job killed on another node (that Slurm no longer runs) is taken over
+      await Deno.writeTextFile(
+        join(runDir, "jobs", "fusion-evaluate", ".lock"),
+        `4242\nanother-node\njob fusion-evaluate (Slurm job ${arrays[0].slurmId})\n`,
+      );
       const one = await slurm(["resubmit", "--out", out, "--name", "slurm", "--only", "fusion-evaluate"]);
       assertEquals(one.code, 0, one.stderr);
       assert(

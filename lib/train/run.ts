@@ -198,9 +198,30 @@ export async function liveHolder(path: string): Promise<LockHolder | null> {
   const [pidLine, host, purpose] = text.split("\n");
   const pid = Number(pidLine.trim());
   const holder = { pid, host: host?.trim() || null, purpose: purpose?.trim() || "train" };
-  // another host's process cannot be checked from here (a shared run folder): assumed alive
-  if (holder.host && holder.host !== Deno.hostname()) return holder;
+  if (holder.host && holder.host !== Deno.hostname()) {
+    // another host's process cannot be checked from here (a shared run folder): alive, unless it
+    // is a Slurm job that Slurm no longer runs (killed at its time limit, its node lost)
+    const slurmJob = /Slurm job (\d+)/.exec(holder.purpose)?.[1];
+    return slurmJob && !(await slurmJobActive(slurmJob)) ? null : holder;
+  }
   return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? holder : null;
+}
+
+/** Whether Slurm still has job `id` queued or running (true where `squeue` cannot tell). */
+async function slurmJobActive(id: string): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("squeue", {
+      args: ["-h", "-j", id, "-o", "%T"],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    // a job id Slurm has forgotten (long finished) is an error; other errors (no controller) tell nothing
+    if (out.code !== 0) return !/invalid job id/i.test(new TextDecoder().decode(out.stderr));
+    return new TextDecoder().decode(out.stdout).trim() !== "";
+  } catch {
+    return true; // no squeue here
+  }
 }
 
 /**
