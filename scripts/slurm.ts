@@ -22,6 +22,7 @@ const TRAIN_OPTIONS: OptionSpec[] = TRAIN_COMMAND.options.filter(
   (o) => !["plan-only", "only", "progress", "phase"].includes(o.name),
 );
 
+/** `deno task slurm`: its actions (positional) and options. */
 export const SLURM_COMMAND: CommandSpec = {
   name: "deno task slurm",
   summary: "run a training run's job graph on a Slurm cluster, one job array per level",
@@ -101,7 +102,7 @@ if (import.meta.main) {
           return;
         case "collect":
           await collectRun(runDir, await phaseOf(runDir, o.phase as string));
-          console.log(`results in ${runDir}/ (metrics.json, metrics.csv, log.jsonl)`);
+          console.log(`results in ${runDir}/ (metrics.json, metrics.csv, log.jsonl; time: the jobs' sum)`);
           return;
         default:
           throw new UsageError(
