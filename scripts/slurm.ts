@@ -25,7 +25,7 @@ const TRAIN_OPTIONS: OptionSpec[] = TRAIN_COMMAND.options.filter(
 /** `deno task slurm`: its actions (positional) and options. */
 export const SLURM_COMMAND: CommandSpec = {
   name: "deno task slurm",
-  summary: "run a training run's job graph on a Slurm cluster, one job array per level",
+  summary: "run a training run's job graph on a Slurm cluster, one job array per level and kind of job",
   usage: "deno task slurm submit|status|collect|resubmit [train options] [slurm options]",
   options: [
     {
@@ -51,7 +51,7 @@ export const SLURM_COMMAND: CommandSpec = {
     { name: "only", description: "submit/resubmit: only this job (its dependencies finished or queued)" },
   ],
   notes: [
-    "submit: writes runs/<name>/config.json, data.json, jobs/plan-<phase>.json and slurm/<name>-s<N>-L<level>.sh, submits each level with sbatch --parsable chained by --dependency=afterok, records the ids in slurm/submissions.json. Finished jobs are skipped, queued or running ones not submitted again.",
+    "submit: writes runs/<name>/config.json, data.json, jobs/plan-<phase>.json and slurm/<name>-s<N>-L<level>-<kind>.sh, submits each with sbatch --parsable and --dependency=afterok on the arrays it needs, records the ids in slurm/submissions.json. Finished jobs are skipped, queued or running ones not submitted again.",
     "status --name N: each job's state (its result, else squeue/sacct/scontrol). collect --name N: metrics.json, metrics.csv and log.jsonl from the jobs' results (deno task figures then works unchanged). resubmit --name N: submit the unfinished jobs again with the last submission's options.",
     "Jobs run one by one without Slurm too: deno task train <options> --plan-only lists them, --only <job> runs one.",
   ],
