@@ -4,20 +4,11 @@
  */
 import dcmjs from "dcmjs";
 import { join } from "node:path";
+import { mulberry32 } from "../lib/random.ts";
 
 const { DicomDict, DicomMetaDictionary } = dcmjs.data;
 
-/** A seeded pseudo-random generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 export interface SeriesSpec {
   uid: string;

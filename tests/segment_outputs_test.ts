@@ -26,20 +26,11 @@ import { TISSUE_CLASSES } from "../lib/phantom/labels.ts";
 import { runTraining } from "../scripts/train.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { writeSeries } from "./dicom_fixtures.ts";
+import { mulberry32 } from "../lib/random.ts";
 
 await initBackend("cpu", { quiet: true });
 
-/** A seeded pseudo-random generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /**
  * A skull-stripped "brain" on a zero background: an ellipsoid of WM (0.9) with a GM rim (0.6)

@@ -191,3 +191,40 @@ export class SharedPReLU extends Module {
     return tf.prelu(x, this.alpha as unknown as tf.Tensor5D);
   }
 }
+
+/**
+ * The encoder of a network that unpools (QuickNAT, FastSurfer-CNN): each level's output is a skip,
+ * pooled 2x with its first-maximum positions recorded, and the bottleneck runs on the last pooled
+ * map. Returns the skips and the bottleneck's output (the levels AFMs attach to) and the positions.
+ */
+export function encodeWithPositions(
+  levels: { apply(x: tf.Tensor5D): tf.Tensor5D }[],
+  bottleneck: { apply(x: tf.Tensor5D): tf.Tensor5D },
+  x: tf.Tensor5D,
+  dims: Dims,
+): { features: tf.Tensor5D[]; positions: PoolPositions[] } {
+  const features: tf.Tensor5D[] = [];
+  const positions: PoolPositions[] = [];
+  let h = x;
+  for (const level of levels) {
+    const skip = level.apply(h);
+    features.push(skip);
+    const p = poolWithPositions(skip, dims);
+    positions.push(p.at);
+    h = p.pooled;
+  }
+  features.push(bottleneck.apply(h));
+  return { features, positions };
+}
+
+/** The positions of the last encode, checked to be for `levels` levels and still alive. */
+export function positionsFor(
+  network: string,
+  positions: PoolPositions[] | null,
+  levels: number,
+): PoolPositions[] {
+  if (!positions || positions.length !== levels - 1 || positions[0].masks[0].isDisposed) {
+    throw new Error(`${network}.decode needs the pooling positions of an encode in the same scope`);
+  }
+  return positions;
+}

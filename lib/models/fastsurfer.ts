@@ -23,9 +23,10 @@ import * as tf from "@tensorflow/tfjs-core";
 import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
 import {
   type Dims,
+  encodeWithPositions,
   kernelOf,
   type PoolPositions,
-  poolWithPositions,
+  positionsFor,
   SharedPReLU,
   unpoolWithPositions,
 } from "./blocks.ts";
@@ -121,26 +122,13 @@ export class FastSurferCNN extends Module implements SegmentationNetwork {
         }`,
       );
     }
-    const out: tf.Tensor5D[] = [];
-    const positions: PoolPositions[] = [];
-    let h = x;
-    for (const block of this.enc) {
-      const skip = block.apply(h);
-      out.push(skip);
-      const p = poolWithPositions(skip, this.dims);
-      positions.push(p.at);
-      h = p.pooled;
-    }
-    out.push(this.bottleneck.apply(h));
+    const { features, positions } = encodeWithPositions(this.enc, this.bottleneck, x, this.dims);
     this.positions = positions;
-    return out;
+    return features;
   }
   decode(features: tf.Tensor5D[]): tf.Tensor5D {
-    const positions = this.positions;
     const L = features.length;
-    if (!positions || positions.length !== L - 1 || positions[0].masks[0].isDisposed) {
-      throw new Error("FastSurfer-CNN.decode needs the pooling positions of an encode in the same scope");
-    }
+    const positions = positionsFor("FastSurfer-CNN", this.positions, L);
     let y = features[L - 1];
     for (let k = L - 2; k >= 0; k--) {
       y = this.dec[k].apply(tf.maximum(unpoolWithPositions(y, positions[k]), features[k]) as tf.Tensor5D);

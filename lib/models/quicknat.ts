@@ -26,9 +26,10 @@ import {
   cat,
   ChannelDropout,
   type Dims,
+  encodeWithPositions,
   kernelOf,
   type PoolPositions,
-  poolWithPositions,
+  positionsFor,
   SharedPReLU,
   unpoolWithPositions,
 } from "./blocks.ts";
@@ -145,26 +146,13 @@ export class QuickNAT extends Module implements SegmentationNetwork {
     this.head = this.child("head", new Conv(init, 3, nf, classes, 1, { bias: true }));
   }
   encode(x: tf.Tensor5D): tf.Tensor5D[] {
-    const out: tf.Tensor5D[] = [];
-    const positions: PoolPositions[] = [];
-    let h = x;
-    for (const level of this.enc) {
-      const skip = level.apply(h);
-      out.push(skip);
-      const p = poolWithPositions(skip, this.dims);
-      positions.push(p.at);
-      h = p.pooled;
-    }
-    out.push(this.bottleneck.apply(h));
+    const { features, positions } = encodeWithPositions(this.enc, this.bottleneck, x, this.dims);
     this.positions = positions;
-    return out;
+    return features;
   }
   decode(features: tf.Tensor5D[]): tf.Tensor5D {
-    const positions = this.positions;
     const L = features.length;
-    if (!positions || positions.length !== L - 1 || positions[0].masks[0].isDisposed) {
-      throw new Error("QuickNAT.decode needs the pooling positions of an encode in the same scope");
-    }
+    const positions = positionsFor("QuickNAT", this.positions, L);
     let y = features[L - 1];
     for (let k = L - 2; k >= 0; k--) {
       y = this.dec[k].apply(cat([features[k], unpoolWithPositions(y, positions[k])]));

@@ -34,8 +34,8 @@ import { currentBackend } from "../backend.ts";
 import { DamagedFileError, readJsonFile } from "../io/json.ts";
 import { peakRssMiB } from "../memory.ts";
 import { writeFileAtomic } from "../io/nifti.ts";
-import { loadCohort, type Subject } from "../data/cohort.ts";
-import { mergeLabels, type View, VIEWS } from "../data/views.ts";
+import { loadCohort } from "../data/cohort.ts";
+import { type View, VIEWS } from "../data/views.ts";
 import { KnowledgeKeeper } from "../models/keeper.ts";
 import { networkLabel } from "../models/networks.ts";
 import { loaded } from "./state.ts";
@@ -58,8 +58,7 @@ import {
   networkSpec,
   type RunConfig,
   seedOf,
-  segInput,
-  type TissueSplits,
+  tissueSplits,
   trainBaseline,
   trainDecoder,
   trainFusion,
@@ -71,11 +70,12 @@ import {
 } from "./pipeline.ts";
 import {
   isSliceNetwork,
-  SAGITTAL_LABELS,
-  STRUCTURES_KEY,
+  trainStage,
   trainWholeBrain,
   viewContext,
+  viewData,
   type WholeBrainMetrics,
+  wholeBrainSplits,
 } from "./wholebrain.ts";
 import {
   checkGenerated,
@@ -602,35 +602,6 @@ async function removeJobOrphans(runDir: string, job: Job): Promise<void> {
   }
 }
 
-/** The whole-brain cohort's splits (as `trainWholeBrain` makes them). */
-function wholeBrainSplits(subjects: Subject[]): TissueSplits {
-  const of = (split: string) => subjects.filter((s) => s.split === split);
-  return {
-    train: of("train"),
-    validation: of("validation"),
-    test: of("test"),
-    input: "low-field",
-    labels: STRUCTURES_KEY,
-  };
-}
-
-/** A view's subjects: the sagittal view's with left and right structures merged (as `trainWholeBrain`). */
-function viewSubjects(subjects: Subject[], view: View | null): Subject[] {
-  if (view !== "sagittal") return subjects;
-  return subjects.map((s) => ({
-    ...s,
-    arrays: { ...s.arrays, [STRUCTURES_KEY]: mergeLabels(s.arrays[STRUCTURES_KEY], SAGITTAL_LABELS) },
-  }));
-}
-
-/** The tissue cohort's splits (as `trainFusion` makes them). */
-function tissueSplits(cfg: RunConfig, subjects: Subject[]): TissueSplits {
-  const of = (split: string) => subjects.filter((s) => s.split === split);
-  const input = cfg.fusion.input ?? "low-field";
-  for (const s of subjects) segInput(s, input);
-  return { train: of("train"), validation: of("validation"), test: of("test"), input };
-}
-
 /** Runs one job; returns its scores. */
 async function execute(
   job: Job,
@@ -747,25 +718,14 @@ async function execute(
     case "wb-guided": {
       const view = job.view ?? null;
       const v = viewContext(ctx, view);
-      const all = wholeBrainSplits((await loadCohort(join(data, "wholebrain"))).subjects);
-      const d = {
-        ...all,
-        train: viewSubjects(all.train, view),
-        validation: viewSubjects(all.validation, view),
-      };
-      const spec = networkSpec(v.cfg);
-      const label = `${networkLabel(spec)}${v.slices ? ` ${v.slices.view}` : ""}`;
-      const meta = { spec, view: v.slices?.view ?? null };
-      if (job.kind === "wb-baseline") {
-        const net = buildSegmenter(v.cfg, spec);
-        await trainSegmenter(v, d, unguidedStage(v, net, "baseline", label, meta));
-        net.dispose();
-        return {};
-      }
-      const net = await loaded(buildSegmenter(v.cfg, spec), ckpt(v, "baseline-best"));
-      if (job.kind === "wb-control") {
-        await trainSegmenter(v, d, unguidedStage(v, net, "baseline-matched", label, meta));
-        net.dispose();
+      const d = viewData(wholeBrainSplits((await loadCohort(join(data, "wholebrain"))).subjects), view);
+      const stage = job.kind === "wb-baseline"
+        ? "baseline"
+        : job.kind === "wb-control"
+        ? "baseline-matched"
+        : "guided";
+      if (stage !== "guided") {
+        await trainStage(v, d, stage);
         return {};
       }
       const keeperContext = view ? viewContext(ctx, view, false) : ctx;
@@ -774,19 +734,7 @@ async function execute(
         ckpt(keeperContext, "keeper-fold1-best"),
         "keeper.",
       );
-      const guided = buildGuided(v.cfg, net, kkn.widths);
-      await trainSegmenter(
-        v,
-        d,
-        guidedStage(v, guided, kkn, {
-          label: `${label} + AFM`,
-          name: "guided",
-          keeperCheckpoint: `${v.slices ? v.prefix : ""}keeper-fold1-best`,
-          auxDecay: net.auxDecay ?? 0,
-          meta,
-        }),
-      );
-      guided.dispose();
+      await trainStage(v, d, stage, kkn);
       kkn.dispose();
       return {};
     }

@@ -1175,13 +1175,14 @@ export interface TissueSplits {
   labels?: string;
 }
 
-function tissueSplits(ctx: Context, subjects: Subject[]): TissueSplits {
+/** The tissue cohort's train, validation and test subjects and the input `fusion.input` names. */
+export function tissueSplits(cfg: RunConfig, subjects: Subject[]): TissueSplits {
   const of = (split: string) => subjects.filter((s) => s.split === split);
   const data = { train: of("train"), validation: of("validation"), test: of("test") };
   if (!data.train.length || !data.validation.length || !data.test.length) {
     throw new Error("tissue cohort: needs train, validation and test subjects in its manifest");
   }
-  const input = ctx.cfg.fusion.input ?? "low-field";
+  const input = cfg.fusion.input ?? "low-field";
   for (const s of subjects) segInput(s, input); // fails early, naming the subject
   return { ...data, input };
 }
@@ -1396,7 +1397,7 @@ export function trainBaseline(
   ctx: Context,
   subjects: Subject[],
 ): Promise<{ net: SegmentationNetwork; metrics: BaselineMetrics }> {
-  return baselineStage(ctx, tissueSplits(ctx, subjects));
+  return baselineStage(ctx, tissueSplits(ctx.cfg, subjects));
 }
 
 async function baselineStage(
@@ -1502,7 +1503,7 @@ export async function trainFusion(
 ): Promise<FusionMetrics> {
   const { classes } = ctx.cfg.fusion;
   const spec = networkSpec(ctx.cfg), label = networkLabel(spec);
-  const data = tissueSplits(ctx, subjects);
+  const data = tissueSplits(ctx.cfg, subjects);
   const testDice = (predict: (x: tf.Tensor5D) => tf.Tensor5D) => diceOf(data.test, data, classes, predict);
   const { net: baseline, metrics } = await baselineStage(ctx, data);
   const auxDecay = baseline.auxDecay ?? 0;

@@ -100,7 +100,7 @@ export function viewContext(ctx: Context, view: View | null, segmenter = true): 
 }
 
 /** A view's subjects: the sagittal view's with left and right structures merged. */
-function viewSubjects(subjects: Subject[], view: View | null): Subject[] {
+export function viewSubjects(subjects: Subject[], view: View | null): Subject[] {
   if (view !== "sagittal") return subjects;
   return subjects.map((s) => ({
     ...s,
@@ -164,7 +164,7 @@ async function viewKeepers(
 }
 
 /** The whole-brain cohort's splits (every scan of a rescanned subject tests). */
-function wholeBrainSplits(subjects: Subject[]): TissueSplits {
+export function wholeBrainSplits(subjects: Subject[]): TissueSplits {
   const of = (split: string) => subjects.filter((s) => s.split === split);
   const data = { train: of("train"), validation: of("validation"), test: of("test") };
   if (!data.train.length || !data.validation.length || !data.test.length) {
@@ -178,29 +178,47 @@ function wholeBrainSplits(subjects: Subject[]): TissueSplits {
   return { ...data, input: "low-field", labels: STRUCTURES_KEY };
 }
 
-/** The three stages of phase 3 for one view (or the 3D network): baseline, control, guided. */
-async function trainStages(v: Context, data: TissueSplits, kkn: KnowledgeKeeper): Promise<void> {
+/** A view's training data: the whole-brain splits with the view's labels (sagittal: merged). */
+export function viewData(data: TissueSplits, view: View | null): TissueSplits {
+  return { ...data, train: viewSubjects(data.train, view), validation: viewSubjects(data.validation, view) };
+}
+
+/**
+ * One stage of phase 3 for one view (or the 3D network), in context `v` (`viewContext`): the
+ * baseline from scratch, the epoch-matched control or the AFM-guided network from the best
+ * baseline, the guided one with `kkn` (the view's KKN, or the 3D KKN of fold 1) frozen.
+ */
+export async function trainStage(
+  v: Context,
+  data: TissueSplits,
+  stage: Stage,
+  kkn?: KnowledgeKeeper,
+): Promise<void> {
   const spec = networkSpec(v.cfg);
   const label = `${networkLabel(spec)}${v.slices ? ` ${v.slices.view}` : ""}`;
   const meta = { spec, view: v.slices?.view ?? null };
-  const net = buildSegmenter(v.cfg, spec);
-  await trainSegmenter(v, data, unguidedStage(v, net, "baseline", label, meta));
-  const auxDecay = net.auxDecay ?? 0;
-  net.dispose();
-  const fromBaseline = async () => await loaded(buildSegmenter(v.cfg, spec), ckpt(v, "baseline-best"));
-  const matched = await fromBaseline();
-  await trainSegmenter(v, data, unguidedStage(v, matched, "baseline-matched", label, meta));
-  matched.dispose();
-  const guided = buildGuided(v.cfg, await fromBaseline(), kkn.widths);
-  const keeperCheckpoint = `${v.slices ? v.prefix : ""}keeper-fold1-best`;
+  if (stage === "baseline") {
+    const net = buildSegmenter(v.cfg, spec);
+    await trainSegmenter(v, data, unguidedStage(v, net, "baseline", label, meta));
+    net.dispose();
+    return;
+  }
+  const net = await loaded(buildSegmenter(v.cfg, spec), ckpt(v, "baseline-best"));
+  if (stage === "baseline-matched") {
+    await trainSegmenter(v, data, unguidedStage(v, net, "baseline-matched", label, meta));
+    net.dispose();
+    return;
+  }
+  if (!kkn) throw new Error(`${label}: the guided stage needs a KKN`);
+  const guided = buildGuided(v.cfg, net, kkn.widths);
   await trainSegmenter(
     v,
     data,
     guidedStage(v, guided, kkn, {
       label: `${label} + AFM`,
       name: "guided",
-      keeperCheckpoint,
-      auxDecay,
+      keeperCheckpoint: `${v.slices ? v.prefix : ""}keeper-fold1-best`,
+      auxDecay: net.auxDecay ?? 0,
       meta,
     }),
   );
@@ -313,12 +331,7 @@ export async function trainWholeBrain(
   }
   for (const view of views) {
     const v = viewContext(ctx, view);
-    const d = {
-      ...data,
-      train: viewSubjects(data.train, view),
-      validation: viewSubjects(data.validation, view),
-    };
-    await trainStages(v, d, keepers.get(view)!);
+    for (const stage of STAGES) await trainStage(v, viewData(data, view), stage, keepers.get(view));
   }
   for (const k of keepers.values()) k.dispose();
   // test: every stage's views aggregated per scan
