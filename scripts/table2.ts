@@ -15,7 +15,7 @@ import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { type NetworkName, NETWORKS } from "../lib/models/networks.ts";
 import { loadRun, type RunData, table2, table2Plot } from "../lib/report.ts";
 import { renderFigures } from "../lib/viz/plotly.ts";
-import { type Arm, planCommandOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
+import { type Arm, planCommandOptions, planOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 
 /** The registered 3D networks: Table 2's rows. */
@@ -72,11 +72,7 @@ export async function runTable2(
     };
     console.log(`${opts.name}-${network}: phase 3 with ${NETWORKS[network].label}`);
     runs.push(
-      await runArm(arm, source, {
-        runs: String(opts.runs),
-        prefix: String(opts.name),
-        progress: opts.progress !== false,
-      }),
+      await runArm(arm, source, planOptions(opts)),
     );
   }
   const written = await writeTable2(await Promise.all(runs.map((r) => loadRun(r))), String(opts.out));

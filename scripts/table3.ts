@@ -24,7 +24,7 @@ import {
   wholeBrainOf,
 } from "../lib/report_wholebrain.ts";
 import { renderFigures } from "../lib/viz/plotly.ts";
-import { type Arm, planCommandOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
+import { type Arm, planCommandOptions, planOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { toCsv, toMarkdown } from "../lib/viz/table.ts";
 import { VIEWS } from "../lib/data/views.ts";
 
@@ -81,11 +81,7 @@ export async function runTable3(
       copy: [{ from: "source", names }],
     };
     runs.push(
-      await runArm(arm, source, {
-        runs: String(opts.runs),
-        prefix: String(opts.name),
-        progress: opts.progress !== false,
-      }),
+      await runArm(arm, source, planOptions(opts)),
     );
   }
   const written = await writeTable3(await Promise.all(runs.map((r) => loadRun(r))), String(opts.out));

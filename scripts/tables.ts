@@ -42,7 +42,7 @@ import {
   networkSpec,
   synthesisOf,
 } from "../lib/train/pipeline.ts";
-import { type Arm, planCommandOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
+import { type Arm, planCommandOptions, planOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
 import { loadCohort } from "../lib/data/cohort.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 import { dicePerClass } from "../lib/metrics.ts";
@@ -499,11 +499,7 @@ export async function runTables(
     (source.config.fusion.keeper ?? "trained") === "trained";
   for (const arm of planArms(tables, host, sourceHostsFullAfm)) {
     runs[arm.id] = await loadRun(
-      await runArm(arm, source, {
-        runs: String(opts.runs),
-        prefix: String(opts.name),
-        progress: opts.progress !== false,
-      }),
+      await runArm(arm, source, planOptions(opts)),
     );
   }
   const specs = await buildTables(tables, runs, source);

@@ -56,6 +56,11 @@ export function planCommandOptions(prefix: { default: string; runs: string }, ou
   ];
 }
 
+/** The `PlanOptions` of a plan command's parsed options (`planCommandOptions`). */
+export function planOptions(opts: Record<string, string | number | boolean | undefined>): PlanOptions {
+  return { runs: String(opts.runs), prefix: String(opts.name), progress: opts.progress !== false };
+}
+
 /**
  * The folds an arm runs: every fold of the source when each fold's KKN guides (`fusion.keeperFolds`
  * "each", the released code's protocol), else fold 1 (the KKN that guides).
