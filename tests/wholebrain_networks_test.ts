@@ -100,8 +100,11 @@ Deno.test("channel and spatial squeeze-excitation: max of the two recalibrations
   const xs = Array.from(x.dataSync());
   const sig = (v: number) => 1 / (1 + Math.exp(-v));
   const mean = [0, 1].map((c) => (xs[c] + xs[2 + c] + xs[4 + c] + xs[6 + c]) / 4);
-  const hidden = Math.max(0, mean[0] * p["fc0.weight"][0] + mean[1] * p["fc0.weight"][1] + p["fc0.bias"][0]);
-  const gate = [0, 1].map((c) => sig(hidden * p["fc1.weight"][c] + p["fc1.bias"][c]));
+  const hidden = Math.max(
+    0,
+    mean[0] * p["channel.fc0.weight"][0] + mean[1] * p["channel.fc0.weight"][1] + p["channel.fc0.bias"][0],
+  );
+  const gate = [0, 1].map((c) => sig(hidden * p["channel.fc1.weight"][c] + p["channel.fc1.bias"][c]));
   for (let pos = 0; pos < 4; pos++) {
     const s = sig(
       xs[2 * pos] * p["spatial.weight"][0] + xs[2 * pos + 1] * p["spatial.weight"][1] + p["spatial.bias"][0],

@@ -6,7 +6,7 @@
  * slice, through the same code, checkpoints and kernels as the 3D networks.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { Conv, Init, Module } from "../nn/module.ts";
+import { Conv, Init, Linear, Module } from "../nn/module.ts";
 import { instanceNorm, leakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
 
 /**
@@ -227,4 +227,63 @@ export function positionsFor(
     throw new Error(`${network}.decode needs the pooling positions of an encode in the same scope`);
   }
   return positions;
+}
+
+/**
+ * Channel squeeze-and-excitation: global average pooling -> Linear(c, c/2) -> ReLU -> Linear(c/2,
+ * c) -> gate, each channel scaled by its weight. The gate is `relu` in the AFM's channel-wise
+ * refinement (paper Eq. 9) and `sigmoid` in QuickNAT's cSE.
+ */
+export class SqueezeExcite extends Module {
+  private readonly fc0: Linear;
+  private readonly fc1: Linear;
+  constructor(init: Init, c: number, readonly gate: "relu" | "sigmoid") {
+    super();
+    const mid = Math.max(1, Math.floor(c / 2));
+    this.fc0 = this.child("fc0", new Linear(init, c, mid));
+    this.fc1 = this.child("fc1", new Linear(init, mid, c));
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const desc = tf.mean(x, [1, 2, 3]) as tf.Tensor2D; // GAP -> [batch, C]
+    const h = this.fc1.apply(relu(this.fc0.apply(desc)));
+    const w = this.gate === "relu" ? relu(h) : tf.sigmoid(h);
+    return tf.mul(x, tf.reshape(w, [x.shape[0], 1, 1, 1, -1])) as tf.Tensor5D;
+  }
+}
+
+/**
+ * A transposed convolution, `'same'`: each spatial size times the stride, over every axis (3D) or
+ * height and width only (2D: kernel 1 x k x k, depth kept). Kernel 4, stride 2 is PyTorch's
+ * ConvTranspose k4 s2 p1 (the U-Nets); kernel = stride is PyTorch's padding 0 (each voxel becomes a
+ * block: VoxResNet, UNesT). Kaiming-initialised weights, optionally a bias.
+ */
+export class TransposedConv extends Module {
+  readonly weight: tf.Variable;
+  readonly bias?: tf.Variable;
+  readonly stride: number;
+  readonly dims: Dims;
+  constructor(
+    init: Init,
+    readonly cin: number,
+    readonly cout: number,
+    { k, stride = k, dims = 3, bias = false }: { k: number; stride?: number; dims?: Dims; bias?: boolean },
+  ) {
+    super();
+    const kd = dims === 3 ? k : 1;
+    const fanIn = cin * kd * k * k;
+    this.weight = this.param("weight", init.kaiming([kd, k, k, cout, cin], fanIn));
+    if (bias) this.bias = this.param("bias", init.bias(cout, fanIn));
+    this.stride = stride;
+    this.dims = dims;
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    const [n, d, h, w] = x.shape, s = this.stride;
+    const sd = this.dims === 3 ? s : 1;
+    const y = tf.conv3dTranspose(x, this.weight as tf.Tensor5D, [n, sd * d, s * h, s * w, this.cout], [
+      sd,
+      s,
+      s,
+    ], "same");
+    return this.bias ? tf.add(y, this.bias) as tf.Tensor5D : y;
+  }
 }

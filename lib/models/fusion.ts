@@ -10,9 +10,19 @@
  * both training and evaluation so that the two agree.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { Conv, Init, Linear, Module } from "../nn/module.ts";
+import { Conv, Init, Module } from "../nn/module.ts";
 import { instanceNorm, relu, resizeLinear } from "../nn/ops.ts";
-import { cat, ConvBlock, type Dims, kernelOf, levelWidths, pool, spatialSize } from "./blocks.ts";
+import {
+  cat,
+  ConvBlock,
+  type Dims,
+  kernelOf,
+  levelWidths,
+  pool,
+  spatialSize,
+  SqueezeExcite,
+  TransposedConv,
+} from "./blocks.ts";
 
 /** The encoder/decoder split every baseline implements. */
 export interface SegmentationNetwork extends Module {
@@ -52,39 +62,9 @@ class DoubleConv extends Module {
   }
 }
 
-/**
- * A transposed convolution (kernel k, stride 2, 'same': doubles each spatial size; PyTorch's
- * k4 s2 p1), over every axis (3D) or height and width only (2D: kernel 1 x k x k).
- */
-class UpConv extends Module {
-  readonly weight: tf.Variable;
-  constructor(
-    init: Init,
-    readonly cin: number,
-    readonly cout: number,
-    readonly k = 4,
-    readonly dims: Dims = 3,
-  ) {
-    super();
-    const kd = dims === 3 ? k : 1;
-    this.weight = this.param("weight", init.kaiming([kd, k, k, cout, cin], cin * kd * k * k));
-  }
-  apply(x: tf.Tensor5D): tf.Tensor5D {
-    const [n, d, h, w] = x.shape;
-    const sd = this.dims === 3 ? 2 : 1;
-    return tf.conv3dTranspose(
-      x,
-      this.weight as tf.Tensor5D,
-      [n, sd * d, 2 * h, 2 * w, this.cout],
-      [sd, 2, 2],
-      "same",
-    );
-  }
-}
-
 /** The 3D U-Net's decoder layers over encoder widths `w`: per level below the deepest an upsampling and a double conv, then a 1x1x1 head. */
 interface UNetDecoderLayers {
-  ups: UpConv[];
+  ups: TransposedConv[];
   dec: DoubleConv[];
   head: Conv;
 }
@@ -97,9 +77,9 @@ function unetDecoderLayers(
   classes: number,
   dims: Dims = 3,
 ): UNetDecoderLayers {
-  const ups: UpConv[] = [], dec: DoubleConv[] = [];
+  const ups: TransposedConv[] = [], dec: DoubleConv[] = [];
   for (let k = w.length - 2; k >= 0; k--) {
-    ups[k] = m.child(`up${k + 1}`, new UpConv(init, w[k + 1], w[k], 4, dims));
+    ups[k] = m.child(`up${k + 1}`, new TransposedConv(init, w[k + 1], w[k], { k: 4, stride: 2, dims }));
     dec[k] = m.child(`dec${k + 1}`, new DoubleConv(init, 2 * w[k], w[k], dims));
   }
   return { ups, dec, head: m.child("head", new Conv(init, 3, w[0], classes, 1, { bias: true })) };
@@ -181,23 +161,6 @@ export class UNetDecoder extends Module {
   }
 }
 
-/** Squeeze-and-excitation branch with ReLU weights (Eq. 9). */
-class ChannelBranch extends Module {
-  private readonly fc0: Linear;
-  private readonly fc1: Linear;
-  constructor(init: Init, c: number) {
-    super();
-    const mid = Math.max(1, Math.floor(c / 2));
-    this.fc0 = this.child("fc0", new Linear(init, c, mid));
-    this.fc1 = this.child("fc1", new Linear(init, mid, c));
-  }
-  apply(d: tf.Tensor5D): tf.Tensor5D {
-    const desc = tf.mean(d, [1, 2, 3]) as tf.Tensor2D; // GAP -> [batch, C]
-    const w = relu(this.fc1.apply(relu(this.fc0.apply(desc))));
-    return tf.mul(d, tf.reshape(w, [d.shape[0], 1, 1, 1, -1])) as tf.Tensor5D;
-  }
-}
-
 /** Intermediate maps of one AFM (Fig. C.1). */
 export interface AfmMaps {
   guidance: tf.Tensor5D;
@@ -248,8 +211,8 @@ export class AFM extends Module {
   private readonly g0: Conv;
   private readonly g1: Conv;
   private readonly combine: Conv;
-  private readonly positive: ChannelBranch | null;
-  private readonly negative: ChannelBranch | null;
+  private readonly positive: SqueezeExcite | null;
+  private readonly negative: SqueezeExcite | null;
   /** The learnable scale of A (`gate: "zero"`), or null (the paper's plain sum). */
   readonly gate: tf.Variable | null;
   /**
@@ -280,8 +243,8 @@ export class AFM extends Module {
     const r = parts.channelRefinement;
     this.positive = r === "none"
       ? null
-      : this.child(r === "two-path" ? "positive" : "channel", new ChannelBranch(init, c));
-    this.negative = r === "two-path" ? this.child("negative", new ChannelBranch(init, c)) : null;
+      : this.child(r === "two-path" ? "positive" : "channel", new SqueezeExcite(init, c, "relu"));
+    this.negative = r === "two-path" ? this.child("negative", new SqueezeExcite(init, c, "relu")) : null;
     this.gate = gate === "zero" ? this.param("gate", tf.zeros([1])) : null;
   }
   applyWithMaps(keeperFeatures: tf.Tensor5D[], fs: tf.Tensor5D): AfmMaps {

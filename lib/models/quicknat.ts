@@ -20,8 +20,7 @@
  * batched with it, as the 3D baselines' batch-1 statistics are a volume's own).
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { BatchNorm, Conv, Init, Linear, Module } from "../nn/module.ts";
-import { relu } from "../nn/ops.ts";
+import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
 import {
   cat,
   ChannelDropout,
@@ -31,6 +30,7 @@ import {
   type PoolPositions,
   positionsFor,
   SharedPReLU,
+  SqueezeExcite,
   unpoolWithPositions,
 } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
@@ -84,23 +84,16 @@ export class DenseBlock extends Module {
  * recalibrations (QuickNAT's `ChannelSpatialSELayer`, max variant).
  */
 export class ChannelSpatialSE extends Module {
-  private readonly fc0: Linear;
-  private readonly fc1: Linear;
+  private readonly channel: SqueezeExcite;
   private readonly spatial: Conv;
   constructor(init: Init, c: number) {
     super();
-    const mid = Math.max(1, Math.floor(c / 2));
-    this.fc0 = this.child("fc0", new Linear(init, c, mid));
-    this.fc1 = this.child("fc1", new Linear(init, mid, c));
+    this.channel = this.child("channel", new SqueezeExcite(init, c, "sigmoid"));
     this.spatial = this.child("spatial", new Conv(init, 3, c, 1, 1, { bias: true }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const [b, , , , c] = x.shape;
-    const squeeze = tf.mean(x, [1, 2, 3]) as tf.Tensor2D;
-    const channel = tf.sigmoid(this.fc1.apply(relu(this.fc0.apply(squeeze))));
-    const cse = tf.mul(x, tf.reshape(channel, [b, 1, 1, 1, c]));
     const sse = tf.mul(x, tf.sigmoid(this.spatial.apply(x)));
-    return tf.maximum(cse, sse) as tf.Tensor5D;
+    return tf.maximum(this.channel.apply(x), sse) as tf.Tensor5D;
   }
 }
 

@@ -26,7 +26,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
 import { gelu, instanceNorm, leakyRelu, resizeLinear } from "../nn/ops.ts";
-import { cat, levelWidths, padSpatial, SharedPReLU } from "./blocks.ts";
+import { cat, levelWidths, padSpatial, SharedPReLU, TransposedConv } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
 /** The input edge the positional embeddings are learnt for (the phantom's default grid). */
@@ -193,33 +193,19 @@ class ResBlock extends Module {
   }
 }
 
-/** A transposed convolution with kernel = stride = `s` (PyTorch padding 0), no bias. */
-class Up extends Module {
-  readonly weight: tf.Variable;
-  constructor(init: Init, cin: number, readonly cout: number, readonly s = 2) {
-    super();
-    this.weight = this.param("weight", init.kaiming([s, s, s, cout, cin], cin * s ** 3));
-  }
-  apply(x: tf.Tensor5D): tf.Tensor5D {
-    const [n, d, h, w] = x.shape;
-    const s = this.s;
-    return tf.conv3dTranspose(x, this.weight as tf.Tensor5D, [n, s * d, s * h, s * w, this.cout], s, "same");
-  }
-}
-
 export class UNesT extends Module implements SegmentationNetwork {
   readonly levelChannels: number[];
   private readonly enc0: ResBlock;
   private readonly embed: Conv;
   private readonly stages: Stage[] = [];
   private readonly pools: ConvPool[] = [];
-  private readonly up1a: Up;
-  private readonly up1b: Up;
+  private readonly up1a: TransposedConv;
+  private readonly up1b: TransposedConv;
   private readonly encRes: ResBlock[] = [];
   private readonly finalNorm: LayerNorm;
   private readonly bottom: Conv;
   private readonly bottomAct: SharedPReLU;
-  private readonly ups: Up[] = [];
+  private readonly ups: TransposedConv[] = [];
   private readonly dec: ResBlock[] = [];
   private readonly head: Conv;
   /**
@@ -252,8 +238,8 @@ export class UNesT extends Module implements SegmentationNetwork {
         this.child(`stage${l + 1}`, new Stage(init, w[l + 2], depth, blocks, REFERENCE_INPUT / (4 * 2 ** l))),
       );
     }
-    this.up1a = this.child("enc1a", new Up(init, w[2], w[1]));
-    this.up1b = this.child("enc1b", new Up(init, w[1], w[1], 1));
+    this.up1a = this.child("enc1a", new TransposedConv(init, w[2], w[1], { k: 2 }));
+    this.up1b = this.child("enc1b", new TransposedConv(init, w[1], w[1], { k: 1 }));
     for (let k = 2; k < levels - 1; k++) {
       this.encRes[k] = this.child(`enc${k}`, new ResBlock(init, w[k], w[k]));
     }
@@ -265,7 +251,10 @@ export class UNesT extends Module implements SegmentationNetwork {
     );
     this.bottomAct = this.child("bottomAct", new SharedPReLU());
     for (let k = levels - 1; k >= 0; k--) {
-      this.ups[k] = this.child(`up${k}`, new Up(init, k === levels - 1 ? top : w[k + 1], w[k]));
+      this.ups[k] = this.child(
+        `up${k}`,
+        new TransposedConv(init, k === levels - 1 ? top : w[k + 1], w[k], { k: 2 }),
+      );
       this.dec[k] = this.child(`dec${k}`, new ResBlock(init, 2 * w[k], w[k]));
     }
     this.head = this.child("head", new Conv(init, 3, w[0], classes, 1, { bias: true }));

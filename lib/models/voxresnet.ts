@@ -19,7 +19,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
 import { relu } from "../nn/ops.ts";
-import { levelWidths, matchSize } from "./blocks.ts";
+import { levelWidths, matchSize, TransposedConv } from "./blocks.ts";
 
 export { matchSize };
 import type { SegmentationNetwork } from "./fusion.ts";
@@ -61,28 +61,6 @@ class Down extends Module {
   }
 }
 
-/** Transposed conv with kernel = stride = `s` (each voxel becomes an s^3 block), with bias. */
-class BlockUp extends Module {
-  readonly weight: tf.Variable;
-  readonly bias: tf.Variable;
-  constructor(init: Init, readonly cin: number, readonly cout: number, readonly s: number) {
-    super();
-    this.weight = this.param("weight", init.kaiming([s, s, s, cout, cin], cin * s ** 3));
-    this.bias = this.param("bias", init.bias(cout, cin * s ** 3));
-  }
-  apply(x: tf.Tensor5D): tf.Tensor5D {
-    const [n, d, h, w] = x.shape, s = this.s;
-    const y = tf.conv3dTranspose(
-      x,
-      this.weight as tf.Tensor5D,
-      [n, d * s, h * s, w * s, this.cout],
-      s,
-      "valid",
-    );
-    return tf.add(y, this.bias) as tf.Tensor5D;
-  }
-}
-
 export class VoxResNet extends Module implements SegmentationNetwork {
   readonly levelChannels: number[];
   /** The deep-supervision weight falls by 0.001 a round (an epoch in the authors' code). */
@@ -92,7 +70,7 @@ export class VoxResNet extends Module implements SegmentationNetwork {
   private readonly stem2: Conv;
   private readonly downs: Down[] = [];
   private readonly res: VoxRes[][] = [];
-  private readonly ups: BlockUp[] = [];
+  private readonly ups: TransposedConv[] = [];
   private readonly heads: (Conv | null)[] = [];
   constructor(
     readonly classes: number,
@@ -116,7 +94,10 @@ export class VoxResNet extends Module implements SegmentationNetwork {
     }
     w.forEach((c, k) => {
       const released = deconv === "released";
-      this.ups[k] = this.child(`up${k + 1}`, new BlockUp(init, c, released ? c : classes, 2 ** k));
+      this.ups[k] = this.child(
+        `up${k + 1}`,
+        new TransposedConv(init, c, released ? c : classes, { k: 2 ** k, bias: true }),
+      );
       this.heads[k] = released
         ? this.child(`head${k + 1}`, new Conv(init, 3, c, classes, 1, { bias: true }))
         : null;
