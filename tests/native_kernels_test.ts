@@ -13,7 +13,12 @@ import {
   resizeLinear,
   upsampleNearest2x,
 } from "../lib/mod.ts";
-import { nativeKernelsActive, nativeKernelStats, setNativeKernels } from "../lib/native/kernels.ts";
+import {
+  broadcastBlock,
+  nativeKernelsActive,
+  nativeKernelStats,
+  setNativeKernels,
+} from "../lib/native/kernels.ts";
 
 await initBackend("cpu", { quiet: true });
 const ACTIVE = nativeKernelsActive();
@@ -208,6 +213,27 @@ Deno.test({
       () => [tf.mul(x, gate), tf.mul(gate, x), tf.div(x, tf.add(tf.abs(gate), 1))],
       "Multiply",
     );
+    // per-sample statistics of a batch ([B, 1, 1, 1, C] against [B, D, H, W, C]), row sums
+    const xb = randn([2, 5, 4, 3, 6], 76),
+      stat = randn([2, 1, 1, 1, 6], 77),
+      rows = randn([2, 5, 4, 3, 1], 78);
+    compare(
+      "per-sample broadcast",
+      () => [tf.sub(xb, stat), tf.mul(stat, xb), tf.div(xb, tf.add(tf.abs(stat), 1)), tf.add(xb, rows)],
+      "Sub",
+    );
+    compare(
+      "per-sample sums",
+      () => [tf.sum(xb, [1, 2, 3], true), tf.mean(xb, [1, 2, 3]), tf.sum(xb, -1), tf.mean(xb, [2, 3], true)],
+      "Sum",
+    );
+    compare("softmax", () => [tf.softmax(xb), tf.softmax(tf.mul(xb, 30))], "Softmax");
+    // the softmax keeps the JS kernel's float32 roundings: bit-identical
+    setNativeKernels(false);
+    const jsSoft = tf.tidy(() => tf.softmax(tf.mul(xb, 7))).dataSync();
+    setNativeKernels(true);
+    assertEquals(Array.from(tf.tidy(() => tf.softmax(tf.mul(xb, 7))).dataSync()), Array.from(jsSoft));
+    tf.dispose([xb, stat, rows]);
     // a broadcast the fast path does not cover falls back to the JS kernel and stays correct
     const odd = randn([1, 5, 1, 3, 1], 74);
     setNativeKernels(true);
@@ -257,4 +283,13 @@ Deno.test("conv3dTranspose is trainable: its gradients match finite differences"
   const r = gradCheck(f, [dy, w], { samples: 16 });
   assert(r.maxRelError < 2e-3, `conv3dTranspose gradient: ${JSON.stringify(r.worst)}`);
   tf.dispose([dy, w]);
+});
+
+Deno.test("broadcastBlock: the output as [outer, mid, inner] around one block of broadcast axes", () => {
+  assertEquals(broadcastBlock([6], [1, 5, 4, 3, 6]), { outer: 1, mid: 60, inner: 6 });
+  assertEquals(broadcastBlock([2, 1, 1, 1, 6], [2, 5, 4, 3, 6]), { outer: 2, mid: 60, inner: 6 });
+  assertEquals(broadcastBlock([2, 5, 4, 3, 1], [2, 5, 4, 3, 6]), { outer: 120, mid: 6, inner: 1 });
+  assertEquals(broadcastBlock([1, 1, 4, 1, 6], [1, 5, 4, 3, 6]), null); // two blocks
+  assertEquals(broadcastBlock([1, 5, 4, 3, 6], [1, 5, 4, 3, 6]), null); // no broadcast
+  assertEquals(broadcastBlock([3, 1], [3, 4]), { outer: 3, mid: 4, inner: 1 });
 });

@@ -66,6 +66,7 @@ export const NATIVE_KERNEL_NAMES = [
   "Square",
   "Relu",
   "Sigmoid",
+  "Softmax",
   "Concat",
 ] as const;
 
@@ -216,41 +217,75 @@ type BinaryLoops = (
   av: Float32Array,
   bv: Float32Array,
   out: Float32Array,
-  lastA: number,
-  lastB: number,
-) => boolean;
+  smallA: boolean,
+  outer: number,
+  mid: number,
+  inner: number,
+) => void;
 
 /**
  * Loops for one elementwise expression of `x` and `y`, generated per operation so that V8
  * inlines the arithmetic (a shared loop calling a closure per element runs several times slower).
- * Cases: equal sizes, a scalar on either side, one side repeating along leading axes (a
- * per-channel bias), or one side repeating along the last axis (a per-voxel gate over channels:
- * `lastA`/`lastB` > 1 gives the channel count the other side spans).
+ * Cases: equal sizes, a scalar on either side, or one side broadcast along one block of
+ * consecutive axes: the output viewed as `[outer, mid, inner]` and the small side as
+ * `[outer, 1, inner]` (`smallA`: the small side is `x`). That covers a per-channel bias
+ * (`outer` 1), a per-voxel gate over channels (`inner` 1) and per-sample channel statistics of a
+ * batch (`[B, 1, 1, 1, C]` against `[B, D, H, W, C]`).
  */
 function binaryLoops(expr: string): BinaryLoops {
+  const block = (big: string, small: string) =>
+    `for (let o = 0, i = 0; o < outer; o++) { const base = o * inner;
+      for (let m = 0; m < mid; m++) for (let k = 0; k < inner; k++, i++) {
+        const ${big} = bv_big[i], ${small} = bv_small[base + k]; out[i] = ${expr}; } }`;
   return new Function(
     "av",
     "bv",
     "out",
-    "lastA",
-    "lastB",
+    "smallA",
+    "outer",
+    "mid",
+    "inner",
     `const n = out.length, na = av.length, nb = bv.length;
     if (na === n && nb === n) { for (let i = 0; i < n; i++) { const x = av[i], y = bv[i]; out[i] = ${expr}; } }
     else if (nb === 1) { const y = bv[0]; for (let i = 0; i < n; i++) { const x = av[i]; out[i] = ${expr}; } }
     else if (na === 1) { const x = av[0]; for (let i = 0; i < n; i++) { const y = bv[i]; out[i] = ${expr}; } }
-    else if (lastB > 1) { for (let v = 0, i = 0; v < nb; v++) { const y = bv[v]; for (let k = 0; k < lastB; k++, i++) { const x = av[i]; out[i] = ${expr}; } } }
-    else if (lastA > 1) { for (let v = 0, i = 0; v < na; v++) { const x = av[v]; for (let k = 0; k < lastA; k++, i++) { const y = bv[i]; out[i] = ${expr}; } } }
-    else if (na === n) { for (let i = 0; i < n; i += nb) for (let k = 0; k < nb; k++) { const x = av[i + k], y = bv[k]; out[i + k] = ${expr}; } }
-    else if (nb === n) { for (let i = 0; i < n; i += na) for (let k = 0; k < na; k++) { const x = av[k], y = bv[i + k]; out[i + k] = ${expr}; } }
-    else return false;
-    return true;`,
+    else if (smallA) { const bv_big = bv, bv_small = av; ${block("y", "x")} }
+    else { const bv_big = av, bv_small = bv; ${block("x", "y")} }`,
   ) as BinaryLoops;
 }
 
 /**
- * Elementwise float32 binary op for equal shapes, a scalar on either side, one side broadcast
- * along leading axes, or one side with a trailing axis of 1 against full channels. Other
- * broadcasts go to the JavaScript kernel, whose general path indexes every element.
+ * The broadcast of `small` against `out` (left-padded with 1s as tfjs does) as one block of
+ * consecutive axes: `[outer, mid, inner]` sizes, or null for any other pattern (two separate
+ * blocks, or no broadcast). Axes of size 1 in `out` are ignored.
+ */
+export function broadcastBlock(
+  small: readonly number[],
+  out: readonly number[],
+): { outer: number; mid: number; inner: number } | null {
+  const s = [...new Array(out.length - small.length).fill(1), ...small];
+  let state = 0; // 0: before the block, 1: inside it, 2: after it
+  let outer = 1, mid = 1, inner = 1;
+  for (let a = 0; a < out.length; a++) {
+    if (out[a] === 1) continue;
+    if (s[a] === 1) {
+      if (state === 2) return null;
+      state = 1;
+      mid *= out[a];
+    } else if (s[a] !== out[a]) return null;
+    else if (state === 0) outer *= out[a];
+    else {
+      state = 2;
+      inner *= out[a];
+    }
+  }
+  return state === 0 ? null : { outer, mid, inner };
+}
+
+/**
+ * Elementwise float32 binary op for equal shapes, a scalar on either side, or one side broadcast
+ * along one block of consecutive axes (`broadcastBlock`). Other broadcasts go to the JavaScript
+ * kernel, whose general path indexes every element.
  */
 function binary(
   backend: CpuBackend,
@@ -263,26 +298,17 @@ function binary(
   const av = values(backend, a), bv = values(backend, b);
   if (!av || !bv) return null;
   const n = outShape.reduce((x, y) => x * y, 1);
-  const trailing = (s: number[]) => {
-    const first = s.findIndex((d) => d !== 1);
-    const t = first === -1 ? [] : s.slice(first);
-    return t.every((d, i) => d === outShape[outShape.length - t.length + i]);
-  };
-  // [..., 1] against [..., C] with every other axis equal
-  const lastOne = (s: number[]) =>
-    s.length === outShape.length && s[s.length - 1] === 1 && outShape[outShape.length - 1] > 1 &&
-    s.slice(0, -1).every((d, i) => d === outShape[i]);
-  const c = outShape[outShape.length - 1];
-  const lastA = av.length !== n && lastOne(a.shape) ? c : 0;
-  const lastB = bv.length !== n && lastOne(b.shape) ? c : 0;
-  if (
-    !lastA && !lastB && ((av.length !== n && !trailing(a.shape)) || (bv.length !== n && !trailing(b.shape)))
-  ) {
-    return null;
-  }
-  if ((lastA && bv.length !== n) || (lastB && av.length !== n)) return null;
   const out = new Float32Array(n);
-  return loops(av, bv, out, lastA, lastB) ? backend.makeTensorInfo(outShape, "float32", out) : null;
+  if ((av.length === n && bv.length === n) || av.length === 1 || bv.length === 1) {
+    loops(av, bv, out, false, 0, 0, 0);
+    return backend.makeTensorInfo(outShape, "float32", out);
+  }
+  const smallA = bv.length === n;
+  if (!smallA && av.length !== n) return null; // both sides broadcast
+  const block = broadcastBlock(smallA ? a.shape : b.shape, outShape);
+  if (!block) return null;
+  loops(av, bv, out, smallA, block.outer, block.mid, block.inner);
+  return backend.makeTensorInfo(outShape, "float32", out);
 }
 
 type UnaryLoop = (xv: Float32Array, out: Float32Array) => void;
@@ -309,6 +335,25 @@ const BINARY = {
   Multiply: binaryLoops("x * y"),
   RealDiv: binaryLoops("x / y"),
 };
+/**
+ * Softmax over each row of `c` values (the last axis) with the JavaScript kernel's roundings (it
+ * runs max, subtract, exp, sum and divide as float32 tensors, the sum accumulated in float64), so
+ * results are bit-identical to it, in one pass over each row instead of five over the tensor.
+ */
+function softmaxRows(xv: Float32Array, c: number): Float32Array {
+  const out = new Float32Array(xv.length);
+  const f = Math.fround;
+  for (let i = 0; i < xv.length; i += c) {
+    let max = -Infinity;
+    for (let k = 0; k < c; k++) max = Math.max(max, xv[i + k]);
+    let sum = 0;
+    for (let k = 0; k < c; k++) sum += out[i + k] = f(Math.exp(f(xv[i + k] - max)));
+    const total = f(sum);
+    for (let k = 0; k < c; k++) out[i + k] /= total;
+  }
+  return out;
+}
+
 const UNARY = {
   Neg: unaryLoop("-x"),
   Exp: unaryLoop("Math.exp(x)"),
@@ -427,28 +472,33 @@ function sliceRuns(
 }
 
 /**
- * Sum over every axis except the last (size-1 axes aside): per-channel sums of a channels-last
- * tensor, as in bias gradients and instance-norm statistics. Accumulates in float64. The
+ * Sum over one block of consecutive axes (size-1 axes aside): the tensor viewed as
+ * `[outer, mid, inner]`, summed over `mid`. Covers per-channel sums of a channels-last tensor
+ * (bias gradients, batch-norm statistics: `outer` 1), per-sample channel sums (`[B, D, H, W, C]`
+ * over the spatial axes) and sums over the last axis (`inner` 1). Accumulates in float64. The
  * JavaScript kernel transposes the whole tensor first.
  */
-function channelSums(
+function blockSums(
   backend: CpuBackend,
   x: tf.TensorInfo,
   axes: number[],
   keepDims: boolean,
 ): tf.TensorInfo | null {
-  const last = x.shape.length - 1;
-  if (last < 1 || axes.includes(last)) return null;
-  if (x.shape.some((d, a) => a !== last && d !== 1 && !axes.includes(a))) return null;
+  const kept = x.shape.map((d, a) => (axes.includes(a) ? 1 : d));
+  const block = broadcastBlock(kept, x.shape);
+  if (!block) return null;
   const xv = values(backend, x);
   if (!xv) return null;
-  const c = x.shape[last];
-  const acc = new Float64Array(c);
-  for (let i = 0; i < xv.length; i += c) for (let k = 0; k < c; k++) acc[k] += xv[i + k];
-  const shape = keepDims
-    ? x.shape.map((d, a) => (axes.includes(a) ? 1 : d))
-    : x.shape.filter((_, a) => !axes.includes(a));
-  return backend.makeTensorInfo(shape, "float32", Float32Array.from(acc));
+  const { outer, mid, inner } = block;
+  const out = new Float32Array(outer * inner);
+  const acc = new Float64Array(inner);
+  for (let o = 0, i = 0; o < outer; o++) {
+    acc.fill(0);
+    for (let m = 0; m < mid; m++) for (let k = 0; k < inner; k++, i++) acc[k] += xv[i];
+    out.set(acc, o * inner);
+  }
+  const shape = keepDims ? kept : x.shape.filter((_, a) => !axes.includes(a));
+  return backend.makeTensorInfo(shape, "float32", out);
 }
 
 const NATIVE: Record<(typeof NATIVE_KERNEL_NAMES)[number], Native> = {
@@ -587,7 +637,7 @@ const NATIVE: Record<(typeof NATIVE_KERNEL_NAMES)[number], Native> = {
   },
   Sum: ({ x }, backend, { axis, keepDims }) => {
     if (x.dtype !== "float32") return null;
-    return channelSums(backend, x, tf.util.parseAxisParam(axis, x.shape), keepDims);
+    return blockSums(backend, x, tf.util.parseAxisParam(axis, x.shape), keepDims);
   },
   Mean: ({ x }, backend, { axis, keepDims }) => {
     if (x.dtype !== "float32") return null;
@@ -601,7 +651,7 @@ const NATIVE: Record<(typeof NATIVE_KERNEL_NAMES)[number], Native> = {
       const shape = keepDims ? x.shape.map(() => 1) : [];
       return backend.makeTensorInfo(shape, "float32", Float32Array.of(s / count));
     }
-    const sums = channelSums(backend, x, axes, keepDims);
+    const sums = blockSums(backend, x, axes, keepDims);
     if (!sums) return null;
     const v = values(backend, sums)!;
     for (let i = 0; i < v.length; i++) v[i] /= count;
@@ -619,6 +669,12 @@ const NATIVE: Record<(typeof NATIVE_KERNEL_NAMES)[number], Native> = {
   Square: ({ x }, backend) => unary(backend, x, UNARY.Square),
   Relu: ({ x }, backend) => unary(backend, x, UNARY.Relu),
   Sigmoid: ({ x }, backend) => unary(backend, x, UNARY.Sigmoid),
+  Softmax: ({ logits }, backend, { dim }) => {
+    const xv = logits.dtype === "float32" ? values(backend, logits) : null;
+    const last = logits.shape.length - 1;
+    if (!xv || (dim !== -1 && dim !== last)) return null;
+    return backend.makeTensorInfo(logits.shape, "float32", softmaxRows(xv, logits.shape[last]));
+  },
   Concat: (inputs, backend, { axis }) => {
     const list = Object.values(inputs);
     return concatRows(backend, list, tf.util.parseAxisParam(axis, list[0].shape)[0]);
