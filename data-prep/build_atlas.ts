@@ -7,12 +7,21 @@
  * Inputs (Colin27, one real brain scanned 27 times and averaged; AAL atlas on the same grid):
  * - `ch2better.nii.gz`: 0.5 mm Colin27 with CSF and skull zeroed (GM and WM only).
  * - `ch2bet.nii.gz`: 1 mm skull-stripped Colin27 (its non-zero voxels are the brain mask).
+ * - `ch2.nii.gz`: the same 1 mm Colin27 with skull and scalp (the full-head phantom's head).
  * - `aal.nii.gz` + `aal.nii.txt`: the AAL atlas (116 regions) on the 1 mm grid.
  *
  * Outputs on the 1 mm grid, cropped to the brain with a 2-voxel margin:
  * - `colin27_gm.nii.gz`, `colin27_wm.nii.gz`, `colin27_csf.nii.gz`: tissue fractions (uint8,
  *   255 = 1). GM/WM come from the 0.5 mm image, thresholded at Otsu's level of its non-zero
  *   intensities, then averaged over each 1 mm voxel (partial volume). CSF is the brain mask minus GM and WM.
+ * - `colin27_head.nii.gz` (from `ch2.nii.gz`, the full-head Colin27 on the same 1 mm grid, not
+ *   cropped): the head around the brain for the full-head phantom (`lib/phantom/head.ts`,
+ *   `HEAD_LABELS`): 0 outside the head, 1 brain (ch2bet's mask), 2 fat, 3 muscle and skin,
+ *   4 bone. The head is everything not reached from the field of view's border through voxels
+ *   darker than 0.2 x the white matter's median intensity (air); its non-brain voxels are
+ *   classed by intensity relative to that median: above 1.15 fat (scalp, orbit, marrow), 0.45
+ *   to 1.15 muscle and skin, below 0.45 bone (with the sinuses' air, the eyes and the CSF outside
+ *   the mask, all dark on a T1 image).
  * - `colin27_structures.nii.gz`: 27 structures + background (see `lib/phantom/labels.ts`).
  *   From AAL: cortex (all cortical AAL regions), thalamus, caudate, putamen, pallidum,
  *   hippocampus, amygdala, cerebellar cortex; hemisphere from the region's name, vermis from x.
@@ -37,6 +46,7 @@ import { cropToBox, foregroundBox } from "../lib/volume/geometry.ts";
 import { makeVolume, type Vec3 } from "../lib/volume/volume.ts";
 import { fitGaussianMixture, otsuThreshold } from "../lib/phantom/gmm.ts";
 import { structureIndex as S } from "../lib/phantom/labels.ts";
+import { HEAD_LABELS } from "../lib/phantom/head.ts";
 
 const args = parseArgs({
   name: "build_atlas",
@@ -298,5 +308,64 @@ for (const s of structures) counts[s]++;
 console.log(
   `cropped to ${box.end.map((e, d) => e - box.start[d]).join("x")} at 1 mm; voxels per structure: ${
     counts.join(" ")
+  }`,
+);
+
+// --- The head around the brain (full-head phantom) ------------------------------------------
+const ch2 = await readNifti(`${dir}/ch2.nii.gz`);
+if (ch2.shape.join() !== shape.join()) throw new Error(`ch2.nii.gz: grid ${ch2.shape} differs from ch2bet's`);
+const wmValues = Float32Array.from(
+  Array.from(ch2.data).filter((_, p) => tissue[p] === 3),
+).sort();
+const wmMedian = wmValues[wmValues.length >> 1];
+const air = (p: number) => ch2.data[p] < 0.2 * wmMedian;
+// outside: the air reached from the border (6-connected)
+const outside = new Uint8Array(n);
+let front: number[] = [];
+for (let p = 0; p < n; p++) {
+  const i = p % nx, j = Math.floor(p / nx) % ny, k = Math.floor(p / (nx * ny));
+  const edge = i === 0 || j === 0 || k === 0 || i === nx - 1 || j === ny - 1 || k === nz - 1;
+  if (edge && air(p)) {
+    outside[p] = 1;
+    front.push(p);
+  }
+}
+while (front.length) {
+  const next: number[] = [];
+  for (const p of front) {
+    const i = p % nx, j = Math.floor(p / nx) % ny, k = Math.floor(p / (nx * ny));
+    for (
+      const [s, ok] of [[1, i < nx - 1], [-1, i > 0], [nx, j < ny - 1], [-nx, j > 0], [nx * ny, k < nz - 1], [
+        -nx * ny,
+        k > 0,
+      ]] as [number, boolean][]
+    ) {
+      const q = p + s;
+      if (!ok || outside[q] || !air(q)) continue;
+      outside[q] = 1;
+      next.push(q);
+    }
+  }
+  front = next;
+}
+const head = new Uint8Array(n);
+const headCounts = new Array(5).fill(0);
+for (let p = 0; p < n; p++) {
+  const v = ch2.data[p] / wmMedian;
+  head[p] = bet.data[p] > 0
+    ? HEAD_LABELS.brain
+    : outside[p]
+    ? HEAD_LABELS.outside
+    : v > 1.15
+    ? HEAD_LABELS.fat
+    : v >= 0.45
+    ? HEAD_LABELS.muscle
+    : HEAD_LABELS.bone;
+  headCounts[head[p]]++;
+}
+await writeNifti(`${out}/colin27_head.nii.gz`, makeVolume(head, shape, bet.affine), description);
+console.log(
+  `head (white matter median ${wmMedian} in ch2): mL outside/brain/fat/muscle/bone ${
+    headCounts.map((c) => (c / 1000).toFixed(0)).join(" ")
   }`,
 );

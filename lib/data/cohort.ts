@@ -17,7 +17,7 @@ import { sha256Hex } from "../io/hash.ts";
 import type { Affine, Vec3 } from "../volume/affine.ts";
 import type { Volume } from "../volume/volume.ts";
 
-export type CohortName = "paired" | "tissue" | "wholebrain";
+export type CohortName = "paired" | "tissue" | "wholebrain" | "heads";
 
 export interface ScanRecord {
   id: string;

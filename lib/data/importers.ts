@@ -48,7 +48,7 @@ export const DEFAULT_IMPORT_SPACING = 1;
 export const IMPORT_MARGIN = 2;
 
 /** The cohort each dataset becomes. */
-export const DATASET_COHORT: Record<DatasetName, CohortName> = {
+export const DATASET_COHORT: Record<DatasetName, Exclude<CohortName, "heads">> = {
   ibsr: "tissue",
   malc: "wholebrain",
   paired: "paired",

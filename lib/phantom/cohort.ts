@@ -22,6 +22,8 @@ import { DEFAULT_DEFORMATION, type DeformationParams, randomDiffeomorphism, samp
 import {
   acquisitionSnr,
   type Field,
+  HEAD_CLASSES,
+  headTissueProperties,
   MP2RAGE_7T,
   mp2rageUni,
   MPRAGE_15T,
@@ -102,6 +104,8 @@ export interface Anatomy {
   wm: Volume<Float32Array>;
   csf: Volume<Float32Array>;
   structures: Volume<Uint8Array>;
+  /** The full-head phantom's head labels (`head.ts`, `HEAD_LABELS`); absent: the brain alone. */
+  head?: Volume<Uint8Array>;
 }
 
 /** Loads the shipped atlas (fractions in [0, 1]). */
@@ -130,6 +134,9 @@ export function atlasOnGrid(atlas: Anatomy, spacing: number): Anatomy {
     wm: lin(atlas.wm),
     csf: lin(atlas.csf),
     structures: resampleToGrid(atlas.structures, g.shape, g.affine, "nearest") as Volume<Uint8Array>,
+    ...(atlas.head
+      ? { head: resampleToGrid(atlas.head, g.shape, g.affine, "nearest") as Volume<Uint8Array> }
+      : {}),
   };
 }
 
@@ -182,6 +189,7 @@ export function warpAnatomy(template: Anatomy, params: DeformationParams, subjec
     wm: makeVolume(new Float32Array(n), ref.shape, ref.affine),
     csf: makeVolume(new Float32Array(n), ref.shape, ref.affine),
     structures: makeVolume(new Uint8Array(n), ref.shape, ref.affine),
+    ...(template.head ? { head: makeVolume(new Uint8Array(n), ref.shape, ref.affine) } : {}),
   };
   const fr = [template.gm.data, template.wm.data, template.csf.data];
   const dst = [out.gm.data, out.wm.data, out.csf.data];
@@ -207,8 +215,9 @@ export function warpAnatomy(template: Anatomy, params: DeformationParams, subjec
             ((d[q + nx * ny] * (1 - ax) + d[q + nx * ny + 1] * ax) * (1 - ay) +
                 (d[q + nx * ny + nx] * (1 - ax) + d[q + nx * ny + nx + 1] * ax) * ay) * az;
         }
-        out.structures.data[p] =
-          template.structures.data[Math.round(x) + nx * (Math.round(y) + ny * Math.round(z))];
+        const nearest = Math.round(x) + nx * (Math.round(y) + ny * Math.round(z));
+        out.structures.data[p] = template.structures.data[nearest];
+        if (out.head) out.head.data[p] = template.head!.data[nearest];
       }
     }
   }
@@ -288,14 +297,16 @@ function receiveField(rand: () => number, amplitude: number): (x: number, y: num
  * grid, Rician noise, skull-stripped. MP2RAGE returns the uniform image shifted to [0, 1].
  * `ideal`: the same sequence without noise, receive bias or transmit tilt (only partial volume and
  * the acquisition's resolution remain), drawing nothing from `rand`: the image a segmentation
- * ceiling is measured on.
+ * ceiling is measured on. An anatomy with `head` labels adds the non-brain head tissue where the
+ * brain's fractions leave room; `skullStrip` false keeps everything outside the brain (the air
+ * with its noise).
  */
 export function acquire(
   anatomy: Anatomy,
   seq: MPSequence,
   profile: PhantomProfile,
   rand: () => number,
-  { ideal = false }: { ideal?: boolean } = {},
+  { ideal = false, skullStrip = true }: { ideal?: boolean; skullStrip?: boolean } = {},
 ): Volume<Float32Array> {
   const field: Field = seq.field;
   const blocks = seq.ti.length;
@@ -307,6 +318,16 @@ export function acquire(
         mpSignals(seq, tissueProperties(field, cls), B1_MIN + ((B1_MAX - B1_MIN) * s) / (B1_STEPS - 1)),
     )
   );
+  // non-brain head tissue by head label (HEAD_LABELS: 2 fat, 3 muscle, 4 bone)
+  const headLut = anatomy.head
+    ? HEAD_CLASSES.map((cls) =>
+      Array.from(
+        { length: B1_STEPS },
+        (_, s) =>
+          mpSignals(seq, headTissueProperties(field, cls), B1_MIN + ((B1_MAX - B1_MIN) * s) / (B1_STEPS - 1)),
+      )
+    )
+    : null;
   const CSF = PHYSICS_CLASSES.indexOf("csf"), WM = PHYSICS_CLASSES.indexOf("wm");
   const ref = anatomy.gm;
   const [nx, ny, nz] = ref.shape;
@@ -320,7 +341,9 @@ export function acquire(
     for (let j = 0; j < ny; j++) {
       for (let i = 0; i < nx; i++, p++) {
         const tot = anatomy.gm.data[p] + anatomy.wm.data[p] + anatomy.csf.data[p];
-        if (tot <= 0) continue;
+        const headClass = headLut ? anatomy.head!.data[p] - 2 : -1; // fat 0, muscle 1, bone 2
+        const rest = headClass >= 0 ? Math.max(0, 1 - tot) : 0;
+        if (tot <= 0 && rest <= 0) continue;
         const w = applyAffine(ref.affine, [i, j, k]);
         const dx = w[0] - centre[0], dy = w[1] - centre[1], dz = w[2] - centre[2];
         const b1 = transmitScale(field, Math.sqrt(dx * dx + dy * dy + dz * dz)) *
@@ -331,8 +354,12 @@ export function acquire(
         const gain = rx(dx, dy, dz);
         for (let b = 0; b < blocks; b++) {
           const at = (c: number) => lut[c][s0][b] * (1 - f) + lut[c][s0 + 1][b] * f;
+          const other = rest > 0
+            ? rest * (headLut![headClass][s0][b] * (1 - f) + headLut![headClass][s0 + 1][b] * f)
+            : 0;
           signal[b][p] = gain *
-            (anatomy.gm.data[p] * at(gmc) + anatomy.wm.data[p] * at(WM) + anatomy.csf.data[p] * at(CSF));
+            (anatomy.gm.data[p] * at(gmc) + anatomy.wm.data[p] * at(WM) + anatomy.csf.data[p] * at(CSF) +
+              other);
         }
       }
     }
@@ -364,7 +391,7 @@ export function acquire(
   for (let q = 0; q < out.length; q++) {
     const re = acquired.map((a) => a[q] + draw());
     const im = acquired.map(() => draw());
-    if (mask[q] < 0.5) continue; // skull stripped
+    if (skullStrip && mask[q] < 0.5) continue; // skull stripped
     out[q] = blocks === 2 ? mp2rageUni(re[0], im[0], re[1], im[1]) + 0.5 : Math.hypot(re[0], im[0]);
   }
   return makeVolume(out, grid.shape, grid.affine);
@@ -383,7 +410,7 @@ export function tissueLabels(
   return makeVolume(out, a.gm.shape, a.gm.affine);
 }
 
-function drawSubject(profile: PhantomProfile, rand: () => number): SubjectParams {
+export function drawSubject(profile: PhantomProfile, rand: () => number): SubjectParams {
   const { scale, atrophy } = profile.deformation;
   return {
     scale: scale[0] + rand() * (scale[1] - scale[0]),
@@ -399,8 +426,8 @@ function drawSubject(profile: PhantomProfile, rand: () => number): SubjectParams
 export async function generateCohorts(
   profileName: PhantomProfile["name"],
   outDir: string,
-  { seed = 0, log = (_: string) => {}, cohorts = ["paired", "tissue", "wholebrain"] as CohortName[] } = {},
-): Promise<Record<CohortName, CohortManifest>> {
+  { seed = 0, log = (_: string) => {}, cohorts = ["paired", "tissue", "wholebrain"] as BrainCohort[] } = {},
+): Promise<Record<BrainCohort, CohortManifest>> {
   const profile = PROFILES[profileName];
   if (!profile) {
     throw new RangeError(`--profile: unknown profile "${profileName}"; expected quick, default or paper`);
@@ -410,7 +437,7 @@ export async function generateCohorts(
   const common = commonGrid(atlas.gm, profile.commonSpacing);
   const onCommon = (v: Volume, mode: "linear" | "nearest") =>
     resampleToGrid(v, common.shape, common.affine, mode);
-  const result = {} as Record<CohortName, CohortManifest>;
+  const result = {} as Record<BrainCohort, CohortManifest>;
 
   for (const cohort of cohorts) {
     const dir = `${outDir}/${cohort}`;
@@ -507,15 +534,10 @@ export async function generateCohorts(
       scans.push({ ...item, params: { ...item.params }, files });
       log(`${cohort} ${item.id}: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     }
-    const checksums: Record<string, string> = {};
-    for (const s of scans) {
-      for (const f of Object.values(s.files)) checksums[f] = await sha256File(`${dir}/${f}`);
-    }
-    const manifest: CohortManifest = {
+    result[cohort] = await finishCohort(dir, {
       cohort,
       profile: profile.name,
       seed,
-      generatorVersion: GENERATOR_VERSION,
       grid: { shape: common.shape, spacing: profile.commonSpacing, affine: common.affine },
       labels: cohort === "wholebrain"
         ? "structures: lib/phantom/labels.ts STRUCTURES (27 + background)"
@@ -527,13 +549,52 @@ export async function generateCohorts(
         wholebrain:
           "simulated 1.5T T1-weighted scans with 27 structures (MALC-like; the last subjects scanned twice)",
       }[cohort],
-      scans,
-      checksums,
-    };
-    await writeFileAtomic(`${dir}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
-    result[cohort] = manifest;
+    }, scans);
   }
   return result;
+}
+
+/** The cohorts of skull-stripped brains `generateCohorts` writes (the full-head one: `head.ts`). */
+type BrainCohort = Exclude<CohortName, "heads">;
+
+/** What a cohort's manifest says besides its scans, checksums and generator version. */
+export type CohortMeta = Omit<CohortManifest, "scans" | "checksums" | "generatorVersion">;
+
+/** A generated scan with its volumes by manifest key, before they are written. */
+export interface GeneratedScan extends Omit<ScanRecord, "files"> {
+  volumes: Record<string, Volume>;
+}
+
+/**
+ * Writes a cohort folder's `manifest.json` for `scans` whose files are in `dir`: their SHA-256
+ * and the generator version added, written atomically (last, so a folder with a manifest is whole).
+ */
+async function finishCohort(dir: string, meta: CohortMeta, scans: ScanRecord[]): Promise<CohortManifest> {
+  const checksums: Record<string, string> = {};
+  for (const s of scans) {
+    for (const f of Object.values(s.files)) checksums[f] = await sha256File(`${dir}/${f}`);
+  }
+  const manifest: CohortManifest = { ...meta, generatorVersion: GENERATOR_VERSION, scans, checksums };
+  await writeFileAtomic(`${dir}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+  return manifest;
+}
+
+/** Writes `scans`' volumes (`<id>_<key>.nii.gz`) into `dir` and the cohort's manifest. */
+export async function writeCohort(
+  dir: string,
+  meta: CohortMeta,
+  scans: GeneratedScan[],
+): Promise<CohortManifest> {
+  const records: ScanRecord[] = [];
+  for (const { volumes, ...scan } of scans) {
+    const files: Record<string, string> = {};
+    for (const [key, v] of Object.entries(volumes)) {
+      files[key] = `${scan.id}_${key}.nii.gz`;
+      await writeNifti(`${dir}/${files[key]}`, v);
+    }
+    records.push({ ...scan, files });
+  }
+  return await finishCohort(dir, meta, records);
 }
 
 /**

@@ -228,3 +228,35 @@ export function transmitScale(field: Field, r: number): number {
 
 /** Peak-to-peak amplitude (as a log-gain) of the smooth random receive field at each field strength. */
 export const RECEIVE_BIAS_AMPLITUDE: Record<Field, number> = { "1.5T": 0.05, "3T": 0.1, "7T": 0.25 };
+
+/**
+ * Non-brain head tissue of the full-head phantom (`lib/phantom/head.ts`), at 1.5T and 3T only
+ * (the full-head cohort stands for the low-field scans a user brings; no value is invented for 7T):
+ * - `fat` (scalp and orbital fat, diploic marrow): T1 288 ms at 1.5T and 371 ms at 3T,
+ *   subcutaneous fat (Gold et al., AJR 183:343-351, 2004); PD 0.9. Chemical shift is not modelled.
+ * - `muscle` (temporal and neck muscle, skin, glands): T1 1008 ms at 1.5T and 1412 ms at 3T
+ *   (Stanisz et al., Magn Reson Med 54:507-512, 2005); PD 0.72. T2* below Stanisz's T2 (44 and
+ *   50 ms): 30 and 25 ms.
+ * - `bone` (cortical bone, and the sinuses' air that cannot be told from it on a T1 image): T2*
+ *   about 0.4 ms (Du and Bydder, NMR Biomed 26:489-506, 2013), so no signal at these echo times;
+ *   PD 0.2, T1 250 ms.
+ */
+export const HEAD_CLASSES = ["fat", "muscle", "bone"] as const;
+export type HeadClass = (typeof HEAD_CLASSES)[number];
+
+const HEAD_T1: Record<"1.5T" | "3T", Record<HeadClass, number>> = {
+  "1.5T": { fat: 288, muscle: 1008, bone: 250 },
+  "3T": { fat: 371, muscle: 1412, bone: 250 },
+};
+const HEAD_T2S: Record<"1.5T" | "3T", Record<HeadClass, number>> = {
+  "1.5T": { fat: 40, muscle: 30, bone: 0.4 },
+  "3T": { fat: 30, muscle: 25, bone: 0.4 },
+};
+const HEAD_PD: Record<HeadClass, number> = { fat: 0.9, muscle: 0.72, bone: 0.2 };
+
+export function headTissueProperties(field: Field, cls: HeadClass): TissueProperties {
+  if (field === "7T") {
+    throw new RangeError("the full-head phantom has non-brain tissue properties at 1.5T and 3T only");
+  }
+  return { t1: HEAD_T1[field][cls], t2s: HEAD_T2S[field][cls], pd: HEAD_PD[cls] };
+}
