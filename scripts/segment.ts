@@ -16,7 +16,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
 import { encodeNifti, readNifti, requireVolume3D, writeNifti, zeroNonFinite } from "../lib/io/nifti.ts";
@@ -33,6 +33,7 @@ import {
   DEFAULT_FOREGROUND_FLOOR,
   foregroundFloor,
   intensitiesForInference,
+  type IntensityProfile,
   intensityProfile,
   intensityWarnings,
   normalizeIntensity,
@@ -40,6 +41,7 @@ import {
 import { writeFileAtomic } from "../lib/io/nifti.ts";
 import { loadGuided, type RunConfig, withDefaults } from "../lib/train/pipeline.ts";
 import { WholeBrainModels } from "../lib/train/wholebrain.ts";
+import { BRAIN_MASK_CHECKPOINT, cleanBrainMask, loadBrainMask } from "../lib/train/brainmask.ts";
 import { VIEWS } from "../lib/data/views.ts";
 import {
   freeSurferLut,
@@ -70,6 +72,18 @@ export const SEGMENT_COMMAND: CommandSpec = {
       type: "number",
     },
     { name: "series", description: "the SeriesInstanceUID to read when a DICOM folder holds several" },
+    {
+      name: "mask",
+      description:
+        "a brain mask (NIfTI on the input's grid, non-zero = brain) to use instead of brain extraction",
+    },
+    {
+      name: "no-brain-extraction",
+      description:
+        "segment the input as it is, even when it does not look skull-stripped (default: brain extraction with the run's brain-mask network when the input has skull and scalp)",
+      type: "boolean",
+      default: false,
+    },
     {
       name: "probabilities",
       description: "also write the class probabilities as a 4D NIfTI (<out>_probabilities.nii.gz)",
@@ -163,8 +177,38 @@ export interface SegmentOptions {
   series?: string;
   /** Also write the class probabilities (`<out>_probabilities.nii.gz`). */
   probabilities?: boolean;
+  /** A brain mask on the input's grid (non-zero = brain), used instead of brain extraction. */
+  mask?: string;
+  /** false: never extract the brain (default: when the input does not look skull-stripped). */
+  brainExtraction?: boolean;
   /** Where warning lines go (default: standard error). */
   warn?: (line: string) => void;
+  /** Where information lines go (default: standard output). */
+  info?: (line: string) => void;
+}
+
+/** How `segmentFile` decided about brain extraction. */
+export type BrainExtraction = "input" | "mask-file" | "network" | "off";
+
+/**
+ * Whether a scan looks brain-extracted: one value (its background) covers at least half of the
+ * field of view's border, at most 2 % of the border is bright (a fifth of the foreground's range
+ * above that background) and at most 10 % of the foreground is dark (within 5 % of that range
+ * of the background). A full-head scan has noisy air (dark foreground; at the border too unless
+ * it was zero-padded) and scalp at the border; a skull-stripped brain's darkest voxels are its
+ * partial-volume edge.
+ */
+export function looksBrainExtracted(p: IntensityProfile): boolean {
+  return p.background !== null && p.brightBorderFraction <= 0.02 && p.darkFraction <= 0.1;
+}
+
+/** Why `looksBrainExtracted` said no, in words. */
+function notExtractedBecause(p: IntensityProfile): string {
+  if (p.background === null) return "no constant background on its border";
+  if (p.brightBorderFraction > 0.02) {
+    return `${(100 * p.brightBorderFraction).toFixed(1)} % of its border is bright`;
+  }
+  return `${(100 * p.darkFraction).toFixed(0)} % of its non-background voxels are as dark as air`;
 }
 
 /** The files `segmentFile` writes for `output` (base name: `output` without `.nii`/`.nii.gz`). */
@@ -240,8 +284,17 @@ export async function segmentFile(
   output: string,
   runDir: string,
   spacingOpt?: number,
-  { force = false, task = "tissue", series, probabilities = false, warn }: SegmentOptions = {},
-): Promise<{ outputs: string[]; warnings: string[] }> {
+  {
+    force = false,
+    task = "tissue",
+    series,
+    probabilities = false,
+    mask: maskFile,
+    brainExtraction = true,
+    warn,
+    info = console.log,
+  }: SegmentOptions = {},
+): Promise<{ outputs: string[]; warnings: string[]; brainExtraction: BrainExtraction }> {
   if (spacingOpt !== undefined && !(Number.isFinite(spacingOpt) && spacingOpt > 0)) {
     throw new UsageError(`--spacing ${spacingOpt}: must be a positive number of millimetres`);
   }
@@ -267,6 +320,10 @@ export async function segmentFile(
     original = await readDicomSeries(input, { series });
   } else original = await readNifti(input);
   requireVolume3D(original, input);
+  if (maskFile !== undefined && !brainExtraction) {
+    throw new UsageError("--mask and --no-brain-extraction: give one or the other");
+  }
+  const givenMask = maskFile === undefined ? null : await readMaskFile(maskFile, original);
   const paths = segmentOutputs(output, { dicom, probabilities });
   await checkOutputPath(input, output, force, Object.values(paths).filter((p) => p !== output));
   const cfgPath = join(runDir, "config.json");
@@ -301,9 +358,37 @@ export async function segmentFile(
       `DICOM series ${(original as DicomVolume).series.uid}`.slice(0, 79),
     );
   }
-  const image = toFloat32(original); // a copy
+  let image = toFloat32(original); // a copy
   const replaced = zeroNonFinite(image.data);
   if (replaced) say(`${input}: ${replaced} NaN or infinite voxels read as 0`);
+  // brain extraction: a given mask, the input as it is (skull-stripped already, or told so), or
+  // the run's brain-mask network
+  let extraction: BrainExtraction;
+  let brain: Volume<Uint8Array> | null = givenMask;
+  const raw = intensityProfile(image);
+  if (givenMask) {
+    extraction = "mask-file";
+    info(`brain extraction: the mask ${maskFile} (${maskMl(givenMask)} mL)`);
+  } else if (!brainExtraction) {
+    extraction = "off";
+    info("brain extraction: off (--no-brain-extraction), the input is segmented as it is");
+  } else if (looksBrainExtracted(raw)) {
+    extraction = "input";
+    info(
+      `brain extraction: none, the input looks skull-stripped (a constant background of ${raw.background} ` +
+        `on the field-of-view border; --mask FILE gives a mask instead)`,
+    );
+  } else {
+    extraction = "network";
+    brain = await extractBrain(image, runDir, cfg, input);
+    info(
+      `brain extraction: the input looks not skull-stripped (${
+        notExtractedBecause(raw)
+      }), so ${runDir}'s brain-mask network found ${maskMl(brain)} mL of brain (--mask FILE or ` +
+        `--no-brain-extraction to override)`,
+    );
+  }
+  if (brain) image = applyMask(image, brain, raw.background ?? 0);
   // intensities as training saw them (see intensitiesForInference), checked against the cohort
   const { cohort, why } = await runCohortIntensity(runDir, task);
   if (!cohort) say(`${input}: ${why}: the input is not compared with the run's cohort`);
@@ -387,7 +472,87 @@ export async function segmentFile(
   if (paths.probabilities && scores) {
     await writeProbabilities(paths.probabilities, scores, names.length, grid, original);
   }
-  return { outputs: Object.values(paths), warnings };
+  return { outputs: Object.values(paths), warnings, brainExtraction: extraction };
+}
+
+/** A `--mask` file as 0/1 labels on the input's grid (the same shape and affine, to 0.01 mm). */
+async function readMaskFile(path: string, input: Volume): Promise<Volume<Uint8Array>> {
+  const m = await readNifti(path);
+  requireVolume3D(m, path);
+  const same = m.shape.every((n, d) => n === input.shape[d]) &&
+    m.affine.every((row, r) => row.every((x, c) => Math.abs(x - input.affine[r][c]) < 0.01));
+  if (!same) {
+    throw new UsageError(
+      `--mask ${path}: its grid (${m.shape.join("x")}, affine ${
+        JSON.stringify(m.affine.slice(0, 3))
+      }) is not ` +
+        `the input's (${input.shape.join("x")}, affine ${JSON.stringify(input.affine.slice(0, 3))})`,
+    );
+  }
+  const data = Uint8Array.from(m.data, (x) => (x !== 0 && Number.isFinite(x) ? 1 : 0));
+  if (!data.some((x) => x)) throw new UsageError(`--mask ${path}: has no non-zero voxel`);
+  return makeVolume(data, m.shape, m.affine);
+}
+
+/** A mask's volume in mL, to 1 decimal. */
+function maskMl(m: Volume<Uint8Array>): string {
+  const [a, b, c] = m.affine;
+  const voxel = Math.abs(
+    a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) +
+      a[2] * (b[0] * c[1] - b[1] * c[0]),
+  );
+  return (m.data.reduce((s, x) => s + x, 0) * voxel / 1000).toFixed(1);
+}
+
+/** The image with everything outside `mask` set to `background`. */
+function applyMask(
+  v: Volume<Float32Array>,
+  mask: Volume<Uint8Array>,
+  background: number,
+): Volume<Float32Array> {
+  return makeVolume(v.data.map((x, n) => (mask.data[n] ? x : background)), v.shape, v.affine);
+}
+
+/**
+ * The brain mask of a full-head scan on its own grid: the run's brain-mask network on the scan
+ * reoriented to RAS+, resampled to the network's grid (the heads cohort's spacing, padded to
+ * multiples of 16) and normalised as in training; its labels cleaned (`cleanBrainMask`) and
+ * resampled (nearest) back.
+ */
+async function extractBrain(
+  image: Volume<Float32Array>,
+  runDir: string,
+  cfg: RunConfig,
+  input: string,
+): Promise<Volume<Uint8Array>> {
+  const checkpoint = join(runDir, "checkpoints", `${BRAIN_MASK_CHECKPOINT}.json`);
+  if (!existsSync(checkpoint)) {
+    throw new UsageError(
+      `${input}: looks not skull-stripped, and --run ${runDir} has no brain-extraction network ` +
+        `(checkpoints/${BRAIN_MASK_CHECKPOINT}); train it (deno task train --phase brainmask --name ` +
+        `${basename(runDir)}), or pass --mask FILE, or --no-brain-extraction`,
+    );
+  }
+  const { net, spacing } = await loadBrainMask(cfg, runDir);
+  let raw: Int32Array;
+  const { volume: canonical } = toCanonical(image);
+  const grid = commonGrid(canonical, spacing);
+  const [ni, nj, nk] = grid.shape;
+  try {
+    checkModelGrid(input, canonical, spacing, false);
+    const onGrid = normalizeIntensity(
+      toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")),
+    );
+    const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);
+    const labels = tf.tidy(() => tf.argMax(net.apply(x), 4));
+    raw = (await labels.data()) as Int32Array;
+    tf.dispose([x, labels]);
+  } finally {
+    net.dispose();
+  }
+  const cleaned = makeVolume(cleanBrainMask(raw, [nk, nj, ni]), grid.shape, grid.affine);
+  const back = resampleToGrid(cleaned, image.shape, image.affine, "nearest");
+  return makeVolume(Uint8Array.from(back.data), image.shape, image.affine);
 }
 
 /**
@@ -525,6 +690,8 @@ if (import.meta.main) {
         task: args.options.task as "tissue" | "wholebrain",
         series: args.options.series as string | undefined,
         probabilities: args.options.probabilities === true,
+        mask: args.options.mask as string | undefined,
+        brainExtraction: args.options["no-brain-extraction"] !== true,
       },
     );
     console.log(`written: ${outputs.join(", ")}`);

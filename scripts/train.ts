@@ -6,7 +6,7 @@
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { backendOption, initBackend } from "../lib/backend.ts";
 import { runTraining } from "../lib/train/run.ts";
-import { planOnly, runJob } from "../lib/train/jobs.ts";
+import { PHASES, planOnly, runJob } from "../lib/train/jobs.ts";
 
 export { runTraining };
 
@@ -18,8 +18,8 @@ export const TRAIN_COMMAND: CommandSpec = {
     {
       name: "phase",
       description:
-        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling; decoder: a U-Net decoder on each fold's frozen KKN, Table 1 (d); wholebrain: the 27-structure task, Table 3)",
-      choices: ["teacher", "keeper", "fusion", "all", "baseline", "decoder", "wholebrain"],
+        "which phase(s) to run (baseline: the baseline segmenter alone, e.g. on the noise-free image for a ceiling; decoder: a U-Net decoder on each fold's frozen KKN, Table 1 (d); wholebrain: the 27-structure task, Table 3; brainmask: brain extraction on full-head phantom scans, also part of all)",
+      choices: [...PHASES],
       default: "all",
     },
     {

@@ -48,6 +48,12 @@ export interface IntensityProfile {
   negativeFraction: number;
   /** Border voxels brighter than background + 20 % of (high - background) / border voxels. */
   brightBorderFraction: number;
+  /**
+   * Foreground voxels within 5 % of (high - background) of the background / foreground voxels:
+   * the noisy air of a scan that is not skull-stripped (a zero-padded one's too), nearly none
+   * in a skull-stripped brain.
+   */
+  darkFraction: number;
   /** Voxel size (mm). */
   spacing: Vec3;
 }
@@ -92,6 +98,8 @@ export function intensityProfile(v: Volume): IntensityProfile {
   const base = background ?? 0;
   const bright = base + 0.2 * (high - base);
   const brightBorder = border.reduce((n, x) => n + (x > bright ? 1 : 0), 0);
+  const dark = base + 0.05 * (high - base);
+  const darkCount = fg.reduce((n, x) => n + (x < dark ? 1 : 0), 0);
   return {
     background,
     foregroundFraction: fg.length / v.data.length,
@@ -99,6 +107,7 @@ export function intensityProfile(v: Volume): IntensityProfile {
     high,
     negativeFraction: fg.length ? negative / fg.length : 0,
     brightBorderFraction: brightBorder / border.length,
+    darkFraction: fg.length ? darkCount / fg.length : 0,
     spacing: [...v.spacing] as Vec3,
   };
 }

@@ -77,7 +77,10 @@ import {
   type WholeBrainMetrics,
   wholeBrainSplits,
 } from "./wholebrain.ts";
+import type { BrainMaskMetrics } from "./brainmask.ts";
 import {
+  brainMaskPhase,
+  brainMaskSummary,
   checkGenerated,
   checkRunData,
   describeHolder,
@@ -107,7 +110,8 @@ export type JobKind =
   | "wb-baseline"
   | "wb-control"
   | "wb-guided"
-  | "wb-evaluate";
+  | "wb-evaluate"
+  | "brainmask";
 
 /** One job of a run's graph. */
 export interface Job {
@@ -160,11 +164,21 @@ export interface JobResult {
     decoder?: DecoderMetrics;
     fusion?: FusionMetrics;
     wholebrain?: WholeBrainMetrics;
+    brainmask?: BrainMaskMetrics | null;
   };
 }
 
 /** The phases `deno task train --phase` takes. */
-export const PHASES = ["teacher", "keeper", "fusion", "all", "baseline", "decoder", "wholebrain"] as const;
+export const PHASES = [
+  "teacher",
+  "keeper",
+  "fusion",
+  "all",
+  "baseline",
+  "decoder",
+  "wholebrain",
+  "brainmask",
+] as const;
 
 /**
  * The job graph of `--phase phase` for a run of configuration `cfg`; `has(name)` says whether
@@ -211,7 +225,7 @@ export function planJobs(cfg: RunConfig, phase: string, has: (checkpoint: string
       writes: [`keeper-fold${f}`],
       trains: true,
     });
-  const tissueFolds = phase === "baseline" || phase === "wholebrain" ? 0 : cfg.folds;
+  const tissueFolds = phase === "baseline" || phase === "wholebrain" || phase === "brainmask" ? 0 : cfg.folds;
   for (let f = 1; f <= tissueFolds; f++) {
     if (trainsTeacher(f)) teacherJob(f);
     if (phase === "teacher") continue;
@@ -291,6 +305,16 @@ export function planJobs(cfg: RunConfig, phase: string, has: (checkpoint: string
     });
   }
   if (phase === "wholebrain") planWholeBrain(cfg, has, add);
+  if (phase === "all" || phase === "brainmask") {
+    add({
+      id: "brainmask",
+      kind: "brainmask",
+      runs: "brain extraction: the brain-mask network on the full-head phantom scans, its test Dice",
+      needs: [],
+      writes: ["brainmask-baseline"],
+      trains: true,
+    });
+  }
   return { phase, jobs };
 }
 
@@ -738,6 +762,8 @@ async function execute(
       kkn.dispose();
       return {};
     }
+    case "brainmask":
+      return { brainmask: await brainMaskPhase(ctx, data, run.profile, ownData) };
     case "wb-evaluate": {
       // every view's teacher, KKN and stages have finished: trainWholeBrain loads or resumes
       // each (no step is trained) and scores the test scans, views aggregated
@@ -843,6 +869,7 @@ export async function collectRun(runDir: string, phase: string): Promise<RunMetr
     baseline: phase === "baseline" ? of("baseline")[0]?.baseline ?? null : null,
     decoders: of("decoder").map((o) => o.decoder!),
     wholebrain: of("wb-evaluate")[0]?.wholebrain ?? null,
+    brainmask: of("brainmask")[0]?.brainmask ?? null,
     convergence: plan.jobs.flatMap((j) => results.get(j.id)!.reports),
   };
   await writeMetrics(runDir, cfg, metrics);
@@ -851,6 +878,7 @@ export async function collectRun(runDir: string, phase: string): Promise<RunMetr
     summary(metrics.folds, metrics.fusion, metrics.baseline, metrics.decoders, metrics.wallSeconds),
   );
   if (metrics.wholebrain) console.log(wholeBrainSummary(metrics.wholebrain));
+  if (metrics.brainmask) console.log(brainMaskSummary(metrics.brainmask));
   return metrics;
 }
 

@@ -145,6 +145,17 @@ export interface RunConfig {
     baseline: Schedule;
     fusion: Schedule;
   };
+  /**
+   * Brain extraction (`lib/train/brainmask.ts`): a 3D segmentation network (brain / not brain)
+   * trained on the phantom's full-head scans (the `heads` cohort), what `deno task segment` runs
+   * on an input that is not skull-stripped.
+   */
+  brainmask: {
+    network: NetworkName;
+    nf: number;
+    levels: number;
+    train: Schedule;
+  };
   /** Convergence checks at the end of every phase (see `judgeConvergence`). */
   checks: {
     enforce: boolean;
@@ -215,6 +226,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     aggregation: "average" as ViewAggregation,
     unestDepths: (profile === "paper" ? UNEST_DEPTHS.paper : UNEST_DEPTHS.small).join(","),
   };
+  const brainmask = { network: "unet3d" as NetworkName, nf, levels: 4 };
   if (profile === "paper") {
     // 2D epochs: batches of 32 over every slice of the training subjects (about 192 slices a view
     // on the paper profile's 1 mm phantom grid): 13 paired and 10 whole-brain training subjects
@@ -233,6 +245,8 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
         baseline: slices2d(10),
         fusion: slices2d(10),
       },
+      // whole heads, 100 epochs over the 12 training scans
+      brainmask: { ...brainmask, train: paperSchedule(100, 12, 1e-3) },
     };
   }
   if (profile === "quick") {
@@ -246,6 +260,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
       keeper: { ...keeper, train: q(2) },
       fusion: { ...fusion, loss: "ce+dice", baseline: q(2), fusion: q(2) },
       wholebrain: { ...wholebrain, teacher: q(2), keeper: q(2), baseline: q(2), fusion: q(2) },
+      brainmask: { ...brainmask, train: q(2) },
     };
   }
   const long = profile === "long";
@@ -288,6 +303,8 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
       baseline: recipe(long ? 2000 : 400, long ? 100 : 50, 2e-3, 0),
       fusion: { ...recipe(long ? 600 : 100, long ? 50 : 20, 5e-4, 0), warmupSteps: long ? 60 : 10 },
     },
+    // patches, then the last fifth on whole heads (the whole head's instance-norm statistics)
+    brainmask: { ...brainmask, train: recipe(long ? 1000 : 300, 50, 2e-3) },
   };
 }
 
@@ -302,6 +319,7 @@ export function schedulesOf(cfg: RunConfig): [string, Schedule][] {
     ["wholebrain.keeper", cfg.wholebrain.keeper],
     ["wholebrain.baseline", cfg.wholebrain.baseline],
     ["wholebrain.fusion", cfg.wholebrain.fusion],
+    ["brainmask.train", cfg.brainmask.train],
   ];
 }
 
@@ -324,6 +342,7 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "fusion.loss": ["ce", "ce+dice"],
   "wholebrain.network": Object.keys(NETWORKS),
   "wholebrain.aggregation": VIEW_AGGREGATIONS,
+  "brainmask.network": Object.entries(NETWORKS).filter(([, e]) => e.dims === 3).map(([n]) => n),
 };
 
 /** Range rules beyond the type, by `config.json` path: the problem, or null. */
@@ -357,6 +376,8 @@ const RANGES: Record<string, (v: unknown) => string | null> = {
   "wholebrain.nf": posInt,
   "wholebrain.levels": levels,
   "wholebrain.batch": posInt,
+  "brainmask.nf": posInt,
+  "brainmask.levels": levels,
   "wholebrain.unestDepths": (v) =>
     /^[1-9][0-9]*(,[1-9][0-9]*)*$/.test(String(v))
       ? null

@@ -17,6 +17,8 @@ import { sha256File } from "../io/hash.ts";
 import { loadCohort, type Subject, verifyCohort } from "../data/cohort.ts";
 import { loaded } from "./state.ts";
 import { trainWholeBrain, type WholeBrainMetrics } from "./wholebrain.ts";
+import { type BrainMaskMetrics, trainBrainMask } from "./brainmask.ts";
+import { ensureHeadCohort } from "../phantom/head.ts";
 import {
   addSyntheses,
   type BaselineMetrics,
@@ -366,6 +368,7 @@ async function trainInto(
   // every cohort the phase needs is checked (present, complete, checksums) before anything trains
   if (phase === "all" || phase === "fusion" || phase === "baseline") await verifyCohort(join(data, "tissue"));
   if (phase === "wholebrain") await verifyCohort(join(data, "wholebrain"));
+  if (phase === "brainmask") await headsCohort(data, profile, opts.data !== undefined, true);
   const paired = await loadCohort(join(data, "paired"));
   if (!opts.data) checkGenerated(join(data, "paired"), paired.manifest.generatorVersion);
   // `baseline`: the baseline segmenter alone (no paired folds); more folds than the cohort holds
@@ -383,7 +386,7 @@ async function trainInto(
   const guides = (fold: number) =>
     (phase === "fusion" || phase === "all") && (fold === 1 || cfg.fusion.keeperFolds === "each");
   // the whole-brain task uses fold 1 (its 2D teacher and KKN, or its 3D KKN for a 3D network)
-  for (const split of phase === "wholebrain" ? [] : splits) {
+  for (const split of phase === "wholebrain" || phase === "brainmask" ? [] : splits) {
     const teacher = phase === "teacher" || phase === "all" ||
         !existsSync(join(runDir, "checkpoints", `teacher-fold${split.fold}-best.json`))
       ? await trainTeacher(ctx, split)
@@ -438,6 +441,9 @@ async function trainInto(
       return kkn;
     });
   }
+  const brainmask = phase === "all" || phase === "brainmask"
+    ? await brainMaskPhase(ctx, data, profile, opts.data !== undefined)
+    : null;
   const seconds = (performance.now() - t0) / 1000;
   const rss = peakRssMiB();
   const peakRss = Number.isFinite(rss) ? rss : null;
@@ -454,11 +460,70 @@ async function trainInto(
     baseline,
     decoders,
     wholebrain,
+    brainmask,
     convergence: ctx.reports,
   });
   console.log(summary(folds, fusion, baseline, decoders, seconds));
   if (wholebrain) console.log(wholeBrainSummary(wholebrain));
+  if (brainmask) console.log(brainMaskSummary(brainmask));
   return runDir;
+}
+
+/**
+ * The `heads` cohort (full-head scans, `lib/phantom/head.ts`) of a data folder: generated for the
+ * phantom's own folders when absent; in a folder of the user's (`--data`) it must be there when
+ * `required` (`--phase brainmask`), else null (`--phase all` then trains no brain extraction).
+ */
+async function headsCohort(
+  data: string,
+  profile: string,
+  userData: boolean,
+  required: boolean,
+): Promise<string | null> {
+  const dir = join(data, "heads");
+  if (!existsSync(join(dir, "manifest.json"))) {
+    if (userData) {
+      if (required) {
+        throw new UsageError(
+          `--data ${data}: no heads/manifest.json there (the full-head scans the brain-mask network learns ` +
+            `from; the phantom's: deno task prep --profile ${cohortProfile(profile)} --heads)`,
+        );
+      }
+      return null;
+    }
+    console.log(`cohort ${dir} absent: generating the "${cohortProfile(profile)}" full-head phantom scans`);
+    await ensureHeadCohort(cohortProfile(profile), data);
+  }
+  await verifyCohort(dir);
+  return dir;
+}
+
+/**
+ * Brain extraction (`lib/train/brainmask.ts`) on the data folder's `heads` cohort, with its test
+ * Dice; null (said in one line) when a folder of the user's holds no heads cohort.
+ */
+export async function brainMaskPhase(
+  ctx: Context,
+  data: string,
+  profile: string,
+  userData: boolean,
+): Promise<BrainMaskMetrics | null> {
+  const dir = await headsCohort(data, profile, userData, false);
+  if (!dir) {
+    console.log(
+      `--data ${data}: no heads cohort, so no brain-extraction network (segment then needs skull-stripped scans)`,
+    );
+    return null;
+  }
+  const heads = await loadCohort(dir);
+  return await trainBrainMask(ctx, heads.subjects, heads.manifest.grid.spacing);
+}
+
+/** The brain-extraction line of a run's summary. */
+export function brainMaskSummary(m: BrainMaskMetrics): string {
+  return `brain extraction (${m.network}, ${m.train} training heads): test brain-mask Dice mean ${
+    m.meanDice.toFixed(4)
+  }, lowest ${m.minDice.toFixed(4)} over ${m.subjects.length} held-out phantom heads`;
 }
 
 /** A run's `metrics.json` (key order as written). */
@@ -476,6 +541,8 @@ export interface RunMetrics {
   baseline: BaselineMetrics | null;
   decoders: DecoderMetrics[];
   wholebrain: WholeBrainMetrics | null;
+  /** Brain extraction (`--phase all` and `brainmask`), absent in runs written before it. */
+  brainmask?: BrainMaskMetrics | null;
   convergence: ConvergenceReport[];
 }
 
