@@ -194,12 +194,14 @@ export type BrainExtraction = "input" | "mask-file" | "network" | "off";
  * Whether a scan looks brain-extracted: one value (its background) covers at least half of the
  * field of view's border, at most 2 % of the border is bright (a fifth of the foreground's range
  * above that background) and at most 10 % of the foreground is dark (within 5 % of that range
- * of the background). A full-head scan has noisy air (dark foreground; at the border too unless
+ * of the background; not asked of a scan with values below 0, z-scored). A full-head scan has noisy air (dark foreground; at the border too unless
  * it was zero-padded) and scalp at the border; a skull-stripped brain's darkest voxels are its
  * partial-volume edge.
  */
 export function looksBrainExtracted(p: IntensityProfile): boolean {
-  return p.background !== null && p.brightBorderFraction <= 0.02 && p.darkFraction <= 0.1;
+  // (a z-scored brain has half its voxels about as far from the background as noisy air would be)
+  const dark = p.negativeFraction > 0.01 ? 0 : p.darkFraction;
+  return p.background !== null && p.brightBorderFraction <= 0.02 && dark <= 0.1;
 }
 
 /** Why `looksBrainExtracted` said no, in words. */
@@ -458,7 +460,13 @@ export async function segmentFile(
   }
   const onModelGrid = makeVolume(data, grid.shape, grid.affine);
   const back = resampleToGrid(onModelGrid, original.shape, original.affine, "nearest");
-  const labelVolume = makeVolume(Int16Array.from(back.data), original.shape, original.affine);
+  // nothing outside the brain mask used is labelled (the grid's resampling can spill labels over
+  // the brain's edge into the background)
+  const labelVolume = makeVolume(
+    Int16Array.from(back.data, (l, n) => (prepared.mask.data[n] ? l : 0)),
+    original.shape,
+    original.affine,
+  );
   await writeNifti(output, labelVolume, wholebrain ? "27 structures" : "tissue labels");
   const colours = wholebrain ? STRUCTURE_COLOURS : TISSUE_COLOURS;
   await writeFileAtomic(paths.lut, freeSurferLut(names, colours));
@@ -470,7 +478,7 @@ export async function segmentFile(
     await segmentationMontage(image, prepared.mask, labelVolume, wholebrain ? STRUCTURE_COLOURS : undefined),
   );
   if (paths.probabilities && scores) {
-    await writeProbabilities(paths.probabilities, scores, names.length, grid, original);
+    await writeProbabilities(paths.probabilities, scores, names.length, grid, original, prepared.mask);
   }
   return { outputs: Object.values(paths), warnings, brainExtraction: extraction };
 }
@@ -633,6 +641,7 @@ async function writeProbabilities(
   classes: number,
   grid: { shape: Vec3; affine: Affine },
   target: Volume,
+  mask: Volume<Uint8Array>,
 ): Promise<void> {
   const voxels = scores.length / classes;
   for (let p = 0; p < voxels; p++) {
@@ -653,7 +662,8 @@ async function writeProbabilities(
       "linear",
       c === 0 ? 1 : 0,
     );
-    volumes.push(onInput.data as Float32Array);
+    // outside the brain mask: background, as the labels
+    volumes.push((onInput.data as Float32Array).map((v, n) => (mask.data[n] ? v : c === 0 ? 1 : 0)));
   }
   // a 3D header for the first class, made 4D (dim[0] = 4, dim[4] = classes), then every class's voxels
   const first = encodeNifti(makeVolume(volumes[0], target.shape, target.affine), "class probabilities");

@@ -263,6 +263,56 @@ Deno.test("segment on a quick run: mask, montage, volumes, probabilities, a DICO
     assert(!existsSync(output));
     await segmentFile(input, output, runDir, undefined, { force: true, warn: () => {} });
 
+    // a skull-stripped scan is segmented as it is, said in one line
+    const info: string[] = [];
+    const asIs = await segmentFile(input, join(out, "as-is.nii.gz"), runDir, undefined, {
+      warn: () => {},
+      info: (l) => info.push(l),
+    });
+    assertEquals(asIs.brainExtraction, "input");
+    assertEquals(info.filter((l) => l.startsWith("brain extraction:")).length, 1);
+    // a full-head scan (the quick heads cohort's test scan) is not: the run's brain-mask network
+    // extracts the brain; nothing outside the mask it used is labelled
+    const head = "data/generated/quick/heads/sub-04_3T.nii.gz";
+    const headOut = join(out, "head.nii.gz");
+    const viaNetwork = await segmentFile(head, headOut, runDir, undefined, {
+      warn: () => {},
+      info: () => {},
+    });
+    assertEquals(viaNetwork.brainExtraction, "network");
+    const headLabels = (await readNifti(headOut)).data;
+    const headMask = (await readNifti(join(out, "head_mask.nii.gz"))).data;
+    assert(headLabels.every((v, n) => v === 0 || headMask[n] === 1), "labels outside the brain mask");
+    // --mask: the cohort's brain mask is used (the mask written lies inside it) ...
+    const given = "data/generated/quick/heads/sub-04_brain.nii.gz";
+    const viaFile = await segmentFile(head, join(out, "head-m.nii.gz"), runDir, undefined, {
+      mask: given,
+      warn: () => {},
+      info: () => {},
+    });
+    assertEquals(viaFile.brainExtraction, "mask-file");
+    const givenMask = (await readNifti(given)).data;
+    const usedMask = (await readNifti(join(out, "head-m_mask.nii.gz"))).data;
+    assert(usedMask.some((v) => v) && usedMask.every((v, n) => !v || givenMask[n]), "the mask used");
+    // ... a mask on another grid is refused, naming it; so are --mask with --no-brain-extraction
+    const wrong = await assertRejects(
+      () => segmentFile(head, join(out, "x.nii.gz"), runDir, undefined, { mask: input }),
+      UsageError,
+    );
+    assert(wrong.message.startsWith(`--mask ${input}: its grid`), wrong.message);
+    await assertRejects(
+      () =>
+        segmentFile(head, join(out, "x.nii.gz"), runDir, undefined, { mask: given, brainExtraction: false }),
+      UsageError,
+      "--no-brain-extraction",
+    );
+    const off = await segmentFile(head, join(out, "head-off.nii.gz"), runDir, undefined, {
+      brainExtraction: false,
+      warn: () => {},
+      info: () => {},
+    });
+    assertEquals(off.brainExtraction, "off");
+
     // the scan z-scored within the brain: named in a warning, brought back to the cohort's range,
     // labelled (nearly) as the original
     const fg = Array.from(image.data).filter((v) => v > 0);
