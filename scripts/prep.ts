@@ -1,5 +1,6 @@
 /**
  * `deno task prep --profile quick|default|paper [--out DIR] [--seed N]`: regenerates the phantom
+ * (its three cohorts and the full-head `heads` cohort)
  * cohorts deterministically (see lib/phantom/cohort.ts and data-prep/README.md).
  *
  * `deno task prep --dataset ibsr|malc|paired --from DIR [--out DIR]`: converts one of the paper's
@@ -8,6 +9,7 @@
  */
 import { type CommandSpec, runCommand, UsageError } from "../lib/cli.ts";
 import { generateCohorts, type PhantomProfile } from "../lib/phantom/cohort.ts";
+import { generateHeadCohort } from "../lib/phantom/head.ts";
 import { type DatasetName, importDataset, importNextStep } from "../lib/data/importers.ts";
 
 export const PREP_COMMAND: CommandSpec = {
@@ -95,7 +97,9 @@ if (import.meta.main) {
     const profile = String(o.profile ?? "default") as PhantomProfile["name"];
     const out = String(o.out ?? `data/generated/${profile}`);
     const manifests = await generateCohorts(profile, out, { seed: Number(o.seed), log });
-    const scans = Object.values(manifests).reduce((s, m) => s + m.scans.length, 0);
+    // the full-head scans brain extraction learns from
+    const heads = await generateHeadCohort(profile, out, { seed: Number(o.seed), log });
+    const scans = [...Object.values(manifests), heads].reduce((s, m) => s + m.scans.length, 0);
     console.log(`${scans} scans of profile "${profile}" in ${out} (${seconds()} s)`);
   });
 }

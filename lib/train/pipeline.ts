@@ -303,8 +303,14 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
       baseline: recipe(long ? 2000 : 400, long ? 100 : 50, 2e-3, 0),
       fusion: { ...recipe(long ? 600 : 100, long ? 50 : 20, 5e-4, 0), warmupSteps: long ? 60 : 10 },
     },
-    // patches, then the last fifth on whole heads (the whole head's instance-norm statistics)
-    brainmask: { ...brainmask, train: recipe(long ? 1000 : 300, 50, 2e-3) },
+    // patches, then 40 % of the steps on whole heads (the whole head's instance-norm statistics:
+    // validation Dice jumps from about 0.85 to 0.93 when they start, so they outlast the
+    // convergence window); nf 4: 0.94 validation Dice at 550 steps, as nf 8 reached at 300
+    brainmask: {
+      ...brainmask,
+      nf: 4,
+      train: { ...recipe(long ? 1200 : 600, 50, 2e-3), wholeFraction: 0.4 },
+    },
   };
 }
 

@@ -486,7 +486,7 @@ async function headsCohort(
       if (required) {
         throw new UsageError(
           `--data ${data}: no heads/manifest.json there (the full-head scans the brain-mask network learns ` +
-            `from; the phantom's: deno task prep --profile ${cohortProfile(profile)} --heads)`,
+            `from; the phantom's: deno task prep --profile ${cohortProfile(profile)} --out DIR writes one)`,
         );
       }
       return null;
