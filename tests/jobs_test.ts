@@ -70,8 +70,10 @@ Deno.test("jobs: the graph of --phase all, teacher and keeper, in the in-process
     "fusion-control",
     "fusion-guided",
     "fusion-evaluate",
+    "brainmask",
   ]);
   checkShape(all);
+  assertEquals(job(all, "brainmask").level, 0); // brain extraction needs no other job
   assertEquals(job(all, "keeper-fold2").after, ["teacher-fold2"]);
   assertEquals(job(all, "keeper-fold2").needs, [{ checkpoint: "teacher-fold2-best", job: "teacher-fold2" }]);
   assertEquals(job(all, "fusion-baseline").after, []); // the baseline needs no KKN: level 0
@@ -197,7 +199,7 @@ Deno.test("jobs: --plan-only prints the graph and writes nothing; --only refuses
   const { code, stdout } = await cmd.output();
   const text = new TextDecoder().decode(stdout);
   assertEquals(code, 0, text);
-  assert(text.includes("10 jobs in 4 levels"), text);
+  assert(text.includes("11 jobs in 4 levels"), text);
   assert(/^2\s+fusion-guided\s+phase 3: .*\(after: fusion-baseline, keeper-fold1\)$/m.test(text), text);
   assert(!existsSync(join(out, "p")), "--plan-only created the run folder");
 
@@ -218,7 +220,7 @@ Deno.test("jobs: --plan-only prints the graph and writes nothing; --only refuses
   await assertRejects(() => runJob(opts, "fusion-evaluate"), UsageError, "written by job keeper-fold1");
   // the run-level files and the plan are written once, before any job
   assert(existsSync(join(out, "only", "config.json")) && existsSync(join(out, "only", "data.json")));
-  assertEquals((await readPlan(join(out, "only"), "all"))?.jobs.length, 10);
+  assertEquals((await readPlan(join(out, "only"), "all"))?.jobs.length, 11);
   await Deno.remove(out, { recursive: true });
 });
 
@@ -273,7 +275,8 @@ Deno.test("jobs: a run's jobs one by one, collected, equal the in-process run; f
     if (["run", "wallSeconds", "peakRssMiB"].includes(key)) continue;
     assertEquals(b[key], a[key], `metrics.json "${key}" differs`);
   }
-  assertEquals(b.convergence.length, 7); // teacher, KKN per fold; baseline, control, guided
+  // teacher, KKN per fold; baseline, control, guided; brain mask
+  assertEquals(b.convergence.length, 8);
   assertEquals(
     await Deno.readTextFile(join(runDir, "metrics.csv")),
     await Deno.readTextFile(join(inProcess, "metrics.csv")),

@@ -510,7 +510,7 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   const log = lines.filter((l) => l.train); // one line per round
   // one convergence verdict per phase (the quick profile reports them, it does not enforce them)
   const verdicts = lines.filter((l) => l.convergence).map((l) => l.phase);
-  assertEquals(verdicts.length, 5, `${verdicts}`);
+  assertEquals(verdicts.length, 6, `${verdicts}`); // teacher, KKN, baseline, control, guided, brain mask
   for (const phase of ["teacher fold 1", "keeper fold 1", "baseline 3D U-Net"]) {
     const losses = log.filter((l) => l.phase === phase).map((l) => l.train.loss);
     assertEquals(losses.length, 4, phase);

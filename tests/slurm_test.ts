@@ -133,12 +133,14 @@ Deno.test({
       const runDir = join(out, "slurm");
       const submitted = await slurm(["submit", ...train, "--name", "slurm", "--cpus", String(THREADS)]);
       assertEquals(submitted.code, 0, submitted.stderr);
-      // one array per level and kind: teachers, baseline; KKNs, control; evaluations, guided; scores
+      // one array per level and kind: teachers, baseline, brain mask; KKNs, control; evaluations,
+      // guided; scores
       const log = await readSubmissions(runDir);
       const arrays = log.submissions[0].arrays;
       assertEquals(arrays.map((a) => `${a.level} ${a.kind} ${a.jobs.length}`), [
         "0 teacher 2",
         "0 baseline 1",
+        "0 brainmask 1",
         "1 keeper 2",
         "1 control 1",
         "2 evaluate 2",
