@@ -160,7 +160,7 @@ Deno.test({
       await waitForJobs(runDir, 300);
       const status = await slurm(["status", "--out", out, "--name", "slurm"]);
       assertEquals(status.code, 0, status.stderr);
-      assert(status.stdout.includes("--phase all: 10 finished"), status.stdout);
+      assert(status.stdout.includes("--phase all: 11 finished"), status.stdout);
       const collected = await slurm(["collect", "--out", out, "--name", "slurm"]);
       assertEquals(collected.code, 0, collected.stderr);
 
