@@ -23,9 +23,9 @@ import { encodeNifti, readNifti, requireVolume3D, writeNifti, zeroNonFinite } fr
 import { type DicomVolume, looksLikeDicomFolder, readDicomSeries } from "../lib/io/dicom.ts";
 import { readJsonFile } from "../lib/io/json.ts";
 import { foregroundBox, permuteFlip, resampleToGrid, toCanonical } from "../lib/volume/geometry.ts";
-import type { Affine, Vec3 } from "../lib/volume/affine.ts";
+import { type Affine, affineDeterminant, type Vec3 } from "../lib/volume/affine.ts";
 import { drawSlice, encodePng, newImage, slice, type View } from "../lib/viz/png.ts";
-import { makeVolume, toFloat32, type Volume } from "../lib/volume/volume.ts";
+import { makeVolume, sameGrid, toFloat32, type Volume } from "../lib/volume/volume.ts";
 import { DimensionError } from "../lib/io/errors.ts";
 import {
   type CohortIntensity,
@@ -402,12 +402,7 @@ export async function segmentFile(
       "has no voxel above 0: nothing to segment (an empty image, or intensities all <= 0)",
     );
   }
-  const { volume: canonical } = toCanonical(prepared.volume);
-  checkModelGrid(input, canonical, spacing, spacingOpt !== undefined);
-  // the training grid's construction: the input's field of view at the run's spacing, padded
-  // (centred) to multiples of 16
-  const grid = commonGrid(canonical, spacing);
-  const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
+  const { grid, onGrid } = modelInput(prepared.volume, spacing, input, spacingOpt !== undefined);
   for (const line of intensityWarnings(profile, prepared.mode, cohort, foregroundFloor(onGrid))) {
     say(`${input}: ${line}`);
   }
@@ -483,13 +478,29 @@ export async function segmentFile(
   return { outputs: Object.values(paths), warnings, brainExtraction: extraction };
 }
 
+/**
+ * A scan as the models read it: reoriented to RAS+, refused when the grid cannot hold it
+ * (`checkModelGrid`), resampled onto the training grid's construction (its field of view at
+ * `spacing`, padded, centred, to multiples of 16) and normalised as in training.
+ */
+function modelInput(
+  image: Volume,
+  spacing: number,
+  input: string,
+  fromOption: boolean,
+): { grid: { shape: Vec3; affine: Affine }; onGrid: Volume<Float32Array> } {
+  const { volume: canonical } = toCanonical(image);
+  checkModelGrid(input, canonical, spacing, fromOption);
+  const grid = commonGrid(canonical, spacing);
+  const onGrid = normalizeIntensity(toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")));
+  return { grid, onGrid };
+}
+
 /** A `--mask` file as 0/1 labels on the input's grid (the same shape and affine, to 0.01 mm). */
 async function readMaskFile(path: string, input: Volume): Promise<Volume<Uint8Array>> {
   const m = await readNifti(path);
   requireVolume3D(m, path);
-  const same = m.shape.every((n, d) => n === input.shape[d]) &&
-    m.affine.every((row, r) => row.every((x, c) => Math.abs(x - input.affine[r][c]) < 0.01));
-  if (!same) {
+  if (!sameGrid(m, input, 0.01)) {
     throw new UsageError(
       `--mask ${path}: its grid (${m.shape.join("x")}, affine ${
         JSON.stringify(m.affine.slice(0, 3))
@@ -504,12 +515,7 @@ async function readMaskFile(path: string, input: Volume): Promise<Volume<Uint8Ar
 
 /** A mask's volume in mL, to 1 decimal. */
 function maskMl(m: Volume<Uint8Array>): string {
-  const [a, b, c] = m.affine;
-  const voxel = Math.abs(
-    a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) +
-      a[2] * (b[0] * c[1] - b[1] * c[0]),
-  );
-  return (m.data.reduce((s, x) => s + x, 0) * voxel / 1000).toFixed(1);
+  return (m.data.reduce((s, x) => s + x, 0) * Math.abs(affineDeterminant(m.affine)) / 1000).toFixed(1);
 }
 
 /** The image with everything outside `mask` set to `background`. */
@@ -543,21 +549,19 @@ async function extractBrain(
   }
   const { net, spacing } = await loadBrainMask(cfg, runDir);
   let raw: Int32Array;
-  const { volume: canonical } = toCanonical(image);
-  const grid = commonGrid(canonical, spacing);
-  const [ni, nj, nk] = grid.shape;
+  let grid: { shape: Vec3; affine: Affine };
   try {
-    checkModelGrid(input, canonical, spacing, false);
-    const onGrid = normalizeIntensity(
-      toFloat32(resampleToGrid(canonical, grid.shape, grid.affine, "linear")),
-    );
-    const x = tf.tensor5d(onGrid.data, [1, nk, nj, ni, 1]);
+    const model = modelInput(image, spacing, input, false);
+    grid = model.grid;
+    const [ni, nj, nk] = grid.shape;
+    const x = tf.tensor5d(model.onGrid.data, [1, nk, nj, ni, 1]);
     const labels = tf.tidy(() => tf.argMax(net.apply(x), 4));
     raw = (await labels.data()) as Int32Array;
     tf.dispose([x, labels]);
   } finally {
     net.dispose();
   }
+  const [ni, nj, nk] = grid.shape;
   const cleaned = makeVolume(cleanBrainMask(raw, [nk, nj, ni]), grid.shape, grid.affine);
   const back = resampleToGrid(cleaned, image.shape, image.affine, "nearest");
   return makeVolume(Uint8Array.from(back.data), image.shape, image.affine);
@@ -570,11 +574,7 @@ async function extractBrain(
 export function labelVolumesCsv(labels: Volume, names: readonly string[]): string {
   const counts = new Float64Array(names.length);
   for (const l of labels.data) if (l >= 0 && l < names.length) counts[l]++;
-  const [a, b, c] = labels.affine;
-  const voxelMm3 = Math.abs(
-    a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) +
-      a[2] * (b[0] * c[1] - b[1] * c[0]),
-  );
+  const voxelMm3 = Math.abs(affineDeterminant(labels.affine));
   const rows = names.map((name, l) =>
     `${l},${name},${counts[l]},${+(counts[l] * voxelMm3 / 1000).toFixed(6)}`
   );

@@ -14,7 +14,7 @@
  * so that an interrupted write never leaves a half-written volume behind.
  */
 import * as nifti from "nifti-reader-js";
-import { type Affine, affineSpacing, scaleAffine, type Vec3 } from "../volume/affine.ts";
+import { type Affine, affineDeterminant, affineSpacing, scaleAffine, type Vec3 } from "../volume/affine.ts";
 import { makeVolume, type Volume, type VoxelArray } from "../volume/volume.ts";
 import {
   CorruptVolumeError,
@@ -333,8 +333,7 @@ function headerAffine(
     throw new CorruptVolumeError(name, `the ${source} affine has non-finite entries`);
   }
   const [a, b, c] = affine;
-  const det = a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) +
-    a[2] * (b[0] * c[1] - b[1] * c[0]);
+  const det = affineDeterminant(affine);
   const scale = Math.max(...[0, 1, 2].map((j) => Math.hypot(a[j], b[j], c[j])));
   if (!(Math.abs(det) > 1e-9 * scale ** 3)) {
     throw new CorruptVolumeError(

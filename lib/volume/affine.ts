@@ -66,6 +66,13 @@ export function affineSpacing(a: Affine): Vec3 {
   return [0, 1, 2].map((j) => Math.hypot(a[0][j], a[1][j], a[2][j])) as Vec3;
 }
 
+/** Determinant of an affine's 3 x 3 linear part (its absolute value: the voxel volume in mm^3). */
+export function affineDeterminant(affine: Affine): number {
+  const [a, b, c] = affine;
+  return a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) +
+    a[2] * (b[0] * c[1] - b[1] * c[0]);
+}
+
 /** True when every entry of `a` and `b` differs by at most `tol` (millimetres). */
 export function affinesClose(a: Affine, b: Affine, tol = 1e-4): boolean {
   for (let i = 0; i < 4; i++) {
