@@ -42,7 +42,7 @@
 import { parseArgs } from "../lib/cli.ts";
 import { readNifti, writeNifti } from "../lib/io/nifti.ts";
 import { applyAffine } from "../lib/volume/affine.ts";
-import { cropToBox, foregroundBox } from "../lib/volume/geometry.ts";
+import { cropToBox, fillHoles, foregroundBox } from "../lib/volume/geometry.ts";
 import { makeVolume, type Vec3 } from "../lib/volume/volume.ts";
 import { fitGaussianMixture, otsuThreshold } from "../lib/phantom/gmm.ts";
 import { structureIndex as S } from "../lib/phantom/labels.ts";
@@ -318,43 +318,15 @@ const wmValues = Float32Array.from(
   Array.from(ch2.data).filter((_, p) => tissue[p] === 3),
 ).sort();
 const wmMedian = wmValues[wmValues.length >> 1];
-const air = (p: number) => ch2.data[p] < 0.2 * wmMedian;
-// outside: the air reached from the border (6-connected)
-const outside = new Uint8Array(n);
-let front: number[] = [];
-for (let p = 0; p < n; p++) {
-  const i = p % nx, j = Math.floor(p / nx) % ny, k = Math.floor(p / (nx * ny));
-  const edge = i === 0 || j === 0 || k === 0 || i === nx - 1 || j === ny - 1 || k === nz - 1;
-  if (edge && air(p)) {
-    outside[p] = 1;
-    front.push(p);
-  }
-}
-while (front.length) {
-  const next: number[] = [];
-  for (const p of front) {
-    const i = p % nx, j = Math.floor(p / nx) % ny, k = Math.floor(p / (nx * ny));
-    for (
-      const [s, ok] of [[1, i < nx - 1], [-1, i > 0], [nx, j < ny - 1], [-nx, j > 0], [nx * ny, k < nz - 1], [
-        -nx * ny,
-        k > 0,
-      ]] as [number, boolean][]
-    ) {
-      const q = p + s;
-      if (!ok || outside[q] || !air(q)) continue;
-      outside[q] = 1;
-      next.push(q);
-    }
-  }
-  front = next;
-}
+// the head: everything not reached from the border through air (6-connected), holes included
+const inHead = fillHoles(Uint8Array.from(ch2.data, (v) => (v < 0.2 * wmMedian ? 0 : 1)), [nz, ny, nx]);
 const head = new Uint8Array(n);
 const headCounts = new Array(5).fill(0);
 for (let p = 0; p < n; p++) {
   const v = ch2.data[p] / wmMedian;
   head[p] = bet.data[p] > 0
     ? HEAD_LABELS.brain
-    : outside[p]
+    : !inHead[p]
     ? HEAD_LABELS.outside
     : v > 1.15
     ? HEAD_LABELS.fat

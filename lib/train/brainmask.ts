@@ -15,8 +15,10 @@ import { networkLabel } from "../models/networks.ts";
 import type { SegmentationNetwork } from "../models/fusion.ts";
 import { BRAIN_KEY } from "../phantom/head.ts";
 import { readCheckpointMeta } from "./state.ts";
+import { fillHoles, largestComponent } from "../volume/geometry.ts";
 import {
   buildSegmenter,
+  cohortSplits,
   type Context,
   labelsOf,
   loadSegmenter,
@@ -63,11 +65,7 @@ export async function trainBrainMask(
   subjects: Subject[],
   spacing: number,
 ): Promise<BrainMaskMetrics> {
-  const of = (split: string) => subjects.filter((s) => s.split === split);
-  const data = { train: of("train"), validation: of("validation"), test: of("test") };
-  if (!data.train.length || !data.validation.length || !data.test.length) {
-    throw new Error("heads cohort: needs train, validation and test scans in its manifest");
-  }
+  const data = cohortSplits(subjects, "heads");
   const mctx = brainMaskContext(ctx);
   const spec = networkSpec(mctx.cfg);
   const net = buildSegmenter(mctx.cfg, spec);
@@ -134,55 +132,5 @@ export async function loadBrainMask(
  * connected to the grid's border) filled. Returns 0/1 labels.
  */
 export function cleanBrainMask(mask: ArrayLike<number>, shape: [number, number, number]): Uint8Array {
-  const [nk, nj, ni] = shape;
-  const n = nk * nj * ni;
-  const component = new Int32Array(n);
-  const neighbours = (p: number, visit: (q: number) => void) => {
-    const i = p % ni, j = Math.floor(p / ni) % nj, k = Math.floor(p / (ni * nj));
-    if (i > 0) visit(p - 1);
-    if (i < ni - 1) visit(p + 1);
-    if (j > 0) visit(p - ni);
-    if (j < nj - 1) visit(p + ni);
-    if (k > 0) visit(p - ni * nj);
-    if (k < nk - 1) visit(p + ni * nj);
-  };
-  let best = 0, bestSize = 0, id = 0;
-  const stack: number[] = [];
-  for (let p = 0; p < n; p++) {
-    if (!mask[p] || component[p]) continue;
-    id++;
-    let size = 0;
-    component[p] = id;
-    stack.push(p);
-    while (stack.length) {
-      const q = stack.pop()!;
-      size++;
-      neighbours(q, (r) => {
-        if (mask[r] && !component[r]) {
-          component[r] = id;
-          stack.push(r);
-        }
-      });
-    }
-    if (size > bestSize) [best, bestSize] = [id, size];
-  }
-  // background reached from the border through voxels outside the kept component
-  const outside = new Uint8Array(n);
-  for (let p = 0; p < n; p++) {
-    const i = p % ni, j = Math.floor(p / ni) % nj, k = Math.floor(p / (ni * nj));
-    const border = i === 0 || j === 0 || k === 0 || i === ni - 1 || j === nj - 1 || k === nk - 1;
-    if (border && component[p] !== best) {
-      outside[p] = 1;
-      stack.push(p);
-    }
-  }
-  while (stack.length) {
-    neighbours(stack.pop()!, (r) => {
-      if (!outside[r] && component[r] !== best) {
-        outside[r] = 1;
-        stack.push(r);
-      }
-    });
-  }
-  return Uint8Array.from(outside, (o) => (best && !o ? 1 : 0));
+  return fillHoles(largestComponent(mask, shape), shape);
 }

@@ -1202,13 +1202,26 @@ export interface TissueSplits {
   labels?: string;
 }
 
-/** The tissue cohort's train, validation and test subjects and the input `fusion.input` names. */
-export function tissueSplits(cfg: RunConfig, subjects: Subject[]): TissueSplits {
+/**
+ * A cohort's train, validation and test subjects by their manifest split; an error naming the
+ * `cohort` (and what its manifest lists: `scans` or `subjects`) when one of the three is empty.
+ */
+export function cohortSplits(
+  subjects: Subject[],
+  cohort: string,
+  listed = "scans",
+): Pick<TissueSplits, "train" | "validation" | "test"> {
   const of = (split: string) => subjects.filter((s) => s.split === split);
   const data = { train: of("train"), validation: of("validation"), test: of("test") };
   if (!data.train.length || !data.validation.length || !data.test.length) {
-    throw new Error("tissue cohort: needs train, validation and test subjects in its manifest");
+    throw new Error(`${cohort} cohort: needs train, validation and test ${listed} in its manifest`);
   }
+  return data;
+}
+
+/** The tissue cohort's train, validation and test subjects and the input `fusion.input` names. */
+export function tissueSplits(cfg: RunConfig, subjects: Subject[]): TissueSplits {
+  const data = cohortSplits(subjects, "tissue", "subjects");
   const input = cfg.fusion.input ?? "low-field";
   for (const s of subjects) segInput(s, input); // fails early, naming the subject
   return { ...data, input };

@@ -38,6 +38,7 @@ import {
   buildSegmenter,
   buildTeacher,
   ckpt,
+  cohortSplits,
   type Context,
   evaluateFold,
   floorScores,
@@ -165,11 +166,7 @@ async function viewKeepers(
 
 /** The whole-brain cohort's splits (every scan of a rescanned subject tests). */
 export function wholeBrainSplits(subjects: Subject[]): TissueSplits {
-  const of = (split: string) => subjects.filter((s) => s.split === split);
-  const data = { train: of("train"), validation: of("validation"), test: of("test") };
-  if (!data.train.length || !data.validation.length || !data.test.length) {
-    throw new Error("wholebrain cohort: needs train, validation and test scans in its manifest");
-  }
+  const data = cohortSplits(subjects, "wholebrain");
   for (const s of subjects) {
     if (!(STRUCTURES_KEY in s.arrays)) {
       throw new Error(`wholebrain scan ${s.id}: no "${STRUCTURES_KEY}" label map`);

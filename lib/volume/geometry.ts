@@ -318,3 +318,71 @@ export function uncrop<T extends VoxelArray>(
 export function voxelToWorld(vol: Volume, ijk: Vec3): Vec3 {
   return applyAffine(vol.affine, ijk);
 }
+
+/** Calls `visit` with each 6-connected neighbour of flat index `p` in a grid of `shape` [nk, nj, ni]. */
+function forNeighbours(p: number, [nk, nj, ni]: readonly number[], visit: (q: number) => void): void {
+  const i = p % ni, j = Math.floor(p / ni) % nj, k = Math.floor(p / (ni * nj));
+  if (i > 0) visit(p - 1);
+  if (i < ni - 1) visit(p + 1);
+  if (j > 0) visit(p - ni);
+  if (j < nj - 1) visit(p + ni);
+  if (k > 0) visit(p - ni * nj);
+  if (k < nk - 1) visit(p + ni * nj);
+}
+
+/**
+ * The largest 6-connected component of a mask (non-zero voxels) in a grid of `shape` [nk, nj, ni]
+ * (i fastest, the NIfTI voxel order), as 0/1; all zeros for an empty mask.
+ */
+export function largestComponent(mask: ArrayLike<number>, shape: readonly number[]): Uint8Array {
+  const n = shape[0] * shape[1] * shape[2];
+  const component = new Int32Array(n);
+  let best = 0, bestSize = 0, id = 0;
+  const stack: number[] = [];
+  for (let p = 0; p < n; p++) {
+    if (!mask[p] || component[p]) continue;
+    id++;
+    let size = 0;
+    component[p] = id;
+    stack.push(p);
+    while (stack.length) {
+      size++;
+      forNeighbours(stack.pop()!, shape, (r) => {
+        if (mask[r] && !component[r]) {
+          component[r] = id;
+          stack.push(r);
+        }
+      });
+    }
+    if (size > bestSize) [best, bestSize] = [id, size];
+  }
+  return Uint8Array.from(component, (c) => (best && c === best ? 1 : 0));
+}
+
+/**
+ * A mask with its holes filled: every voxel not reached from the grid's border through zero
+ * voxels (6-connected) is set, as 0/1. The grid is `shape` [nk, nj, ni], i fastest.
+ */
+export function fillHoles(mask: ArrayLike<number>, shape: readonly number[]): Uint8Array {
+  const [nk, nj, ni] = shape;
+  const n = nk * nj * ni;
+  const outside = new Uint8Array(n);
+  const stack: number[] = [];
+  for (let p = 0; p < n; p++) {
+    const i = p % ni, j = Math.floor(p / ni) % nj, k = Math.floor(p / (ni * nj));
+    const border = i === 0 || j === 0 || k === 0 || i === ni - 1 || j === nj - 1 || k === nk - 1;
+    if (border && !mask[p]) {
+      outside[p] = 1;
+      stack.push(p);
+    }
+  }
+  while (stack.length) {
+    forNeighbours(stack.pop()!, shape, (r) => {
+      if (!outside[r] && !mask[r]) {
+        outside[r] = 1;
+        stack.push(r);
+      }
+    });
+  }
+  return Uint8Array.from(outside, (o) => 1 - o);
+}
