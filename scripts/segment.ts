@@ -394,7 +394,8 @@ export async function segmentFile(
   // intensities as training saw them (see intensitiesForInference), checked against the cohort
   const { cohort, why } = await runCohortIntensity(runDir, task);
   if (!cohort) say(`${input}: ${why}: the input is not compared with the run's cohort`);
-  const profile = intensityProfile(image);
+  // (measured again only when brain extraction changed the image)
+  const profile = brain ? intensityProfile(image) : raw;
   const prepared = intensitiesForInference(image, cohort?.floor ?? DEFAULT_FOREGROUND_FLOOR, profile);
   if (!prepared.volume.data.some((v) => v > 0)) {
     throw new DimensionError(
