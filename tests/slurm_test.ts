@@ -95,8 +95,11 @@ async function waitForJobs(runDir: string, seconds: number): Promise<void> {
     const states = await taskStates(open.map((j) => tasks.get(j.id)!).filter(Boolean));
     for (const j of open) {
       const s = states.get(tasks.get(j.id)!);
+      // (checked again: the task may have written its result and ended since `open` was listed)
       if (
-        s && ["FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "COMPLETED"].includes(s.state)
+        s &&
+        ["FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "COMPLETED"].includes(s.state) &&
+        !existsSync(resultPath(runDir, j.id))
       ) {
         const outputs = [...Deno.readDirSync(join(runDir, "slurm"))].filter((e) => e.name.endsWith(".out"));
         const text = outputs.map((e) => Deno.readTextFileSync(join(runDir, "slurm", e.name))).join("\n");
