@@ -93,10 +93,90 @@ export function softDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, eps = 1e-5)
   });
 }
 
-export type SegmentationLoss = "ce" | "ce+dice";
+/**
+ * Cross-entropy with a weight per voxel, mean over voxels of `w * CE` (the released whole-brain
+ * code's `mean(CE * w)`; the weights are not normalised, so their scale multiplies the loss).
+ */
+export function weightedCrossEntropy(logits: tf.Tensor5D, labels: tf.Tensor, weights: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => {
+    const classes = logits.shape[4];
+    const flat = tf.reshape(logits, [-1, classes]) as tf.Tensor2D;
+    const onehot = tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes);
+    const ce = tf.neg(tf.sum(tf.mul(onehot, tf.logSoftmax(flat)), 1));
+    return tf.mean(tf.mul(ce, tf.reshape(weights, [-1]))) as tf.Scalar;
+  });
+}
 
-/** The segmentation objective: cross-entropy (the authors' 3D tissue loss) or CE + soft Dice. */
-export function segmentationLoss(kind: SegmentationLoss, logits: tf.Tensor5D, labels: tf.Tensor): tf.Scalar {
-  const ce = crossEntropy(logits, labels);
-  return kind === "ce" ? ce : tf.add(ce, softDiceLoss(logits, labels)) as tf.Scalar;
+/** Largest class weight and the weight added at label edges (FastSurfer's `max_weight`, `max_edge_weight`). */
+export const CLASS_WEIGHT_CAP = 5;
+export const EDGE_WEIGHT = 5;
+
+/**
+ * The per-voxel weights of the released whole-brain loss (FastSurfer's `create_weight_mask`, which
+ * the authors' `create_weight_mask` follows), computed on a whole label volume before it is sliced:
+ *
+ * - median-frequency balancing: class c weighs median(n) / n_c, capped at `CLASS_WEIGHT_CAP`, with
+ *   n the voxel counts of the labels 0..max (a label absent below the largest counts 0, as in the
+ *   authors' loader, so it lowers the median);
+ * - plus `EDGE_WEIGHT` where the label volume's gradient is non-zero, the gradient as NumPy's
+ *   `np.gradient` takes it (central differences inside, one-sided at the borders), so a voxel counts
+ *   as an edge when its two neighbours along an axis differ (not when only the voxel itself differs
+ *   from both).
+ *
+ * `labels` in volume order (x fastest, then y, z) of shape `[d, h, w]` (z, y, x).
+ */
+export function classWeightMap(labels: ArrayLike<number>, shape: readonly [number, number, number]): Float32Array {
+  const [d, h, w] = shape;
+  if (labels.length !== d * h * w) {
+    throw new RangeError(`classWeightMap: ${labels.length} labels for a ${shape.join("x")} grid`);
+  }
+  let max = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i];
+    if (!Number.isInteger(l) || l < 0) throw new RangeError(`classWeightMap: label ${l} is not a class index`);
+    if (l > max) max = l;
+  }
+  const counts = new Float64Array(max + 1);
+  for (let i = 0; i < labels.length; i++) counts[labels[i]]++;
+  const sorted = Array.from(counts).sort((a, b) => a - b);
+  const m = sorted.length;
+  const median = m % 2 ? sorted[(m - 1) / 2] : (sorted[m / 2 - 1] + sorted[m / 2]) / 2;
+  const classWeight = Array.from(counts, (n) => Math.min(CLASS_WEIGHT_CAP, n ? median / n : CLASS_WEIGHT_CAP));
+  const out = new Float32Array(labels.length);
+  // does np.gradient differ from zero along an axis of length `n` with stride `s` at index `i`?
+  const differs = (o: number, i: number, n: number, s: number) => {
+    if (n < 2) return false;
+    const lo = i === 0 ? o : o - s, hi = i === n - 1 ? o : o + s;
+    return labels[lo] !== labels[hi];
+  };
+  for (let z = 0, o = 0; z < d; z++) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++, o++) {
+        const edge = differs(o, x, w, 1) || differs(o, y, h, w) || differs(o, z, d, w * h);
+        out[o] = classWeight[labels[o]] + (edge ? EDGE_WEIGHT : 0);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Segmentation objectives: `ce`, the authors' 3D tissue loss; `ce+dice`, plus soft Dice over the
+ * foreground; `wce+dice`, the released whole-brain loss: CE weighted per voxel by `classWeightMap`
+ * plus the same soft Dice.
+ */
+export type SegmentationLoss = "ce" | "ce+dice" | "wce+dice";
+export const SEGMENTATION_LOSSES: readonly SegmentationLoss[] = ["ce", "ce+dice", "wce+dice"];
+
+/** The segmentation objective; `weights` (per voxel, as `labels`) are required by `wce+dice`. */
+export function segmentationLoss(
+  kind: SegmentationLoss,
+  logits: tf.Tensor5D,
+  labels: tf.Tensor,
+  weights?: tf.Tensor,
+): tf.Scalar {
+  if (kind === "ce") return crossEntropy(logits, labels);
+  if (kind === "ce+dice") return tf.add(crossEntropy(logits, labels), softDiceLoss(logits, labels)) as tf.Scalar;
+  if (!weights) throw new Error("segmentation loss wce+dice: no voxel weights given");
+  return tf.add(weightedCrossEntropy(logits, labels, weights), softDiceLoss(logits, labels)) as tf.Scalar;
 }

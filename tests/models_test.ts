@@ -4,7 +4,7 @@
  * pipeline on the quick profile; resuming gives the uninterrupted result.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { assert, assertAlmostEquals, assertEquals, assertRejects } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { gradCheck, initBackend, mulberry32 } from "../lib/mod.ts";
@@ -20,7 +20,10 @@ import {
   distillationLoss,
   l1,
   mse,
+  classWeightMap,
+  segmentationLoss,
   softDiceLoss,
+  weightedCrossEntropy,
 } from "../lib/losses.ts";
 import { DEFAULT_TEACHER, Teacher } from "../lib/models/teacher.ts";
 import { DivergenceError, trainLoop } from "../lib/train/loop.ts";
@@ -306,6 +309,20 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
     0,
     1e-5,
   );
+  // weighted CE of uniform logits over 4 classes: mean(w) * log 4
+  const uniform = tf.zeros([1, 1, 1, 2, 4]) as tf.Tensor5D, twoLabels = tf.tensor([1, 3], [2], "int32");
+  assertAlmostEquals(
+    weightedCrossEntropy(uniform, twoLabels, tf.tensor([1, 3])).dataSync()[0],
+    2 * Math.log(4),
+    1e-6,
+  );
+  // wce+dice is the two terms' sum, and refuses to run without weights
+  assertAlmostEquals(
+    segmentationLoss("wce+dice", uniform, twoLabels, tf.tensor([1, 3])).dataSync()[0],
+    2 * Math.log(4) + softDiceLoss(uniform, twoLabels).dataSync()[0],
+    1e-6,
+  );
+  assertThrows(() => segmentationLoss("wce+dice", uniform, twoLabels), Error, "no voxel weights");
   // distillation: identical features give 0 in both modes
   const f = [randn([1, 2, 2, 2, 3], 9) as tf.Tensor5D];
   for (const mode of ["paper", "code"] as const) {
@@ -329,6 +346,16 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
       [t],
     ],
     [
+      "weighted cross-entropy",
+      (x) =>
+        weightedCrossEntropy(
+          x as tf.Tensor5D,
+          tf.tensor(Int32Array.from({ length: 12 }, (_, i) => (i * 5) % 3), [12], "int32"),
+          tf.tensor(Float32Array.from({ length: 12 }, (_, i) => 0.5 + (i % 4) * 1.5)),
+        ),
+      [t],
+    ],
+    [
       "soft Dice",
       (x) =>
         softDiceLoss(
@@ -342,6 +369,32 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
     const r = gradCheck(fn, xs, { samples: 12 });
     assert(r.maxRelError < TOL, `${name}: ${JSON.stringify(r.worst)}`);
   }
+});
+
+Deno.test("loss weights: median-frequency balancing capped at 5, plus 5 where np.gradient is non-zero", () => {
+  // one row [0 0 0 1]: counts [3, 1], median 2 -> weights 2/3 and 2; np.gradient along x:
+  // x0 (one-sided) 0-0, x1 0-0 (its neighbours), x2 1-0, x3 (one-sided) 1-0 -> edges at x2, x3
+  assertEquals(
+    Array.from(classWeightMap([0, 0, 0, 1], [1, 1, 4]), (v) => +v.toFixed(5)),
+    [2 / 3, 2 / 3, 2 / 3 + 5, 2 + 5].map((v) => +v.toFixed(5)),
+  );
+  // a label absent below the largest counts 0: counts [2, 0, 4], median 2 -> 1 and 0.5 (along z:
+  // edges at z1 and z2, whose neighbours differ)
+  assertEquals(Array.from(classWeightMap([0, 0, 2, 2, 2, 2], [6, 1, 1])), [1, 6, 5.5, 0.5, 0.5, 0.5]);
+  // the cap: counts [20, 1], median 10.5 -> class 1 weighs 5, not 10.5
+  const capped = classWeightMap([...new Array(20).fill(0), 1], [1, 1, 21]);
+  assertAlmostEquals(capped[20], 5 + 5, 1e-6);
+  assertAlmostEquals(capped[0], 10.5 / 20, 1e-6);
+  // 2x2x2 with one voxel of class 1 at (z, y, x) = (1, 1, 1): counts [7, 1], median 4; every axis
+  // has length 2, so both voxels of a line through it are edges
+  const cube = classWeightMap([0, 0, 0, 0, 0, 0, 0, 1], [2, 2, 2]);
+  const bg = 4 / 7;
+  assertEquals(
+    Array.from(cube, (v) => +v.toFixed(5)),
+    [bg, bg, bg, bg + 5, bg, bg + 5, bg + 5, 4 + 5].map((v) => +v.toFixed(5)),
+  );
+  assertThrows(() => classWeightMap([0, 1], [1, 1, 3]), RangeError, "2 labels for a 1x1x3 grid");
+  assertThrows(() => classWeightMap([0, -1], [1, 1, 2]), RangeError, "not a class index");
 });
 
 Deno.test("KKN kernel option: every extractor and guide conv takes it (paper 7), transitions keep k4", () => {

@@ -42,11 +42,13 @@ import type { USegNetAfmLevels } from "../models/usegnet.ts";
 import { UNEST_DEPTHS } from "../models/unest.ts";
 import {
   adversarialLoss,
+  classWeightMap,
   crossEntropy,
   discriminatorLoss,
   distillationLoss,
   l1,
   type SegmentationLoss,
+  SEGMENTATION_LOSSES,
   segmentationLoss,
 } from "../losses.ts";
 import { augment, drawAugmentation, toTensor } from "./augment.ts";
@@ -134,6 +136,11 @@ export interface RunConfig {
     /** Slices a training step (the paper: 32). */
     batch: number;
     aggregation: ViewAggregation;
+    /**
+     * The segmentation objective (`wce+dice`: the released whole-brain code's, CE weighted by
+     * median-frequency balancing and label edges, plus soft Dice).
+     */
+    loss: SegmentationLoss;
     /**
      * UNesT's transformer layers per stage, comma-separated ("2,2,8": the released base model;
      * "1,1,2" the small default); the last repeats for more stages.
@@ -224,6 +231,7 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     levels: 5,
     batch: profile === "paper" ? 32 : profile === "quick" ? 2 : 8,
     aggregation: "average" as ViewAggregation,
+    loss: "wce+dice" as SegmentationLoss,
     unestDepths: (profile === "paper" ? UNEST_DEPTHS.paper : UNEST_DEPTHS.small).join(","),
   };
   const brainmask = { network: "unet3d" as NetworkName, nf, levels: 4 };
@@ -345,7 +353,8 @@ const CHOICES: Record<string, readonly (string | number | null)[]> = {
   "fusion.keeperFolds": ["first", "each"],
   "fusion.afmGate": ["none", "zero"],
   "fusion.afm.channelRefinement": ["two-path", "one-path", "none"],
-  "fusion.loss": ["ce", "ce+dice"],
+  "fusion.loss": SEGMENTATION_LOSSES,
+  "wholebrain.loss": SEGMENTATION_LOSSES,
   "wholebrain.network": Object.keys(NETWORKS),
   "wholebrain.aggregation": VIEW_AGGREGATIONS,
   "brainmask.network": Object.entries(NETWORKS).filter(([, e]) => e.dims === 3).map(([n]) => n),
@@ -1298,6 +1307,26 @@ export function guidedStage(
   };
 }
 
+/** The key of a training subject's per-voxel loss weights (`wce+dice`). */
+const LOSS_WEIGHTS_KEY = "lossWeights";
+
+/** Each label volume's `classWeightMap`, computed once. */
+const lossWeights = new WeakMap<Float32Array, Float32Array>();
+
+/**
+ * The subjects with their label volume's loss weights (`classWeightMap`, computed on the whole
+ * volume as the released code does, before slicing or patching) as one more array.
+ */
+function withLossWeights(subjects: Subject[], labelsKey: string): Subject[] {
+  return subjects.map((s) => {
+    const labels = s.arrays[labelsKey];
+    if (!labels) throw new Error(`subject ${s.id}: no "${labelsKey}" label map for the loss weights`);
+    let w = lossWeights.get(labels);
+    if (!w) lossWeights.set(labels, w = classWeightMap(labels, s.shape));
+    return { ...s, arrays: { ...s.arrays, [LOSS_WEIGHTS_KEY]: w } };
+  });
+}
+
 /** Dice per class of each subject (`slices`: a 2D network predicting the view's slices). */
 async function diceOf(
   subjects: Subject[],
@@ -1341,6 +1370,9 @@ export async function trainSegmenter(
 ): Promise<void> {
   const { label, name, schedule, module, seedTag, logits, forward, keeper } = stage;
   const { classes, loss: lossKind } = ctx.cfg.fusion;
+  const labelsKey = data.labels ?? "tissue";
+  const weighted = lossKind === "wce+dice";
+  const train = weighted ? withLossWeights(data.train, labelsKey) : data.train;
   // (a thick-slice input's KKN reads the slice itself)
   const features = (x: tf.Tensor5D) => (keeper ? tf.tidy(() => keeper.apply(middleSlice(x))) : []);
   const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
@@ -1357,15 +1389,17 @@ export async function trainSegmenter(
       const a = drawSample(
         ctx,
         schedule,
-        data.train,
+        train,
         step,
         seedOf(ctx.cfg.seed, seedTag, step),
-        [data.labels ?? "tissue"],
-        data.labels ?? "tissue",
+        // (the loss weights follow their labels through augmentation: nearest neighbour)
+        weighted ? [labelsKey, LOSS_WEIGHTS_KEY] : [labelsKey],
+        labelsKey,
       );
       const x = segmenterInput(a, segInput(a.subject, data.input), ctx.slices);
-      const truth = a.arrays[data.labels ?? "tissue"];
+      const truth = a.arrays[labelsKey];
       const y = tf.tensor(Int32Array.from(truth), [truth.length], "int32");
+      const w = weighted ? tf.tensor(a.arrays[LOSS_WEIGHTS_KEY], [truth.length]) : undefined;
       const fk = features(x);
       module.train(true, seedOf(ctx.cfg.seed, seedTag, step, 0xd0));
       // deep supervision (VoxResNet, RP-Net): CE on each auxiliary output, weighted by the network's
@@ -1374,7 +1408,7 @@ export async function trainSegmenter(
       const cost = opt.minimize(
         () => {
           const out = forward(x, fk);
-          const main = segmentationLoss(lossKind, out.logits, y);
+          const main = segmentationLoss(lossKind, out.logits, y, w);
           if (!out.aux.length || auxWeight === 0) return main;
           return tf.add(
             main,
@@ -1386,7 +1420,7 @@ export async function trainSegmenter(
       )!;
       module.train(false);
       const loss = cost.dataSync()[0];
-      tf.dispose([x, y, cost, ...fk]);
+      tf.dispose([x, y, cost, ...fk, ...(w ? [w] : [])]);
       return Promise.resolve({ loss });
     },
     // validation: the sum of per-class Dice without background (the authors' code includes it,

@@ -89,6 +89,7 @@ export function viewContext(ctx: Context, view: View | null, segmenter = true): 
       nf: wb.nf,
       levels: wb.levels,
       classes,
+      loss: wb.loss,
       unestDepths: wb.unestDepths,
       baseline: wb.baseline,
       fusion: wb.fusion,
