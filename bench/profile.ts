@@ -1,6 +1,7 @@
 /**
  * Where a training step's time goes: the default profile's teacher, KKN (with the frozen teacher
- * decoder) and 3D U-Net steps on one 32^3 patch, as the main job trains them, each profiled with
+ * decoder) and 3D U-Net steps on one 32^3 patch, as the main job trains them, and the whole-brain
+ * 2D U-Net's step on a batch of 64 x 64 slices (28 classes, its loss), each profiled with
  * `tf.profile` after a warm-up step. Per kernel name: calls and milliseconds (the native oneDNN
  * kernels' time includes their layout reorders); everything outside kernels (JavaScript, the
  * gradient tape, Adam's bookkeeping, allocation) is the step's wall time minus the kernels' sum.
@@ -10,7 +11,7 @@ import { adam, type Module } from "../lib/nn/module.ts";
 import { Teacher } from "../lib/models/teacher.ts";
 import { KnowledgeKeeper } from "../lib/models/keeper.ts";
 import { UNet3D } from "../lib/models/fusion.ts";
-import { distillationLoss, l1, segmentationLoss } from "../lib/losses.ts";
+import { classWeightMap, distillationLoss, l1, segmentationLoss } from "../lib/losses.ts";
 import { profileConfig } from "../lib/train/pipeline.ts";
 import { medianSeconds } from "./timing.ts";
 
@@ -74,7 +75,10 @@ async function profileStep(
   };
 }
 
-/** The three default-profile steps, profiled. */
+/** The whole-brain task's slice size on the default profile's 3 mm grid. */
+const SLICE: [number, number] = [64, 64];
+
+/** The four default-profile steps, profiled. */
 export async function profileDefaultSteps(steps: number): Promise<StepProfile[]> {
   const cfg = profileConfig("default");
   const x = tf.randomUniform([1, ...PATCH, 1], 0, 1, "float32", 1) as tf.Tensor5D;
@@ -105,8 +109,24 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
       steps,
     ),
   );
-  tf.dispose([x, y, labels, ...target]);
-  for (const m of [teacher, kkn, unet]) m.dispose();
+  // whole brain: `wholebrain.batch` slices, every level `wholebrain.nf` wide, 28 classes
+  const wb = cfg.wholebrain, classes = 28;
+  const unet2d = new UNet3D(classes, wb.nf, wb.levels, 3, 2);
+  const shape2d = [wb.batch, 1, ...SLICE, 1];
+  const slices = tf.randomUniform(shape2d, 0, 1, "float32", 4) as tf.Tensor5D;
+  const structures = Int32Array.from(slices.dataSync(), (v) => Math.floor(v * (classes - 0.001)));
+  const labels2d = tf.tensor(structures, [structures.length], "int32");
+  const weights = tf.tensor(classWeightMap(structures, [wb.batch, ...SLICE]));
+  out.push(
+    await profileStep(
+      "2D U-Net (whole brain)",
+      unet2d,
+      () => segmentationLoss(wb.loss, unet2d.apply(slices), labels2d, weights),
+      steps,
+    ),
+  );
+  tf.dispose([x, y, labels, slices, labels2d, weights, ...target]);
+  for (const m of [teacher, kkn, unet, unet2d]) m.dispose();
   return out;
 }
 
