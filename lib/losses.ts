@@ -125,7 +125,10 @@ export const EDGE_WEIGHT = 5;
  *
  * `labels` in volume order (x fastest, then y, z) of shape `[d, h, w]` (z, y, x).
  */
-export function classWeightMap(labels: ArrayLike<number>, shape: readonly [number, number, number]): Float32Array {
+export function classWeightMap(
+  labels: ArrayLike<number>,
+  shape: readonly [number, number, number],
+): Float32Array {
   const [d, h, w] = shape;
   if (labels.length !== d * h * w) {
     throw new RangeError(`classWeightMap: ${labels.length} labels for a ${shape.join("x")} grid`);
@@ -133,7 +136,9 @@ export function classWeightMap(labels: ArrayLike<number>, shape: readonly [numbe
   let max = 0;
   for (let i = 0; i < labels.length; i++) {
     const l = labels[i];
-    if (!Number.isInteger(l) || l < 0) throw new RangeError(`classWeightMap: label ${l} is not a class index`);
+    if (!Number.isInteger(l) || l < 0) {
+      throw new RangeError(`classWeightMap: label ${l} is not a class index`);
+    }
     if (l > max) max = l;
   }
   const counts = new Float64Array(max + 1);
@@ -141,7 +146,10 @@ export function classWeightMap(labels: ArrayLike<number>, shape: readonly [numbe
   const sorted = Array.from(counts).sort((a, b) => a - b);
   const m = sorted.length;
   const median = m % 2 ? sorted[(m - 1) / 2] : (sorted[m / 2 - 1] + sorted[m / 2]) / 2;
-  const classWeight = Array.from(counts, (n) => Math.min(CLASS_WEIGHT_CAP, n ? median / n : CLASS_WEIGHT_CAP));
+  const classWeight = Array.from(
+    counts,
+    (n) => Math.min(CLASS_WEIGHT_CAP, n ? median / n : CLASS_WEIGHT_CAP),
+  );
   const out = new Float32Array(labels.length);
   // does np.gradient differ from zero along an axis of length `n` with stride `s` at index `i`?
   const differs = (o: number, i: number, n: number, s: number) => {
@@ -176,7 +184,9 @@ export function segmentationLoss(
   weights?: tf.Tensor,
 ): tf.Scalar {
   if (kind === "ce") return crossEntropy(logits, labels);
-  if (kind === "ce+dice") return tf.add(crossEntropy(logits, labels), softDiceLoss(logits, labels)) as tf.Scalar;
+  if (kind === "ce+dice") {
+    return tf.add(crossEntropy(logits, labels), softDiceLoss(logits, labels)) as tf.Scalar;
+  }
   if (!weights) throw new Error("segmentation loss wce+dice: no voxel weights given");
   return tf.add(weightedCrossEntropy(logits, labels, weights), softDiceLoss(logits, labels)) as tf.Scalar;
 }

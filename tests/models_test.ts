@@ -15,12 +15,12 @@ import { AFM, type AfmParts, afmVariantLabel, FULL_AFM } from "../lib/models/fus
 import { ConvBlock } from "../lib/models/blocks.ts";
 import {
   adversarialLoss,
+  classWeightMap,
   crossEntropy,
   discriminatorLoss,
   distillationLoss,
   l1,
   mse,
-  classWeightMap,
   segmentationLoss,
   softDiceLoss,
   weightedCrossEntropy,

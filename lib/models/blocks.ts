@@ -192,41 +192,90 @@ export class SharedPReLU extends Module {
   }
 }
 
-/**
- * The encoder of a network that unpools (QuickNAT, FastSurfer-CNN): each level's output is a skip,
- * pooled 2x with its first-maximum positions recorded, and the bottleneck runs on the last pooled
- * map. Returns the skips and the bottleneck's output (the levels AFMs attach to) and the positions.
- */
-export function encodeWithPositions(
-  levels: { apply(x: tf.Tensor5D): tf.Tensor5D }[],
-  bottleneck: { apply(x: tf.Tensor5D): tf.Tensor5D },
-  x: tf.Tensor5D,
-  dims: Dims,
-): { features: tf.Tensor5D[]; positions: PoolPositions[] } {
-  const features: tf.Tensor5D[] = [];
-  const positions: PoolPositions[] = [];
-  let h = x;
-  for (const level of levels) {
-    const skip = level.apply(h);
-    features.push(skip);
-    const p = poolWithPositions(skip, dims);
-    positions.push(p.at);
-    h = p.pooled;
-  }
-  features.push(bottleneck.apply(h));
-  return { features, positions };
+/** A network level: one tensor in, one out. */
+export type Block = Module & { apply(x: tf.Tensor5D): tf.Tensor5D };
+
+/** The blocks of an `UnpoolingNetwork`, made in this order (so parameters are drawn in it). */
+export interface UnpoolingBlocks {
+  /** Encoder level `i` (0-based), reading `cin` channels. */
+  encoder(init: Init, i: number, cin: number): Block;
+  bottleneck(init: Init): Block;
+  /** Decoder level `i` (0-based, shallow to deep), reading the join of an unpooled map and a skip. */
+  decoder(init: Init, i: number): Block;
 }
 
-/** The positions of the last encode, checked to be for `levels` levels and still alive. */
-export function positionsFor(
-  network: string,
-  positions: PoolPositions[] | null,
-  levels: number,
-): PoolPositions[] {
-  if (!positions || positions.length !== levels - 1 || positions[0].masks[0].isDisposed) {
-    throw new Error(`${network}.decode needs the pooling positions of an encode in the same scope`);
+/**
+ * The encoder-decoder QuickNAT and FastSurfer-CNN share: `levels` - 1 encoder levels and a
+ * bottleneck, every one `nf` wide (the skips F_i and the bottleneck, where AFMs attach), 2x max
+ * pooling recording the first-maximum positions, decoder levels reading the map unpooled at those
+ * positions joined with the skip (`join`: QuickNAT concatenates, FastSurfer takes the maximum), and
+ * a 1x1 classifier with bias. Parameters are named `enc<i>`, `bottleneck`, `dec<i>`, `head`.
+ */
+export abstract class UnpoolingNetwork extends Module {
+  readonly levelChannels: number[];
+  private readonly enc: Block[];
+  private readonly bottleneck: Block;
+  private readonly dec: Block[];
+  private readonly head: Conv;
+  /** The pooling positions of the last `encode`, for the next `decode`. */
+  private positions: PoolPositions[] | null = null;
+  protected constructor(
+    /** The network's name in error messages. */
+    readonly network: string,
+    readonly classes: number,
+    nf: number,
+    levels: number,
+    seed: number,
+    readonly dims: Dims,
+    inputChannels: number,
+    blocks: UnpoolingBlocks,
+  ) {
+    super();
+    if (levels < 2) throw new RangeError(`${network}: needs at least 2 levels, got ${levels}`);
+    const init = new Init(seed);
+    this.levelChannels = Array<number>(levels).fill(nf);
+    this.enc = Array.from(
+      { length: levels - 1 },
+      (_, i) => this.child(`enc${i + 1}`, blocks.encoder(init, i, i === 0 ? inputChannels : nf)),
+    );
+    this.bottleneck = this.child("bottleneck", blocks.bottleneck(init));
+    this.dec = Array.from(
+      { length: levels - 1 },
+      (_, i) => this.child(`dec${i + 1}`, blocks.decoder(init, i)),
+    );
+    this.head = this.child("head", new Conv(init, 3, nf, classes, 1, { bias: true }));
   }
-  return positions;
+  /** How a decoder level's input joins the unpooled map and the skip. */
+  protected abstract join(unpooled: tf.Tensor5D, skip: tf.Tensor5D): tf.Tensor5D;
+  encode(x: tf.Tensor5D): tf.Tensor5D[] {
+    const features: tf.Tensor5D[] = [];
+    const positions: PoolPositions[] = [];
+    let h = x;
+    for (const level of this.enc) {
+      const skip = level.apply(h);
+      features.push(skip);
+      const p = poolWithPositions(skip, this.dims);
+      positions.push(p.at);
+      h = p.pooled;
+    }
+    features.push(this.bottleneck.apply(h));
+    this.positions = positions;
+    return features;
+  }
+  decode(features: tf.Tensor5D[]): tf.Tensor5D {
+    const L = features.length, positions = this.positions;
+    if (!positions || positions.length !== L - 1 || positions[0].masks[0].isDisposed) {
+      throw new Error(`${this.network}.decode needs the pooling positions of an encode in the same scope`);
+    }
+    let y = features[L - 1];
+    for (let k = L - 2; k >= 0; k--) {
+      y = this.dec[k].apply(this.join(unpoolWithPositions(y, positions[k]), features[k]));
+    }
+    return this.head.apply(y);
+  }
+  apply(x: tf.Tensor5D): tf.Tensor5D {
+    return this.decode(this.encode(x));
+  }
 }
 
 /**

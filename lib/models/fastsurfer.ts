@@ -21,15 +21,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
-import {
-  type Dims,
-  encodeWithPositions,
-  kernelOf,
-  type PoolPositions,
-  positionsFor,
-  SharedPReLU,
-  unpoolWithPositions,
-} from "./blocks.ts";
+import { type Dims, kernelOf, SharedPReLU, UnpoolingNetwork } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
 /** Neighbouring slices on each side of the input slice (FastSurfer's 7-slice input: 3). */
@@ -83,38 +75,21 @@ export class CompetitiveDenseBlock extends Module {
   }
 }
 
-export class FastSurferCNN extends Module implements SegmentationNetwork {
-  readonly levelChannels: number[];
+/** FastSurfer-CNN's input channels: a slice and its neighbours. */
+const INPUT_CHANNELS = 2 * THICK_SLICES + 1;
+
+export class FastSurferCNN extends UnpoolingNetwork implements SegmentationNetwork {
   /** Input channels: the slice and its neighbours. */
-  readonly inputChannels = 2 * THICK_SLICES + 1;
-  private readonly enc: CompetitiveDenseBlock[];
-  private readonly bottleneck: CompetitiveDenseBlock;
-  private readonly dec: CompetitiveDenseBlock[];
-  private readonly head: Conv;
-  /** The pooling positions of the last `encode`, for the next `decode`. */
-  private positions: PoolPositions[] | null = null;
+  readonly inputChannels = INPUT_CHANNELS;
   /** `levels` - 1 encoder levels and the bottleneck, every one `nf` wide. */
-  constructor(readonly classes: number, nf: number, levels: number, seed: number, readonly dims: Dims = 2) {
-    super();
-    if (levels < 2) throw new RangeError(`FastSurfer-CNN: needs at least 2 levels, got ${levels}`);
-    const init = new Init(seed);
-    this.levelChannels = Array<number>(levels).fill(nf);
-    this.enc = Array.from(
-      { length: levels - 1 },
-      (_, i) =>
-        this.child(
-          `enc${i + 1}`,
-          new CompetitiveDenseBlock(init, i === 0 ? this.inputChannels : nf, nf, dims, i === 0),
-        ),
-    );
-    this.bottleneck = this.child("bottleneck", new CompetitiveDenseBlock(init, nf, nf, dims));
-    this.dec = Array.from(
-      { length: levels - 1 },
-      (_, i) => this.child(`dec${i + 1}`, new CompetitiveDenseBlock(init, nf, nf, dims)),
-    );
-    this.head = this.child("head", new Conv(init, 3, nf, classes, 1, { bias: true }));
+  constructor(classes: number, nf: number, levels: number, seed: number, dims: Dims = 2) {
+    super("FastSurfer-CNN", classes, nf, levels, seed, dims, INPUT_CHANNELS, {
+      encoder: (init, i, cin) => new CompetitiveDenseBlock(init, cin, nf, dims, i === 0),
+      bottleneck: (init) => new CompetitiveDenseBlock(init, nf, nf, dims),
+      decoder: (init) => new CompetitiveDenseBlock(init, nf, nf, dims),
+    });
   }
-  encode(x: tf.Tensor5D): tf.Tensor5D[] {
+  override encode(x: tf.Tensor5D): tf.Tensor5D[] {
     if (x.shape[4] !== this.inputChannels) {
       throw new RangeError(
         `FastSurfer-CNN reads ${this.inputChannels} channels (a slice and ${THICK_SLICES} neighbours each side), got ${
@@ -122,20 +97,10 @@ export class FastSurferCNN extends Module implements SegmentationNetwork {
         }`,
       );
     }
-    const { features, positions } = encodeWithPositions(this.enc, this.bottleneck, x, this.dims);
-    this.positions = positions;
-    return features;
+    return super.encode(x);
   }
-  decode(features: tf.Tensor5D[]): tf.Tensor5D {
-    const L = features.length;
-    const positions = positionsFor("FastSurfer-CNN", this.positions, L);
-    let y = features[L - 1];
-    for (let k = L - 2; k >= 0; k--) {
-      y = this.dec[k].apply(tf.maximum(unpoolWithPositions(y, positions[k]), features[k]) as tf.Tensor5D);
-    }
-    return this.head.apply(y);
-  }
-  apply(x: tf.Tensor5D): tf.Tensor5D {
-    return this.decode(this.encode(x));
+  /** max(unpooled, skip): the zeros the unpooling leaves compete with the skip. */
+  protected join(unpooled: tf.Tensor5D, skip: tf.Tensor5D): tf.Tensor5D {
+    return tf.maximum(unpooled, skip) as tf.Tensor5D;
   }
 }

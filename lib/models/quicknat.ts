@@ -25,13 +25,10 @@ import {
   cat,
   ChannelDropout,
   type Dims,
-  encodeWithPositions,
   kernelOf,
-  type PoolPositions,
-  positionsFor,
   SharedPReLU,
   SqueezeExcite,
-  unpoolWithPositions,
+  UnpoolingNetwork,
 } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
@@ -113,46 +110,17 @@ class Level extends Module {
   }
 }
 
-export class QuickNAT extends Module implements SegmentationNetwork {
-  readonly levelChannels: number[];
-  private readonly enc: Level[];
-  private readonly bottleneck: DenseBlock;
-  private readonly dec: Level[];
-  private readonly head: Conv;
-  /** The pooling positions of the last `encode`, for the next `decode`. */
-  private positions: PoolPositions[] | null = null;
+export class QuickNAT extends UnpoolingNetwork implements SegmentationNetwork {
   /** `levels` - 1 encoder levels and the bottleneck, every one `nf` wide. */
-  constructor(readonly classes: number, nf: number, levels: number, seed: number, readonly dims: Dims = 2) {
-    super();
-    if (levels < 2) throw new RangeError(`QuickNAT: needs at least 2 levels, got ${levels}`);
-    const init = new Init(seed);
-    this.levelChannels = Array<number>(levels).fill(nf);
-    this.enc = Array.from(
-      { length: levels - 1 },
-      (_, i) => this.child(`enc${i + 1}`, new Level(init, i === 0 ? 1 : nf, nf, dims, i)),
-    );
-    this.bottleneck = this.child("bottleneck", new DenseBlock(init, nf, nf, dims));
-    this.dec = Array.from(
-      { length: levels - 1 },
-      (_, i) => this.child(`dec${i + 1}`, new Level(init, 2 * nf, nf, dims, levels + i)),
-    );
-    this.head = this.child("head", new Conv(init, 3, nf, classes, 1, { bias: true }));
+  constructor(classes: number, nf: number, levels: number, seed: number, dims: Dims = 2) {
+    super("QuickNAT", classes, nf, levels, seed, dims, 1, {
+      encoder: (init, i, cin) => new Level(init, cin, nf, dims, i),
+      bottleneck: (init) => new DenseBlock(init, nf, nf, dims),
+      decoder: (init, i) => new Level(init, 2 * nf, nf, dims, levels + i),
+    });
   }
-  encode(x: tf.Tensor5D): tf.Tensor5D[] {
-    const { features, positions } = encodeWithPositions(this.enc, this.bottleneck, x, this.dims);
-    this.positions = positions;
-    return features;
-  }
-  decode(features: tf.Tensor5D[]): tf.Tensor5D {
-    const L = features.length;
-    const positions = positionsFor("QuickNAT", this.positions, L);
-    let y = features[L - 1];
-    for (let k = L - 2; k >= 0; k--) {
-      y = this.dec[k].apply(cat([features[k], unpoolWithPositions(y, positions[k])]));
-    }
-    return this.head.apply(y);
-  }
-  apply(x: tf.Tensor5D): tf.Tensor5D {
-    return this.decode(this.encode(x));
+  /** [skip, unpooled], concatenated. */
+  protected join(unpooled: tf.Tensor5D, skip: tf.Tensor5D): tf.Tensor5D {
+    return cat([skip, unpooled]);
   }
 }

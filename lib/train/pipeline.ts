@@ -47,8 +47,8 @@ import {
   discriminatorLoss,
   distillationLoss,
   l1,
-  type SegmentationLoss,
   SEGMENTATION_LOSSES,
+  type SegmentationLoss,
   segmentationLoss,
 } from "../losses.ts";
 import { augment, drawAugmentation, toTensor } from "./augment.ts";
