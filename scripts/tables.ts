@@ -7,7 +7,8 @@
  *   atropos.ts`, ANTs' settings) on the `--from` run's 3D KKN syntheses of fold 1's paired test
  *   subjects, and on their 3T and real 7T images as floor and ceiling; row (d), a 3D U-Net
  *   decoder trained on the frozen KKN's features of fold 1's paired training subjects (the run's
- *   `decoder` phase), on the same test subjects. Rows (a) WATNet and (c), (e) (2D KKN) are listed
+ *   `decoder` phase), on the same test subjects; row (c), Atropos on the `--wholebrain` run's
+ *   2D KKN syntheses (the three views averaged). Rows (a) WATNet and (e) (a 2D decoder) are listed
  *   as not measured, with why.
  * - Table 5 (AFM ablation): the host network (the paper: RP-Net) with the full AFM and with each
  *   part removed (`fusion.afm`). One run trains the host's baseline and epoch-matched control;
@@ -43,7 +44,8 @@ import {
   synthesisOf,
 } from "../lib/train/pipeline.ts";
 import { type Arm, planCommandOptions, planOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
-import { loadCohort } from "../lib/data/cohort.ts";
+import { loadCohort, type Subject } from "../lib/data/cohort.ts";
+import { viewSyntheses } from "../lib/train/wholebrain.ts";
 import { loadCheckpoint } from "../lib/train/state.ts";
 import { dicePerClass } from "../lib/metrics.ts";
 import { atropos, type AtroposOptions } from "../lib/tissue/atropos.ts";
@@ -76,6 +78,12 @@ export const TABLES_COMMAND: CommandSpec = {
       name: "from",
       description: "a finished run whose teacher, KKN and settings every row starts from",
       default: "runs/default",
+    },
+    {
+      name: "wholebrain",
+      description:
+        "a finished `deno task train --phase wholebrain` run whose per-view 2D KKNs give Table 1 (c) (skipped, and the row listed as not measured, when the folder does not exist)",
+      default: "runs/wholebrain",
     },
     {
       name: "host",
@@ -199,9 +207,10 @@ export async function buildTables(
   tables: TableId[],
   runs: Record<string, RunData>,
   source: RunData,
+  wholeBrain?: RunData,
 ): Promise<TableSpec[]> {
   const out: TableSpec[] = [];
-  if (tables.includes("1")) out.push(await table1Spec(source, runs.decoder));
+  if (tables.includes("1")) out.push(await table1Spec(source, runs.decoder, wholeBrain));
   const hostLabel = runs.host ? networkLabel(networkSpec(runs.host.config)) : "";
   const protocol = (rs: RunData[]) =>
     `Protocol: ${guidanceProtocol(rs.find((r) => r.metrics.fusion) ?? rs[0])}; ` +
@@ -332,10 +341,15 @@ export const ANTS_ATROPOS: AtroposOptions = {
 
 /**
  * Table 1 on fold 1's paired test subjects: Atropos inside the true brain mask (tissue label > 0)
- * on the 3T image, the 3D KKN's synthesis and the real 7T image; and, given a `decoder` run, its
- * U-Net decoder on the frozen KKN (row (d), else listed as not measured).
+ * on the 3T image, the 3D KKN's synthesis and the real 7T image; given a `decoder` run, its
+ * U-Net decoder on the frozen KKN (row (d)); given a whole-brain run, Atropos on its three views'
+ * 2D KKN syntheses averaged (row (c)); rows without their run are listed as not measured.
  */
-export async function table1Spec(source: RunData, decoderRun?: RunData): Promise<TableSpec> {
+export async function table1Spec(
+  source: RunData,
+  decoderRun?: RunData,
+  wholeBrain?: RunData,
+): Promise<TableSpec> {
   const cfg = source.config;
   const paired = await loadCohort(join(runDataDir(source), "paired"));
   const split = foldSplits(paired.subjects, { folds: 1, testPerFold: cfg.testPerFold ?? 1 })[0];
@@ -344,8 +358,15 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
   await loadCheckpoint(ck("teacher-fold1-best"), teacher);
   const kkn = buildKeeper(cfg, 1);
   await loadCheckpoint(ck("keeper-fold1-best"), kkn, {}, "keeper.");
-  const rows: Record<string, MeasuredRow["subjects"]> = { floor: [], b: [], ceiling: [] };
-  for (const s of split.test) {
+  const rows: Record<string, MeasuredRow["subjects"]> = { floor: [], b: [], ceiling: [], c: [] };
+  // row (c) needs 2D KKNs trained on this cohort's fold 1
+  const otherCohort = wholeBrain && runDataDir(wholeBrain) !== runDataDir(source)
+    ? `${wholeBrain.dir} was trained on ${runDataDir(wholeBrain)}, ${source.dir} on ${runDataDir(source)}`
+    : "";
+  const twoD = wholeBrain && !otherCohort
+    ? await wholeBrainSyntheses(wholeBrain, paired.subjects, split.test)
+    : null;
+  for (const [i, s] of split.test.entries()) {
     const mask = Float32Array.from(s.arrays.tissue, (v) => (v > 0 ? 1 : 0));
     const syn = clip01(await synthesisOf(s, "3T", teacher, kkn));
     const spacing = paired.manifest.grid.spacing;
@@ -356,6 +377,7 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
     rows.floor.push({ id: s.id, dice: classify(s.arrays["3T"]) });
     rows.b.push({ id: s.id, dice: classify(syn) });
     rows.ceiling.push({ id: s.id, dice: classify(s.arrays["7T"]) });
+    if (twoD) rows.c.push({ id: s.id, dice: classify(clip01(twoD[i])) });
   }
   teacher.dispose();
   kkn.dispose();
@@ -387,7 +409,19 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
         "WATNet is a separate published synthesis network whose architecture this paper does not specify",
       ),
       { key: "b", label: "3D KKN + Atropos", source: src, subjects: rows.b, paper: PAPER_TABLE1.b },
-      pending("c", "2D KKN + Atropos", "the 2D three-view pipeline is not built yet"),
+      twoD
+        ? {
+          key: "c",
+          label: "2D KKN + Atropos",
+          source: `${wholeBrain!.dir} fold 1 2D KKNs, three views averaged`,
+          subjects: rows.c,
+          paper: PAPER_TABLE1.c,
+        }
+        : pending(
+          "c",
+          "2D KKN + Atropos",
+          otherCohort || "no whole-brain run given (--wholebrain, deno task train --phase wholebrain)",
+        ),
       ...decoderRows(
         decoderRun,
         split.test.map((s) => s.id),
@@ -398,11 +432,36 @@ export async function table1Spec(source: RunData, decoderRun?: RunData): Promise
             "no decoder run given (deno task tables --tables 1 trains it)",
           ),
       ),
-      pending("e", "2D KKN + 2D U-Net decoder", "the 2D three-view pipeline is not built yet"),
+      pending(
+        "e",
+        "2D KKN + 2D U-Net decoder",
+        "a 2D decoder per view on the frozen 2D KKNs (the decoder phase in 2D) is not built yet",
+      ),
       { key: "floor", label: "3T image + Atropos (floor)", source: src, subjects: rows.floor },
       { key: "ceiling", label: "real 7T image + Atropos (ceiling)", source: src, subjects: rows.ceiling },
     ],
   };
+}
+
+/**
+ * The whole-brain run's 2D KKN syntheses (three views averaged) of `test`, fold 1's paired test
+ * subjects of the Table 1 source; an error when that run's fold 1 tests other subjects.
+ */
+async function wholeBrainSyntheses(
+  run: RunData,
+  subjects: Subject[],
+  test: Subject[],
+): Promise<Float32Array[]> {
+  const cfg = run.config;
+  const own = foldSplits(subjects, { folds: 1, testPerFold: cfg.testPerFold ?? 1 })[0].test.map((s) => s.id);
+  const ids = test.map((s) => s.id);
+  if (JSON.stringify(own) !== JSON.stringify(ids)) {
+    throw new Error(`${run.dir}: its 2D KKNs' fold 1 tests ${own.join(", ")}, Table 1's ${ids.join(", ")}`);
+  }
+  return await viewSyntheses(
+    { cfg, runDir: run.dir, log: async () => {}, reports: [], allowUnconverged: true },
+    test,
+  );
 }
 
 /**
@@ -502,7 +561,11 @@ export async function runTables(
       await runArm(arm, source, planOptions(opts)),
     );
   }
-  const specs = await buildTables(tables, runs, source);
+  const wbDir = opts.wholebrain ? String(opts.wholebrain) : "";
+  const wholeBrain = tables.includes("1") && wbDir && existsSync(join(wbDir, "metrics.json"))
+    ? await loadRun(wbDir)
+    : undefined;
+  const specs = await buildTables(tables, runs, source, wholeBrain);
   const files = await writeTables(specs, String(opts.out));
   for (const spec of specs) console.log(`\n${spec.title}\n${toMarkdown(comparisonTable(spec), 3)}`);
   console.log(`wrote ${files.map((f) => join(String(opts.out), f)).join(", ")}`);

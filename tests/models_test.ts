@@ -702,8 +702,11 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
   // Tables 1, 5, 4 and B.1 as plans of runs from the run: every row measured (or marked pending),
   // the AFM-ablation rows fine-tune the host baseline they copied, results.csv long format
   const tablesDir = join(out, "tables");
+  // Table 1 (c) reads a whole-brain run's 2D KKNs (trained on the same paired cohort's fold 1)
+  await runTraining({ profile: "quick", seed: 0, out, name: "wb", phase: "wholebrain", progress: false });
   const specs = await runTables({
     from: runDir,
+    wholebrain: join(out, "wb"),
     tables: "1,5,4,B1",
     host: "unet3d",
     name: "tb",
@@ -717,8 +720,11 @@ Deno.test("end to end on the quick profile: all phases, artifacts, falling losse
     assert(md.includes("paper average") && md.includes("p (Wilcoxon)") && md.includes("Protocol:"), md);
   }
   const t1 = specs[0];
-  assertEquals(t1.rows.filter((r) => r.pending).map((r) => r.key), ["a", "c", "e"]);
+  assertEquals(t1.rows.filter((r) => r.pending).map((r) => r.key), ["a", "e"]);
   assertEquals(t1.rows.find((r) => r.key === "b")!.subjects.length, 1);
+  const rowC = t1.rows.find((r) => r.key === "c")!;
+  assertEquals(rowC.subjects.map((s) => s.id), t1.rows.find((r) => r.key === "b")!.subjects.map((s) => s.id));
+  assert(rowC.subjects.every((s) => s.dice.length === 4 && s.dice.every((d) => d >= 0 && d <= 1)));
   // row (d): the decoder on the frozen KKN, scored on Table 1's test subjects; its checkpoint
   // holds only decoder weights (the KKN stays frozen and separate)
   const rowD = t1.rows.find((r) => r.key === "d")!;

@@ -53,6 +53,7 @@ import {
   predictVolume,
   type RunConfig,
   segInput,
+  synthesisOf,
   type TissueSplits,
   trainKeeper,
   trainSegmenter,
@@ -163,6 +164,24 @@ async function viewKeepers(
     floor3T: floorScores(s),
   }));
   return { keepers, synthesis: { views, aggregated } };
+}
+
+/**
+ * The 7T-like syntheses of `subjects`' 3T images by a whole-brain run's fold-1 2D teachers and
+ * KKNs, each view's slices through its KKN and teacher decoder, the three views averaged (as
+ * `viewKeepers` scores them): the images of Table 1 (c).
+ */
+export async function viewSyntheses(ctx: Context, subjects: Subject[]): Promise<Float32Array[]> {
+  const syn = subjects.map(() => [] as Float32Array[]);
+  for (const view of VIEWS) {
+    const v = viewContext(ctx, view, false);
+    const teacher = await loaded(buildTeacher(v.cfg, 1), ckpt(v, "teacher-fold1-best"));
+    const kkn = await loaded(buildKeeper(v.cfg, 1), ckpt(v, "keeper-fold1-best"), "keeper.");
+    for (const [i, s] of subjects.entries()) syn[i].push(await synthesisOf(s, "3T", teacher, kkn, v.slices));
+    teacher.dispose();
+    kkn.dispose();
+  }
+  return syn.map(meanOfViews);
 }
 
 /** The whole-brain cohort's splits (every scan of a rescanned subject tests). */
