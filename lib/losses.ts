@@ -95,6 +95,25 @@ export function softDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, eps = 1e-5)
 }
 
 /**
+ * The released whole-brain code's Dice term (`SegLoss`): 1 - soft Dice per sample (a slice, or a
+ * volume for a 3D network) and class, background included, averaged over both, with smoothing
+ * `smooth` (1e-7 there): 1 - mean_{b,c} (2 sum p g + s) / (sum p + sum g + s). A class absent from a
+ * sample adds about 1 whatever the prediction. Counting the background is what makes a network
+ * label an empty (all-air) slice as background when the weighted CE gives the background almost no
+ * weight.
+ */
+export function sampleDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, smooth = 1e-7): tf.Scalar {
+  return tf.tidy(() => {
+    const [b, , , , classes] = logits.shape;
+    const p = tf.reshape(tf.softmax(tf.reshape(logits, [-1, classes])), [b, -1, classes]);
+    const g = tf.reshape(tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes), [b, -1, classes]);
+    const inter = tf.sum(tf.mul(p, g), 1);
+    const denom = tf.add(tf.sum(p, 1), tf.sum(g, 1));
+    return tf.sub(1, tf.mean(tf.div(tf.add(tf.mul(2, inter), smooth), tf.add(denom, smooth)))) as tf.Scalar;
+  });
+}
+
+/**
  * Cross-entropy with a weight per voxel, mean over voxels of `w * CE` (the released whole-brain
  * code's `mean(CE * w)`; the weights are not normalised, so their scale multiplies the loss).
  */
@@ -172,7 +191,7 @@ export function classWeightMap(
 /**
  * Segmentation objectives: `ce`, the authors' 3D tissue loss; `ce+dice`, plus soft Dice over the
  * foreground; `wce+dice`, the released whole-brain loss: CE weighted per voxel by `classWeightMap`
- * plus the same soft Dice.
+ * plus `sampleDiceLoss` (per sample and class, background included).
  */
 export type SegmentationLoss = "ce" | "ce+dice" | "wce+dice";
 export const SEGMENTATION_LOSSES: readonly SegmentationLoss[] = ["ce", "ce+dice", "wce+dice"];
@@ -189,5 +208,5 @@ export function segmentationLoss(
     return tf.add(crossEntropy(logits, labels), softDiceLoss(logits, labels)) as tf.Scalar;
   }
   if (!weights) throw new Error("segmentation loss wce+dice: no voxel weights given");
-  return tf.add(weightedCrossEntropy(logits, labels, weights), softDiceLoss(logits, labels)) as tf.Scalar;
+  return tf.add(weightedCrossEntropy(logits, labels, weights), sampleDiceLoss(logits, labels)) as tf.Scalar;
 }

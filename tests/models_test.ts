@@ -21,6 +21,7 @@ import {
   distillationLoss,
   l1,
   mse,
+  sampleDiceLoss,
   segmentationLoss,
   softDiceLoss,
   weightedCrossEntropy,
@@ -316,10 +317,30 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
     2 * Math.log(4),
     1e-6,
   );
+  // per-sample Dice with background: logits [0, 0] (p = 0.5 each) on 2 samples of 2 voxels,
+  // labels [0, 1 | 1, 1]: sample 1 classes 0 and 1 each (2*0.5)/(1+1) = 0.5; sample 2 class 0
+  // absent, (0 + s)/(1 + 0 + s) ~ 0, class 1 (2*1)/(1+2) = 2/3 -> loss 1 - (0.5+0.5+0+2/3)/4
+  assertAlmostEquals(
+    sampleDiceLoss(tf.zeros([2, 1, 1, 2, 2]) as tf.Tensor5D, tf.tensor([0, 1, 1, 1], [4], "int32"), 0)
+      .dataSync()[0],
+    1 - (0.5 + 0.5 + 0 + 2 / 3) / 4,
+    1e-6,
+  );
+  // an all-background (empty) sample confidently predicted background: its background Dice is 1,
+  // and so is the absent class's, whose probability (e^-60) is below the smoothing -> loss ~0
+  assertAlmostEquals(
+    sampleDiceLoss(
+      tf.tensor([30, -30, 30, -30], [1, 1, 1, 2, 2]) as tf.Tensor5D,
+      tf.tensor([0, 0], [2], "int32"),
+    )
+      .dataSync()[0],
+    0,
+    1e-4,
+  );
   // wce+dice is the two terms' sum, and refuses to run without weights
   assertAlmostEquals(
     segmentationLoss("wce+dice", uniform, twoLabels, tf.tensor([1, 3])).dataSync()[0],
-    2 * Math.log(4) + softDiceLoss(uniform, twoLabels).dataSync()[0],
+    2 * Math.log(4) + sampleDiceLoss(uniform, twoLabels).dataSync()[0],
     1e-6,
   );
   assertThrows(() => segmentationLoss("wce+dice", uniform, twoLabels), Error, "no voxel weights");
@@ -352,6 +373,16 @@ Deno.test("losses: hand-computed values and finite-difference gradients", () => 
           x as tf.Tensor5D,
           tf.tensor(Int32Array.from({ length: 12 }, (_, i) => (i * 5) % 3), [12], "int32"),
           tf.tensor(Float32Array.from({ length: 12 }, (_, i) => 0.5 + (i % 4) * 1.5)),
+        ),
+      [t],
+    ],
+    [
+      "per-sample Dice with background",
+      (x) =>
+        sampleDiceLoss(
+          x as tf.Tensor5D,
+          tf.tensor(Int32Array.from({ length: 12 }, (_, i) => (i * 7) % 3), [12], "int32"),
+          1e-3,
         ),
       [t],
     ],
