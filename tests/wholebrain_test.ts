@@ -15,6 +15,8 @@ import { regionDice, table3, wholeBrainOf } from "../lib/report_wholebrain.ts";
 import { VIEWS } from "../lib/data/views.ts";
 import { STRUCTURES } from "../lib/phantom/labels.ts";
 import { segmentFile } from "../scripts/segment.ts";
+import { loadCohort } from "../lib/data/cohort.ts";
+import { WholeBrainModels } from "../lib/train/wholebrain.ts";
 
 await initBackend("cpu", { quiet: true });
 
@@ -61,6 +63,21 @@ Deno.test("whole brain: three views trained, test scans aggregated over 28 label
     assertEquals(r.cortical, 100 * meanOf(s[0].guided.slice(1, 5)));
     assertEquals(r.average, 100 * meanOf(s[0].guided.slice(1)));
     assertEquals(table3([run]).shape[0], 1);
+    // the test labels are background wherever the skull-stripped input is 0
+    const cohort = await loadCohort(join("data", "generated", "quick", "wholebrain"));
+    const scan = cohort.subjects.find((x) => x.split === "test")!;
+    const models = new WholeBrainModels({
+      cfg: run.config,
+      runDir: dir,
+      log: async () => {},
+      reports: [],
+      allowUnconverged: true,
+    });
+    const labels = await models.labels(scan, "baseline");
+    models.dispose();
+    const air = scan.arrays["1.5T"].map((v) => (v === 0 ? 1 : 0));
+    assert(air.some((v) => v === 1));
+    assert(labels.every((l, i) => !air[i] || l === 0));
 
     // a new scan through the trained views: labels on the input's own grid, names and colours beside
     const input = join("data", "generated", "quick", "wholebrain", "sub-03_scan-1_1.5T.nii.gz");

@@ -306,7 +306,13 @@ export class WholeBrainModels {
     return view === "sagittal" ? unmergeScores(p, SAGITTAL_LABELS, STRUCTURES.length) : p;
   }
 
-  /** A scan's 28-label map from `stage`'s models, the views aggregated. */
+  /**
+   * A scan's 28-label map from `stage`'s models, the views aggregated, background wherever the
+   * input is exactly 0 (air of a skull-stripped scan, as `deno task segment` masks it): a 2D
+   * network normalising each slice by its own statistics sees an all-air slice as all zeros, and
+   * the whole-brain loss weighs the background near 0.001, so unmasked maps label much of the air
+   * (README, Whole-brain segmentation).
+   */
   async labels(s: Subject, stage: Stage): Promise<Float32Array> {
     const probabilities: Partial<Record<View, Float32Array>> = {};
     for (const view of this.views) {
@@ -314,7 +320,10 @@ export class WholeBrainModels {
       probabilities[view ?? "axial"] = await this.probabilities(s, stage, view);
     }
     const mode = this.views[0] === null ? "average" : this.ctx.cfg.wholebrain.aggregation;
-    return aggregateViews(probabilities, STRUCTURES.length, mode);
+    const labels = aggregateViews(probabilities, STRUCTURES.length, mode);
+    const input = s.arrays[segInput(s)];
+    for (let i = 0; i < labels.length; i++) if (input[i] === 0) labels[i] = 0;
+    return labels;
   }
 
   dispose(): void {
