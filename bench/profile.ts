@@ -112,7 +112,7 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
   // whole brain: `wholebrain.batch` slices, every level `wholebrain.nf` wide, 28 classes
   const wb = cfg.wholebrain, classes = 28;
   const unet2d = new UNet3D(classes, wb.nf, wb.levels, 3, 2);
-  const shape2d = [wb.batch, 1, ...SLICE, 1];
+  const shape2d: [number, number, number, number, number] = [wb.batch, 1, ...SLICE, 1];
   const slices = tf.randomUniform(shape2d, 0, 1, "float32", 4) as tf.Tensor5D;
   const structures = Int32Array.from(slices.dataSync(), (v) => Math.floor(v * (classes - 0.001)));
   const labels2d = tf.tensor(structures, [structures.length], "int32");

@@ -67,12 +67,17 @@ export function adversarialLoss(fake: tf.Tensor): tf.Scalar {
   return mse(fake, tf.onesLike(fake));
 }
 
-/** Cross-entropy of logits against integer labels (mean over voxels). */
-export function crossEntropy(logits: tf.Tensor5D, labels: tf.Tensor): tf.Scalar {
+/** Each voxel's log-likelihood of its label, sum_c g_c log softmax(logits)_c, [voxels]. */
+function voxelLogLikelihood(logits: tf.Tensor5D, labels: tf.Tensor): tf.Tensor1D {
   const classes = logits.shape[4];
   const flat = tf.reshape(logits, [-1, classes]) as tf.Tensor2D;
   const onehot = tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes);
-  return tf.neg(tf.mean(tf.sum(tf.mul(onehot, tf.logSoftmax(flat)), 1))) as tf.Scalar;
+  return tf.sum(tf.mul(onehot, tf.logSoftmax(flat)), 1) as tf.Tensor1D;
+}
+
+/** Cross-entropy of logits against integer labels (mean over voxels). */
+export function crossEntropy(logits: tf.Tensor5D, labels: tf.Tensor): tf.Scalar {
+  return tf.neg(tf.mean(voxelLogLikelihood(logits, labels))) as tf.Scalar;
 }
 
 /**
@@ -119,10 +124,7 @@ export function sampleDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, smooth = 
  */
 export function weightedCrossEntropy(logits: tf.Tensor5D, labels: tf.Tensor, weights: tf.Tensor): tf.Scalar {
   return tf.tidy(() => {
-    const classes = logits.shape[4];
-    const flat = tf.reshape(logits, [-1, classes]) as tf.Tensor2D;
-    const onehot = tf.oneHot(tf.reshape(labels, [-1]) as tf.Tensor1D, classes);
-    const ce = tf.neg(tf.sum(tf.mul(onehot, tf.logSoftmax(flat)), 1));
+    const ce = tf.neg(voxelLogLikelihood(logits, labels));
     return tf.mean(tf.mul(ce, tf.reshape(weights, [-1]))) as tf.Scalar;
   });
 }

@@ -16,7 +16,7 @@ import { boxPlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame, type Row } from "./viz/table.ts";
 import { montage } from "./viz/png.ts";
 import { makeVolume } from "./volume/volume.ts";
-import { withDefaults } from "./train/pipeline.ts";
+import { readOnlyContext, withDefaults } from "./train/pipeline.ts";
 import { STRUCTURES_KEY, type WholeBrainMetrics, WholeBrainModels } from "./train/wholebrain.ts";
 
 /** Table 3 of the paper: cortical, subcortical and average Dice (%) without and with guidance. */
@@ -138,13 +138,7 @@ export async function structureMontage(run: RunData): Promise<Uint8Array> {
   const cohort = await loadCohort(join(runDataDir(run), "wholebrain"));
   const s = cohort.subjects.find((x) => x.split === "test")!;
   const cfg = withDefaults(run.config, run.config.profile, run.config.seed);
-  const models = new WholeBrainModels({
-    cfg,
-    runDir: run.dir,
-    log: async () => {},
-    reports: [],
-    allowUnconverged: true,
-  });
+  const models = new WholeBrainModels(readOnlyContext(cfg, run.dir));
   const [baseline, guided] = [await models.labels(s, "baseline"), await models.labels(s, "guided")];
   models.dispose();
   const vol = (data: ArrayLike<number>) =>

@@ -39,8 +39,8 @@ import {
   normalizeIntensity,
 } from "../lib/data/preprocess.ts";
 import { writeFileAtomic } from "../lib/io/nifti.ts";
-import { loadGuided, type RunConfig, withDefaults } from "../lib/train/pipeline.ts";
-import { WholeBrainModels } from "../lib/train/wholebrain.ts";
+import { loadGuided, readOnlyContext, type RunConfig, withDefaults } from "../lib/train/pipeline.ts";
+import { isSliceNetwork, WholeBrainModels } from "../lib/train/wholebrain.ts";
 import { BRAIN_MASK_CHECKPOINT, cleanBrainMask, loadBrainMask } from "../lib/train/brainmask.ts";
 import { VIEWS } from "../lib/data/views.ts";
 import {
@@ -336,8 +336,7 @@ export async function segmentFile(
   const cfg = withDefaults(written, written.profile, written.seed);
   const wholebrain = task === "wholebrain";
   const needed = wholebrain
-    ? (new WholeBrainModels({ cfg, runDir, log: async () => {}, reports: [], allowUnconverged: true })
-        .views[0] === null
+    ? (!isSliceNetwork(cfg)
       ? ["keeper-fold1-best.json", "wholebrain-guided-best.json"]
       : VIEWS.flatMap((v) => [`${v}-keeper-fold1-best.json`, `${v}-guided-best.json`]))
     : ["keeper-fold1-best.json", "guided-best.json"];
@@ -413,13 +412,7 @@ export async function segmentFile(
   let data: Int16Array;
   let scores: Float32Array | undefined; // voxel-major, names.length per voxel, on the model grid
   if (wholebrain) {
-    const models = new WholeBrainModels({
-      cfg,
-      runDir,
-      log: async () => {},
-      reports: [],
-      allowUnconverged: true,
-    });
+    const models = new WholeBrainModels(readOnlyContext(cfg, runDir));
     const scan = {
       id: input,
       split: "test" as const,

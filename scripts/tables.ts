@@ -41,6 +41,7 @@ import {
   clip01,
   foldSplits,
   networkSpec,
+  readOnlyContext,
   synthesisOf,
 } from "../lib/train/pipeline.ts";
 import { type Arm, planCommandOptions, planOptions, runArm, TEACHER_KKN } from "../lib/train/plan.ts";
@@ -458,10 +459,7 @@ async function wholeBrainSyntheses(
   if (JSON.stringify(own) !== JSON.stringify(ids)) {
     throw new Error(`${run.dir}: its 2D KKNs' fold 1 tests ${own.join(", ")}, Table 1's ${ids.join(", ")}`);
   }
-  return await viewSyntheses(
-    { cfg, runDir: run.dir, log: async () => {}, reports: [], allowUnconverged: true },
-    test,
-  );
+  return await viewSyntheses(readOnlyContext(cfg, run.dir), test);
 }
 
 /**

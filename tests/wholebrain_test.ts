@@ -17,6 +17,7 @@ import { STRUCTURES } from "../lib/phantom/labels.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { loadCohort } from "../lib/data/cohort.ts";
 import { WholeBrainModels } from "../lib/train/wholebrain.ts";
+import { readOnlyContext } from "../lib/train/pipeline.ts";
 
 await initBackend("cpu", { quiet: true });
 
@@ -66,13 +67,7 @@ Deno.test("whole brain: three views trained, test scans aggregated over 28 label
     // the test labels are background wherever the skull-stripped input is 0
     const cohort = await loadCohort(join("data", "generated", "quick", "wholebrain"));
     const scan = cohort.subjects.find((x) => x.split === "test")!;
-    const models = new WholeBrainModels({
-      cfg: run.config,
-      runDir: dir,
-      log: async () => {},
-      reports: [],
-      allowUnconverged: true,
-    });
+    const models = new WholeBrainModels(readOnlyContext(run.config, dir));
     const labels = await models.labels(scan, "baseline");
     models.dispose();
     const air = scan.arrays["1.5T"].map((v) => (v === 0 ? 1 : 0));

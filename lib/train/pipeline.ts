@@ -138,7 +138,7 @@ export interface RunConfig {
     aggregation: ViewAggregation;
     /**
      * The segmentation objective (`wce+dice`: the released whole-brain code's, CE weighted by
-     * median-frequency balancing and label edges, plus soft Dice).
+     * median-frequency balancing and label edges, plus Dice per slice and class with background).
      */
     loss: SegmentationLoss;
     /**
@@ -497,6 +497,14 @@ export interface Context {
   slices?: Slicing;
   /** Put before every checkpoint name (a view's networks: `axial-`). */
   prefix?: string;
+}
+
+/**
+ * A context for reading a finished run's models (scoring, figures, segment): nothing is logged or
+ * judged, and nothing trains.
+ */
+export function readOnlyContext(cfg: RunConfig, runDir: string): Context {
+  return { cfg, runDir, log: async () => {}, reports: [], allowUnconverged: true };
 }
 
 /** 2D training on one view's slices. */
