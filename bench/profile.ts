@@ -37,7 +37,7 @@ export interface StepProfile {
 const PATCH: [number, number, number] = [32, 32, 32];
 
 /** Profiles `loss`'s optimisation step over `module`'s parameters. */
-async function profileStep(
+export async function profileStep(
   network: string,
   module: Module,
   loss: () => tf.Scalar,

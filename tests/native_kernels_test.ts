@@ -5,9 +5,12 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
+import { adam } from "../lib/nn/module.ts";
 import {
   gradCheck,
   initBackend,
+  instanceNorm,
+  instanceNormLeakyRelu,
   leakyRelu,
   mulberry32,
   resizeLinear,
@@ -15,6 +18,7 @@ import {
 } from "../lib/mod.ts";
 import {
   broadcastBlock,
+  nativeImplementations,
   nativeKernelsActive,
   nativeKernelStats,
   setNativeKernels,
@@ -292,4 +296,117 @@ Deno.test("broadcastBlock: the output as [outer, mid, inner] around one block of
   assertEquals(broadcastBlock([1, 1, 4, 1, 6], [1, 5, 4, 3, 6]), null); // two blocks
   assertEquals(broadcastBlock([1, 5, 4, 3, 6], [1, 5, 4, 3, 6]), null); // no broadcast
   assertEquals(broadcastBlock([3, 1], [3, 4]), { outer: 3, mid: 4, inner: 1 });
+});
+
+Deno.test({
+  name: "FusedAdam: the fused loop and its tensor fallback match tf.train.adam, and resume from its state",
+  ignore: !ACTIVE,
+  async fn() {
+    const shapes = [[3, 3, 3, 2, 4], [4], [5, 7]];
+    const run = async (make: () => tf.Optimizer, native: boolean, resumeFrom?: tf.Optimizer) => {
+      setNativeKernels(native);
+      const vars = shapes.map((s, i) => tf.variable(randn(s, 40 + i)));
+      const opt = make();
+      if (resumeFrom) {
+        const w = await resumeFrom.getWeights();
+        // the resumed optimizer continues from the other's state, with this run's own variables
+        await opt.setWeights(w.map((e, i) => ({ name: e.name, tensor: e.tensor.clone() })));
+      }
+      const start = resumeFrom ? 3 : 0;
+      for (let step = start; step < start + 3; step++) {
+        const grads = shapes.map((s, i) => randn(s, 100 * step + i));
+        opt.applyGradients(vars.map((v, i) => ({ name: v.name, tensor: grads[i] })));
+        tf.dispose(grads);
+      }
+      const out = vars.map((v) => Float32Array.from(v.dataSync()));
+      tf.dispose(vars);
+      setNativeKernels(true);
+      return { out, opt };
+    };
+    const close = (a: Float32Array[], b: Float32Array[], what: string) =>
+      a.forEach((x, i) =>
+        x.forEach((v, k) =>
+          assert(
+            Math.abs(v - b[i][k]) <= 1e-6 * Math.max(1, Math.abs(v)),
+            `${what}: ${i}[${k}] ${v} vs ${b[i][k]}`,
+          )
+        )
+      );
+    const ref = await run(() => tf.train.adam(0.01, 0.9, 0.999, 1e-8), false);
+    const fused = await run(() => adam(0.01), true);
+    const fallback = await run(() => adam(0.01), false);
+    close(ref.out, fused.out, "fused vs tfjs");
+    close(ref.out, fallback.out, "fallback vs tfjs");
+    const initial = tf.tidy(() => randn(shapes[0], 40).dataSync().slice());
+    assert(ref.out[0].some((v, k) => Math.abs(v - initial[k]) > 1e-3), "the variables moved");
+    // state saved by tfjs's Adam after 3 steps resumes in the fused one, and the other way round
+    const refMore = await run(() => tf.train.adam(0.01, 0.9, 0.999, 1e-8), false, ref.opt);
+    const fusedFromRef = await run(() => adam(0.01), true, ref.opt);
+    close(refMore.out, fusedFromRef.out, "fused resumed from tfjs state");
+    const refFromFused = await run(() => tf.train.adam(0.01, 0.9, 0.999, 1e-8), false, fused.opt);
+    close(refMore.out, refFromFused.out, "tfjs resumed from fused state");
+    const layout = (ws: { name: string }[]) => ws.map((w, i) => i === 0 ? w.name : w.name.slice(-2));
+    assertEquals(layout(await fused.opt.getWeights()), layout(await ref.opt.getWeights()));
+    [ref, fused, fallback, refMore, fusedFromRef, refFromFused].forEach((r) => r.opt.dispose());
+  },
+});
+
+Deno.test({
+  name: "fast instance norm (+ leaky ReLU): values and gradients match the tfjs-op composition",
+  ignore: !ACTIVE,
+  fn() {
+    // hand-computed: one channel [1, 2, 3, 4] -> (x - 2.5) / sqrt(1.25 + 1e-5); the other constant -> 0
+    const hand = tf.tensor4d([1, 7, 2, 7, 3, 7, 4, 7], [1, 2, 2, 2]);
+    const want = [1, 2, 3, 4].map((v) => (v - 2.5) / Math.sqrt(1.25 + 1e-5));
+    const got = instanceNorm(hand).dataSync();
+    want.forEach((w, i) => {
+      assert(Math.abs(got[2 * i] - w) < 1e-6, `hand value ${i}: ${got[2 * i]} vs ${w}`);
+      assertEquals(got[2 * i + 1], 0);
+    });
+    const leaky = instanceNormLeakyRelu(hand, 0.01).dataSync();
+    assert(Math.abs(leaky[0] - 0.01 * want[0]) < 1e-7 && Math.abs(leaky[6] - want[3]) < 1e-6, "hand leaky");
+    hand.dispose();
+    const cases: [string, tf.Tensor, (t: tf.Tensor) => tf.Tensor][] = [
+      ["instance norm 3D, batch 2", randn([2, 4, 5, 3, 3], 95), (t) => instanceNorm(t as tf.Tensor5D)],
+      ["+ leaky ReLU", randn([1, 5, 4, 3, 4], 96), (t) => instanceNormLeakyRelu(t as tf.Tensor5D, 0.01)],
+      ["+ ReLU, 2D slices", randn([3, 1, 6, 5, 2], 97), (t) => instanceNormLeakyRelu(t as tf.Tensor5D, 0)],
+      ["4D", tf.add(randn([2, 6, 7, 3], 98), 5), (t) => instanceNormLeakyRelu(t as tf.Tensor4D, 0.2)],
+    ];
+    for (const [name, x, f] of cases) {
+      const r = randn(x.shape, 99);
+      compare(
+        name,
+        () => [f(x), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(f(t), r)))(x)],
+        "InstanceNorm",
+      );
+      const fd = gradCheck(f, [x], { samples: 16, eps: 1e-3 });
+      assert(fd.maxRelError < 5e-3, `${name}: finite differences ${JSON.stringify(fd.worst)}`);
+      tf.dispose([x, r]);
+    }
+  },
+});
+
+Deno.test({
+  name: "large concatenations and splits (oneDNN concat and sub-memory reorders) match the JS kernels",
+  ignore: !ACTIVE,
+  fn() {
+    const a = randn([2, 12, 10, 9, 5], 110),
+      b = randn([2, 12, 10, 9, 3], 111),
+      c = randn([2, 12, 10, 9, 8], 112);
+    const r = randn([2, 12, 10, 9, 16], 113);
+    const cat = (...xs: tf.Tensor[]) => tf.concat(xs, 4);
+    compare(
+      "channel concat of three",
+      () => [
+        cat(a, b, c),
+        ...tf.grads((x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.sum(tf.mul(cat(x, y, z), r)))([a, b, c]),
+      ],
+      "Concat",
+    );
+    compare("concat on an inner axis", () => [tf.concat([a, a], 2), ...tf.split(r, [4, 7, 5], 4)], "SplitV");
+    const used = nativeImplementations().map((e) => e.kernel);
+    assert(used.some((k) => k.startsWith("concat|") && k !== "concat|"), `oneDNN concat not used: ${used}`);
+    assert(used.some((k) => k.startsWith("split|")), `oneDNN split not used: ${used}`);
+    tf.dispose([a, b, c, r]);
+  },
 });

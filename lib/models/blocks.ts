@@ -7,7 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Linear, Module } from "../nn/module.ts";
-import { instanceNorm, leakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
+import { instanceNormLeakyRelu, leakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
 
 /**
  * Normalisation inside a ConvBlock. `instance` (the authors' code): InstanceNorm without affine
@@ -71,8 +71,8 @@ export class ConvBlock extends Module {
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
     const c = this.conv.apply(x);
-    const y = this.norm === "instance" ? instanceNorm(c) : c;
-    return this.activation === "relu" ? relu(y) : leakyRelu(y);
+    if (this.norm === "instance") return instanceNormLeakyRelu(c, this.activation === "relu" ? 0 : 0.01);
+    return this.activation === "relu" ? relu(c) : leakyRelu(c);
   }
 }
 

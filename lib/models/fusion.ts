@@ -11,7 +11,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
-import { instanceNorm, relu, resizeLinear } from "../nn/ops.ts";
+import { instanceNorm, instanceNormLeakyRelu, relu, resizeLinear } from "../nn/ops.ts";
 import {
   cat,
   ConvBlock,
@@ -89,7 +89,7 @@ function unetDecoderLayers(
 function unetDecode({ ups, dec, head }: UNetDecoderLayers, features: tf.Tensor5D[]): tf.Tensor5D {
   let y = features[features.length - 1];
   for (let k = features.length - 2; k >= 0; k--) {
-    const up = relu(instanceNorm(ups[k].apply(y)));
+    const up = instanceNormLeakyRelu(ups[k].apply(y), 0);
     y = dec[k].apply(cat([up, features[k]]));
   }
   return head.apply(y);
@@ -252,7 +252,7 @@ export class AFM extends Module {
     // Eq. 7: aggregation of every 7T-like level to this level's resolution
     const read = this.parts.aggregation ? keeperFeatures : [keeperFeatures[this.level]];
     const desc = cat(read.map((f, j) => resizeLinear(this.aggregate[j].apply(f), size)));
-    const guidance = this.g1.apply(relu(instanceNorm(this.g0.apply(desc))));
+    const guidance = this.g1.apply(instanceNormLeakyRelu(this.g0.apply(desc), 0));
     // Eq. 8: feature-combined refinement
     const refined = instanceNorm(
       this.combine.apply(this.parts.featureCombined ? cat([guidance, fs]) : guidance),

@@ -25,7 +25,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../nn/module.ts";
-import { gelu, instanceNorm, leakyRelu, resizeLinear } from "../nn/ops.ts";
+import { gelu, instanceNorm, instanceNormLeakyRelu, leakyRelu, resizeLinear } from "../nn/ops.ts";
 import { cat, levelWidths, padSpatial, SharedPReLU, TransposedConv } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
@@ -187,7 +187,7 @@ class ResBlock extends Module {
     this.shortcut = cin === cout ? null : this.child("shortcut", new Conv(init, 3, cin, cout, 1));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const y = instanceNorm(this.b.apply(leakyRelu(instanceNorm(this.a.apply(x)))));
+    const y = instanceNorm(this.b.apply(instanceNormLeakyRelu(this.a.apply(x), 0.01)));
     const r = this.shortcut ? instanceNorm(this.shortcut.apply(x)) : x;
     return leakyRelu(tf.add(y, r) as tf.Tensor5D);
   }

@@ -14,6 +14,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 import {
+  ConcatPrimitive,
   type ConvDirection,
   type ConvGeometry,
   ConvPrimitive,
@@ -22,6 +23,7 @@ import {
   oneDnnUnavailableReason,
   type PoolGeometry,
   sgemm,
+  SplitPrimitive,
 } from "./onednn.ts";
 
 type KernelFunc = tf.KernelConfig["kernelFunc"];
@@ -75,6 +77,10 @@ let enabled = true;
 let installed: { version: string; path: string } | null = null;
 const convCache = new Map<string, ConvPrimitive | null>();
 const poolCache = new Map<string, MaxPoolPrimitive | null>();
+const concatCache = new Map<string, ConcatPrimitive | null>();
+const splitCache = new Map<string, SplitPrimitive | null>();
+/** Concatenations and splits of at least this many elements go to oneDNN (FFI costs a few microseconds). */
+const NATIVE_COPY_MIN = 16384;
 
 /** Counts of calls served natively and handed to JavaScript, per kernel (for the benchmark). */
 export const nativeKernelStats = new Map<string, { native: number; js: number }>();
@@ -375,6 +381,14 @@ function concatRows(backend: CpuBackend, inputs: tf.TensorInfo[], axis: number):
   const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
   const rowOut = shape[axis] * inner;
   const out = new Float32Array(outer * rowOut);
+  const cols = inputs.map((t) => t.shape[axis] * inner);
+  if (out.length >= NATIVE_COPY_MIN) {
+    const prim = cached(concatCache, `${outer}|${cols}`, () => new ConcatPrimitive(outer, cols));
+    if (prim) {
+      prim.run(vals as Float32Array[], out);
+      return backend.makeTensorInfo(shape, "float32", out);
+    }
+  }
   let offset = 0;
   inputs.forEach((t, j) => {
     const v = vals[j]!;
@@ -412,6 +426,16 @@ function splitRows(
   const outer = x.shape.slice(0, axis).reduce((a, b) => a * b, 1);
   const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
   const rowIn = x.shape[axis] * inner;
+  const shapeOf = (s: number) => x.shape.map((d, a) => (a === axis ? s : d));
+  if (xv.length >= NATIVE_COPY_MIN) {
+    const cols = sizes.map((s) => s * inner);
+    const prim = cached(splitCache, `${outer}|${cols}`, () => new SplitPrimitive(outer, cols));
+    if (prim) {
+      const outs = cols.map((c) => new Float32Array(outer * c));
+      prim.run(xv, outs);
+      return outs.map((o, i) => backend.makeTensorInfo(shapeOf(sizes[i]), "float32", o));
+    }
+  }
   let offset = 0;
   return sizes.map((s) => {
     const row = s * inner;
@@ -893,5 +917,88 @@ export function nativeImplementations(): { kernel: string; impl: string }[] {
   for (const [key, prim] of poolCache) {
     rows.push({ kernel: `maxpool|${key}`, impl: prim?.impl ?? "js (unsupported)" });
   }
+  for (const [key, prim] of concatCache) rows.push({ kernel: `concat|${key}`, impl: prim?.impl ?? "js" });
+  for (const [key, prim] of splitCache) rows.push({ kernel: `split|${key}`, impl: prim ? "reorder" : "js" });
   return rows;
+}
+
+/**
+ * Instance normalisation (each sample and channel over its spatial positions, biased variance, no
+ * affine parameters), optionally followed by a leaky ReLU of slope `slope` (0: ReLU), on the cpu
+ * backend as typed-array loops: statistics in double precision, two passes forward (mean, then
+ * variance and output) and two backward, where tfjs's `moments`, arithmetic and activation take
+ * about twenty kernels and their gradients. Channels-last, any rank >= 3 (`[N, ..., C]`).
+ * Backward: with g the gradient through the activation and x^ the normalised input,
+ * `dx = rstd (g - mean(g) - x^ mean(g x^))` per sample and channel. Null off the cpu backend or
+ * with the native kernels off: callers compose it from tfjs ops (the reference it is tested against).
+ */
+export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: number | null): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32" || x.rank < 3) return null;
+  const n = x.shape[0], c = x.shape[x.rank - 1];
+  const s = x.size / (n * c);
+  const op = tf.customGrad(
+    ((input: tf.Tensor) => {
+      const xv = input.dataSync() as Float32Array;
+      const xhat = new Float32Array(xv.length);
+      const rstd = new Float64Array(n * c);
+      const mean = new Float64Array(c), acc = new Float64Array(c);
+      for (let b = 0; b < n; b++) {
+        const start = b * s * c, end = start + s * c;
+        mean.fill(0);
+        for (let o = start; o < end; o += c) for (let k = 0; k < c; k++) mean[k] += xv[o + k];
+        for (let k = 0; k < c; k++) mean[k] /= s;
+        acc.fill(0);
+        for (let o = start; o < end; o += c) {
+          for (let k = 0; k < c; k++) {
+            const d = xv[o + k] - mean[k];
+            acc[k] += d * d;
+          }
+        }
+        for (let k = 0; k < c; k++) rstd[b * c + k] = 1 / Math.sqrt(acc[k] / s + eps);
+        for (let o = start; o < end; o += c) {
+          for (let k = 0; k < c; k++) xhat[o + k] = (xv[o + k] - mean[k]) * rstd[b * c + k];
+        }
+      }
+      let y = xhat;
+      if (slope !== null) {
+        y = new Float32Array(xhat.length);
+        for (let i = 0; i < y.length; i++) y[i] = xhat[i] > 0 ? xhat[i] : xhat[i] * slope;
+      }
+      count("InstanceNorm", true);
+      return {
+        value: tf.tensor(y, input.shape),
+        gradFunc: (dy: tf.Tensor) => {
+          const g = dy.dataSync() as Float32Array;
+          const dx = new Float32Array(g.length);
+          const act = (i: number) => (slope === null || xhat[i] > 0 ? g[i] : g[i] * slope);
+          const sg = new Float64Array(c), sgx = new Float64Array(c);
+          for (let b = 0; b < n; b++) {
+            const start = b * s * c, end = start + s * c;
+            sg.fill(0);
+            sgx.fill(0);
+            for (let o = start; o < end; o += c) {
+              for (let k = 0; k < c; k++) {
+                const gi = act(o + k);
+                sg[k] += gi;
+                sgx[k] += gi * xhat[o + k];
+              }
+            }
+            for (let k = 0; k < c; k++) {
+              sg[k] /= s;
+              sgx[k] /= s;
+            }
+            for (let o = start; o < end; o += c) {
+              for (let k = 0; k < c; k++) {
+                dx[o + k] = rstd[b * c + k] * (act(o + k) - sg[k] - xhat[o + k] * sgx[k]);
+              }
+            }
+          }
+          count("InstanceNormGrad", true);
+          return tf.tensor(dx, input.shape);
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(x) as T;
 }

@@ -85,6 +85,11 @@ const SYMBOLS = {
     parameters: ["buffer", "pointer", "pointer", "pointer", "pointer", "pointer"],
     result: "i32",
   },
+  dnnl_concat_primitive_desc_create: {
+    parameters: ["buffer", "buffer", "i32", "i32", "buffer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_memory_desc_init_submemory: { parameters: ["buffer", "buffer", "buffer", "buffer"], result: "i32" },
   dnnl_memory_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
   dnnl_memory_set_data_handle: { parameters: ["pointer", "buffer"], result: "i32" },
   dnnl_primitive_execute: { parameters: ["pointer", "pointer", "i32", "buffer"], result: "i32" },
@@ -114,7 +119,7 @@ type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 // oneapi/dnnl/dnnl_types.h 2.6
 const F32 = 3;
 const TAG_ANY = 1;
-const TAG = { nhwc: 20, ndhwc: 21, hwio: 30, dhwio: 32 } as const;
+const TAG = { ab: 3, nhwc: 20, ndhwc: 21, hwio: 30, dhwio: 32 } as const;
 const ENGINE_CPU = 1;
 const STREAM_DEFAULT = 1;
 export const PROP = {
@@ -143,6 +148,7 @@ export const ARG = {
   diffSrc: 129,
   diffDst: 145,
   diffWeights: 161,
+  multipleSrc: 1024,
 } as const;
 const MEMORY_DESC_BYTES = 696;
 const OP_DESC_BYTES = 8192; // sizeof(dnnl_convolution_desc_t) is 5976, pooling 3288
@@ -600,4 +606,95 @@ export function sgemm(
       BigInt(n),
     ),
   );
+}
+
+/**
+ * Concatenation along the columns of row-major [rows, cols_j] matrices (any tensor concatenated
+ * along one axis is this, with rows the product of the outer axes), as oneDNN's concat primitive:
+ * multithreaded row copies, where a JavaScript loop copies the short channel runs of a
+ * channels-last concatenation element by element.
+ */
+export class ConcatPrimitive {
+  readonly impl: string;
+  private readonly primitive: Deno.PointerValue;
+  private readonly srcs: Deno.PointerValue[];
+  private readonly dst: Deno.PointerValue;
+
+  constructor(readonly rows: number, readonly cols: number[]) {
+    const r = rt();
+    const total = cols.reduce((a, b) => a + b, 0);
+    const srcMds = cols.map((c) => memoryDesc([rows, c], TAG.ab));
+    const packed = new Uint8Array(MEMORY_DESC_BYTES * cols.length);
+    srcMds.forEach((md, i) => packed.set(md, i * MEMORY_DESC_BYTES));
+    const dstMd = memoryDesc([rows, total], TAG.ab);
+    const pd = outPointer();
+    check(
+      "dnnl_concat_primitive_desc_create",
+      r.lib.dnnl_concat_primitive_desc_create(pd, dstMd, cols.length, 1, packed, null, r.engine),
+    );
+    this.impl = implName(ptr(pd));
+    this.primitive = createPrimitive(ptr(pd));
+    const of = (md: Uint8Array) => Deno.UnsafePointer.of(md as Uint8Array<ArrayBuffer>);
+    this.srcs = srcMds.map((md) => createMemory(of(md), null));
+    this.dst = createMemory(of(dstMd), null);
+  }
+
+  run(srcs: Float32Array[], out: Float32Array): void {
+    const lib = rt().lib;
+    srcs.forEach((v, i) =>
+      check("dnnl_memory_set_data_handle", lib.dnnl_memory_set_data_handle(this.srcs[i], v))
+    );
+    check("dnnl_memory_set_data_handle", lib.dnnl_memory_set_data_handle(this.dst, out));
+    execute(this.primitive, [
+      ...this.srcs.map((m, i): [number, Deno.PointerValue] => [ARG.multipleSrc + i, m]),
+      [
+        ARG.dst,
+        this.dst,
+      ],
+    ]);
+  }
+}
+
+/**
+ * The inverse: a row-major [rows, sum cols_j] matrix split into its column blocks, one oneDNN
+ * reorder per block from a sub-memory view of the input.
+ */
+export class SplitPrimitive {
+  private readonly parts: { reorder: Deno.PointerValue; src: Deno.PointerValue; dst: Deno.PointerValue }[];
+
+  constructor(readonly rows: number, readonly cols: number[]) {
+    const r = rt();
+    const total = cols.reduce((a, b) => a + b, 0);
+    const parentMd = memoryDesc([rows, total], TAG.ab);
+    let offset = 0;
+    this.parts = cols.map((c) => {
+      const sub = new Uint8Array(MEMORY_DESC_BYTES);
+      check(
+        "dnnl_memory_desc_init_submemory",
+        r.lib.dnnl_memory_desc_init_submemory(sub, parentMd, dims([rows, c]), dims([0, offset])),
+      );
+      offset += c;
+      const dstMd = memoryDesc([rows, c], TAG.ab);
+      const of = (md: Uint8Array) => Deno.UnsafePointer.of(md as Uint8Array<ArrayBuffer>);
+      const pd = outPointer();
+      check(
+        "dnnl_reorder_primitive_desc_create",
+        r.lib.dnnl_reorder_primitive_desc_create(pd, of(sub), r.engine, of(dstMd), r.engine, null),
+      );
+      return {
+        reorder: createPrimitive(ptr(pd)),
+        src: createMemory(of(sub), null),
+        dst: createMemory(of(dstMd), null),
+      };
+    });
+  }
+
+  run(x: Float32Array, outs: Float32Array[]): void {
+    const lib = rt().lib;
+    this.parts.forEach((p, i) => {
+      check("dnnl_memory_set_data_handle", lib.dnnl_memory_set_data_handle(p.src, x));
+      check("dnnl_memory_set_data_handle", lib.dnnl_memory_set_data_handle(p.dst, outs[i]));
+      execute(p.reorder, [[ARG.src, p.src], [ARG.dst, p.dst]]);
+    });
+  }
 }
