@@ -310,7 +310,7 @@ Deno.test({
       if (resumeFrom) {
         const w = await resumeFrom.getWeights();
         // the resumed optimizer continues from the other's state, with this run's own variables
-        await opt.setWeights(w.map((e, i) => ({ name: e.name, tensor: e.tensor.clone() })));
+        await opt.setWeights(w.map((e) => ({ name: e.name, tensor: e.tensor.clone() })));
       }
       const start = resumeFrom ? 3 : 0;
       for (let step = start; step < start + 3; step++) {
