@@ -6,7 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Module } from "../lib/nn/module.ts";
-import { relu, upsampleNearest2x } from "../lib/nn/ops.ts";
+import { upsampleNearest2x } from "../lib/nn/ops.ts";
 
 class Block extends Module {
   private readonly a: Conv;
@@ -17,7 +17,7 @@ class Block extends Module {
     this.b = this.child("b", new Conv(init, 3, cout, cout, 3, { bias: true }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    return relu(this.b.apply(relu(this.a.apply(x))));
+    return this.b.applyActivated(this.a.applyActivated(x, 0), 0);
   }
 }
 

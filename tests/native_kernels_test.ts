@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
-import { adam } from "../lib/nn/module.ts";
+import { adam, Conv, Init } from "../lib/nn/module.ts";
 import {
   gradCheck,
   initBackend,
@@ -18,6 +18,7 @@ import {
 } from "../lib/mod.ts";
 import {
   broadcastBlock,
+  fastConvBias,
   nativeImplementations,
   nativeKernelsActive,
   nativeKernelStats,
@@ -345,6 +346,16 @@ Deno.test({
     close(refMore.out, fusedFromRef.out, "fused resumed from tfjs state");
     const refFromFused = await run(() => tf.train.adam(0.01, 0.9, 0.999, 1e-8), false, fused.opt);
     close(refMore.out, refFromFused.out, "tfjs resumed from fused state");
+    // in place where no other tensor shares a parameter's buffer; a clone keeps its values
+    const param = tf.variable(randn([6], 120));
+    const snapshot = param.clone(), before = snapshot.dataSync().slice();
+    const opt = adam(0.1);
+    const g = randn([6], 121);
+    opt.applyGradients([{ name: param.name, tensor: g }]);
+    assertEquals(Array.from(snapshot.dataSync()), Array.from(before));
+    assert(param.dataSync().every((v, k) => v !== before[k]), "the parameter moved");
+    tf.dispose([param, snapshot, g]);
+    opt.dispose();
     const layout = (ws: { name: string }[]) => ws.map((w, i) => i === 0 ? w.name : w.name.slice(-2));
     assertEquals(layout(await fused.opt.getWeights()), layout(await ref.opt.getWeights()));
     [ref, fused, fallback, refMore, fusedFromRef, refFromFused].forEach((r) => r.opt.dispose());
@@ -408,5 +419,65 @@ Deno.test({
     assert(used.some((k) => k.startsWith("concat|") && k !== "concat|"), `oneDNN concat not used: ${used}`);
     assert(used.some((k) => k.startsWith("split|")), `oneDNN split not used: ${used}`);
     tf.dispose([a, b, c, r]);
+  },
+});
+
+Deno.test({
+  name: "convolution + bias (+ leaky ReLU) fused in oneDNN: values and all three gradients match tfjs ops",
+  ignore: !ACTIVE,
+  fn() {
+    const cases: {
+      x: number[];
+      w: number[];
+      s: number | number[];
+      pad: "same" | "valid";
+      slope: number | null;
+    }[] = [
+      { x: [1, 7, 6, 5, 3], w: [3, 3, 3, 3, 4], s: 1, pad: "same", slope: 0 },
+      { x: [2, 8, 7, 6, 2], w: [4, 4, 4, 2, 5], s: 2, pad: "same", slope: 0.01 },
+      { x: [1, 6, 6, 6, 4], w: [1, 1, 1, 4, 2], s: 1, pad: "valid", slope: null },
+      { x: [3, 9, 8, 3], w: [3, 3, 3, 6], s: [1, 2], pad: "same", slope: 0.2 },
+    ];
+    cases.forEach(({ x, w, s, pad, slope }, i) => {
+      const xt = randn(x, 130 + i), wt = randn(w, 140 + i), bt = randn([w[w.length - 1]], 150 + i);
+      const fast = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+        fastConvBias(a as tf.Tensor5D, b, c as tf.Tensor1D, s, pad, slope)!;
+      const ref = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => {
+        const z = tf.add(
+          a.rank === 5
+            ? tf.conv3d(a as tf.Tensor5D, b as tf.Tensor5D, s as number, pad)
+            : tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, s as [number, number], pad),
+          c,
+        );
+        return slope === null ? z : tf.leakyRelu(z, slope);
+      };
+      const r = tf.tidy(() => tf.onesLike(ref(xt, wt, bt)).mul(randn(ref(xt, wt, bt).shape, 160 + i)));
+      const run = (
+        f: typeof ref,
+      ) => [f(xt, wt, bt), ...tf.grads((a, b, c) => tf.sum(tf.mul(f(a, b, c), r)))([xt, wt, bt])];
+      const want = tf.tidy(() => run(ref).map((t) => Float32Array.from(t.dataSync())));
+      const got = tf.tidy(() => run(fast).map((t) => Float32Array.from(t.dataSync())));
+      const name = `case ${i} x[${x}] w[${w}] s${s} ${pad} slope ${slope}`;
+      want.forEach((a, k) => {
+        const scale = a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const err = a.reduce((m, v, j) => Math.max(m, Math.abs(v - got[k][j])), 0);
+        assert(scale > 0 && err <= TOL * scale, `${name}: output ${k} differs by ${err} (scale ${scale})`);
+      });
+      const fd = gradCheck(fast, [xt, wt, bt], { samples: 12, eps: 1e-3 });
+      assert(fd.maxRelError < 5e-3, `${name}: finite differences ${JSON.stringify(fd.worst)}`);
+      tf.dispose([xt, wt, bt, r]);
+    });
+    // the module path: Conv.applyActivated fuses when the native kernels are on, composes when off
+    const conv = new Conv(new Init(3), 3, 2, 3, 3, { bias: true });
+    const xin = randn([1, 5, 5, 5, 2], 170);
+    const before = nativeKernelStats.get("ConvBias")?.native ?? 0;
+    const on = conv.applyActivated(xin as tf.Tensor5D, 0.01).dataSync().slice();
+    assert((nativeKernelStats.get("ConvBias")?.native ?? 0) > before, "Conv.applyActivated did not fuse");
+    setNativeKernels(false);
+    const off = conv.applyActivated(xin as tf.Tensor5D, 0.01).dataSync().slice();
+    setNativeKernels(true);
+    assert(on.every((v, k) => Math.abs(v - off[k]) < 1e-5), "fused and composed Conv differ");
+    conv.dispose();
+    xin.dispose();
   },
 });

@@ -7,7 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Linear, Module } from "../nn/module.ts";
-import { instanceNormLeakyRelu, leakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
+import { instanceNormLeakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
 
 /**
  * Normalisation inside a ConvBlock. `instance` (the authors' code): InstanceNorm without affine
@@ -70,9 +70,9 @@ export class ConvBlock extends Module {
     );
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const c = this.conv.apply(x);
-    if (this.norm === "instance") return instanceNormLeakyRelu(c, this.activation === "relu" ? 0 : 0.01);
-    return this.activation === "relu" ? relu(c) : leakyRelu(c);
+    const slope = this.activation === "relu" ? 0 : 0.01;
+    if (this.norm === "instance") return instanceNormLeakyRelu(this.conv.apply(x), slope);
+    return this.conv.applyActivated(x, slope);
   }
 }
 

@@ -67,15 +67,17 @@ export class FusedAdam extends tf.Optimizer {
     this.incrementIterations();
   }
 
-  /** One pass over the parameter: new arrays, so no tensor sharing the old buffers changes. */
+  /**
+   * One pass over the parameter. Buffers that no other tensor shares (the cpu backend's reference
+   * count is 1: always the moments, and the parameter unless something cloned it) are updated in
+   * place; a shared one gets a new buffer, so a clone keeps its values.
+   */
   private fusedUpdate(x: tf.Variable, m: tf.Variable, v: tf.Variable, g: tf.Tensor, c1: number, c2: number) {
-    const gv = g.dataSync() as Float32Array, xv = x.dataSync() as Float32Array;
-    const mv = m.dataSync() as Float32Array, vv = v.dataSync() as Float32Array;
-    const n = gv.length;
-    const xn = new Float32Array(n), mn = new Float32Array(n), vn = new Float32Array(n);
+    const gv = g.dataSync() as Float32Array;
+    const [xv, xn] = target(x), [mv, mn] = target(m), [vv, vn] = target(v);
     const { beta1: b1, beta2: b2, epsilon: eps, learningRate: lr } = this;
     const a1 = 1 - b1, a2 = 1 - b2;
-    for (let j = 0; j < n; j++) {
+    for (let j = 0; j < gv.length; j++) {
       const gj = gv[j];
       const mj = b1 * mv[j] + a1 * gj;
       const vj = b2 * vv[j] + a2 * gj * gj;
@@ -83,9 +85,9 @@ export class FusedAdam extends tf.Optimizer {
       vn[j] = vj;
       xn[j] = xv[j] - (lr * (mj / c1)) / (Math.sqrt(vj / c2) + eps);
     }
-    assignArray(m, mn);
-    assignArray(v, vn);
-    assignArray(x, xn);
+    for (const [t, old, next] of [[x, xv, xn], [m, mv, mn], [v, vv, vn]] as const) {
+      if (next !== old) assignArray(t, next);
+    }
   }
 
   private tensorUpdate(x: tf.Variable, m: tf.Variable, v: tf.Variable, g: tf.Tensor, c1: number, c2: number) {
@@ -133,6 +135,13 @@ export class FusedAdam extends tf.Optimizer {
 
 function zeroVariable(like: tf.Tensor): tf.Variable {
   return tf.tidy(() => tf.zerosLike(like).variable(false));
+}
+
+/** A variable's current values and the array its new values go to (the same one when exclusive). */
+function target(t: tf.Variable): [Float32Array, Float32Array] {
+  const values = t.dataSync() as Float32Array;
+  const refs = (tf.backend() as unknown as { refCount(id: object): number }).refCount(t.dataId);
+  return [values, refs === 1 ? values : new Float32Array(values.length)];
 }
 
 function assignArray(target: tf.Variable, data: Float32Array): void {

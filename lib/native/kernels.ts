@@ -1002,3 +1002,84 @@ export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: 
   );
   return op(x) as T;
 }
+
+/**
+ * A convolution with its bias and an optional leaky ReLU (slope >= 0; 0 is ReLU) as one oneDNN
+ * primitive (bias and activation fused into the convolution's output pass), and its gradient with
+ * the bias gradient from the weights-gradient primitive: where tfjs adds the bias, activates and,
+ * backwards, masks and sums dy over every position in separate passes. The activation's gradient
+ * is read from the output's sign. Channels-last 4D (2D) or 5D (3D) float32 on the cpu backend;
+ * null elsewhere (callers compose tfjs ops, the reference this is tested against).
+ */
+export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
+  x: T,
+  weight: tf.Tensor,
+  bias: tf.Tensor1D,
+  strides: number | number[],
+  padding: "same" | "valid",
+  slope: number | null,
+): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  if (slope !== null && !(slope >= 0)) return null;
+  const g = x.rank === 5
+    ? conv3dGeometry(
+      tf.backend_util.computeConv3DInfo(
+        x.shape as [number, number, number, number, number],
+        weight.shape as [number, number, number, number, number],
+        strides as number | [number, number, number],
+        1,
+        padding,
+      ),
+    )
+    : conv2dGeometry(
+      tf.backend_util.computeConv2DInfo(
+        x.shape as [number, number, number, number],
+        weight.shape as [number, number, number, number],
+        strides as number | [number, number],
+        1,
+        padding,
+      ),
+    );
+  const key = `${slope}|${JSON.stringify(g)}`;
+  const fwd = cached(convCache, `forward+bias|${key}`, () => new ConvPrimitive(g, "forward", true, slope));
+  if (!fwd) return null;
+  const data = cached(
+    convCache,
+    `backwardData|${JSON.stringify(g)}`,
+    () => new ConvPrimitive(g, "backwardData"),
+  );
+  const weights = cached(
+    convCache,
+    `backwardWeights+bias|${JSON.stringify(g)}`,
+    () => new ConvPrimitive(g, "backwardWeights", true),
+  );
+  if (!data || !weights) return null;
+  const outShape = [g.batch, ...g.outSize, g.outChannels];
+  const op = tf.customGrad(
+    ((input: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => {
+      const xv = input.dataSync() as Float32Array, wv = w.dataSync() as Float32Array;
+      const y = new Float32Array(outShape.reduce((p, q) => p * q, 1));
+      fwd.run(xv, wv, y, b.dataSync() as Float32Array);
+      count("ConvBias", true);
+      return {
+        value: tf.tensor(y, outShape),
+        gradFunc: (dy: tf.Tensor) => {
+          let gv = dy.dataSync() as Float32Array;
+          if (slope !== null) {
+            const masked = new Float32Array(gv.length);
+            for (let i = 0; i < gv.length; i++) masked[i] = y[i] > 0 ? gv[i] : gv[i] * slope;
+            gv = masked;
+          }
+          const dx = new Float32Array(xv.length), dw = new Float32Array(wv.length);
+          const db = new Float32Array(g.outChannels);
+          data.run(gv, wv, dx);
+          weights.run(xv, gv, dw, db);
+          count("ConvBiasGrad", true);
+          return [tf.tensor(dx, input.shape), tf.tensor(dw, w.shape), tf.tensor(db, b.shape)];
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(x, weight, bias) as T;
+}

@@ -85,6 +85,10 @@ const SYMBOLS = {
     parameters: ["buffer", "pointer", "pointer", "pointer", "pointer", "pointer"],
     result: "i32",
   },
+  dnnl_primitive_attr_create: { parameters: ["buffer"], result: "i32" },
+  dnnl_post_ops_create: { parameters: ["buffer"], result: "i32" },
+  dnnl_post_ops_append_eltwise: { parameters: ["pointer", "f32", "i32", "f32", "f32"], result: "i32" },
+  dnnl_primitive_attr_set_post_ops: { parameters: ["pointer", "pointer"], result: "i32" },
   dnnl_concat_primitive_desc_create: {
     parameters: ["buffer", "buffer", "i32", "i32", "buffer", "pointer", "pointer"],
     result: "i32",
@@ -119,7 +123,7 @@ type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 // oneapi/dnnl/dnnl_types.h 2.6
 const F32 = 3;
 const TAG_ANY = 1;
-const TAG = { ab: 3, nhwc: 20, ndhwc: 21, hwio: 30, dhwio: 32 } as const;
+const TAG = { a: 2, ab: 3, nhwc: 20, ndhwc: 21, hwio: 30, dhwio: 32 } as const;
 const ENGINE_CPU = 1;
 const STREAM_DEFAULT = 1;
 export const PROP = {
@@ -129,6 +133,7 @@ export const PROP = {
   backwardWeights: 192,
 } as const;
 const CONV_DIRECT = 1;
+const ELTWISE_RELU = 0x1f;
 const POOL_MAX = 511;
 const QUERY = {
   implInfoStr: 8,
@@ -144,10 +149,12 @@ export const ARG = {
   src: 1,
   dst: 17,
   weights: 33,
+  bias: 41,
   workspace: 64,
   diffSrc: 129,
   diffDst: 145,
   diffWeights: 161,
+  diffBias: 169,
   multipleSrc: 1024,
 } as const;
 const MEMORY_DESC_BYTES = 696;
@@ -263,11 +270,26 @@ function memoryDesc(logical: readonly number[], tag: number): Uint8Array {
   return md;
 }
 
-function createPrimitiveDesc(opDesc: Uint8Array, hint: Deno.PointerValue = null): Deno.PointerValue {
+function createPrimitiveDesc(
+  opDesc: Uint8Array,
+  hint: Deno.PointerValue = null,
+  attr: Deno.PointerValue = null,
+): Deno.PointerValue {
   const r = rt();
   const pd = outPointer();
-  check("dnnl_primitive_desc_create", r.lib.dnnl_primitive_desc_create(pd, opDesc, null, r.engine, hint));
+  check("dnnl_primitive_desc_create", r.lib.dnnl_primitive_desc_create(pd, opDesc, attr, r.engine, hint));
   return ptr(pd);
+}
+
+/** Primitive attributes with one post-op: leaky ReLU of slope `slope` (oneDNN's relu with alpha). */
+function reluAttr(slope: number): Deno.PointerValue {
+  const lib = rt().lib;
+  const attr = outPointer(), po = outPointer();
+  check("dnnl_primitive_attr_create", lib.dnnl_primitive_attr_create(attr));
+  check("dnnl_post_ops_create", lib.dnnl_post_ops_create(po));
+  check("dnnl_post_ops_append_eltwise", lib.dnnl_post_ops_append_eltwise(ptr(po), 1, ELTWISE_RELU, slope, 0));
+  check("dnnl_primitive_attr_set_post_ops", lib.dnnl_primitive_attr_set_post_ops(ptr(attr), ptr(po)));
+  return ptr(attr);
 }
 
 function createPrimitive(pd: Deno.PointerValue): Deno.PointerValue {
@@ -369,8 +391,20 @@ export class ConvPrimitive {
   private readonly primitive: Deno.PointerValue;
   private readonly operands: Operand[];
   private readonly workspace: Deno.PointerValue | null = null;
+  /** The bias (forward) or its gradient (backwardWeights), when the primitive has one. */
+  private readonly biasMemory: Deno.PointerValue | null = null;
 
-  constructor(readonly g: ConvGeometry, readonly direction: ConvDirection) {
+  /**
+   * `bias`: the forward adds a per-channel bias and the weights gradient also gives the bias's
+   * gradient (the sum of dy over positions). `slope`: the forward ends in a leaky ReLU of that
+   * slope (0: ReLU) as a oneDNN post-op.
+   */
+  constructor(
+    readonly g: ConvGeometry,
+    readonly direction: ConvDirection,
+    readonly bias = false,
+    readonly slope: number | null = null,
+  ) {
     const r = rt();
     const nd = g.inSize.length;
     const actTag = nd === 3 ? TAG.ndhwc : TAG.nhwc;
@@ -384,6 +418,8 @@ export class ConvPrimitive {
     const dil = dims(g.dilations.map((d) => d - 1));
     const padL = dims(g.padBefore);
     const padR = dims(g.padAfter);
+    const biasMd = memoryDesc([g.outChannels], TAG.a);
+    const biasPtr = bias ? Deno.UnsafePointer.of(biasMd as Uint8Array<ArrayBuffer>) : null;
 
     const fwdDesc = new Uint8Array(OP_DESC_BYTES);
     check(
@@ -394,7 +430,7 @@ export class ConvPrimitive {
         CONV_DIRECT,
         src,
         wAny,
-        null,
+        biasPtr,
         dst,
         strides,
         dil,
@@ -402,7 +438,8 @@ export class ConvPrimitive {
         padR,
       ),
     );
-    const fwdPd = createPrimitiveDesc(fwdDesc);
+    const attr = direction === "forward" && slope !== null ? reluAttr(slope) : null;
+    const fwdPd = createPrimitiveDesc(fwdDesc, null, attr);
     let pd = fwdPd;
     if (direction === "backwardData") {
       const desc = new Uint8Array(OP_DESC_BYTES);
@@ -430,7 +467,7 @@ export class ConvPrimitive {
           CONV_DIRECT,
           src,
           wAny,
-          null,
+          biasPtr,
           dst,
           strides,
           dil,
@@ -440,6 +477,7 @@ export class ConvPrimitive {
       );
       pd = createPrimitiveDesc(desc, fwdPd);
     }
+    if (bias && direction !== "backwardData") this.biasMemory = createMemory(biasPtr, null);
     this.impl = implName(pd);
     this.primitive = createPrimitive(pd);
     const q = (what: number) => r.lib.dnnl_primitive_desc_query_md(pd, what, 0);
@@ -470,10 +508,11 @@ export class ConvPrimitive {
   }
 
   /**
-   * forward: (x, filter) -> y; backwardData: (dy, filter) -> dx; backwardWeights: (x, dy) -> dw.
+   * forward: (x, filter[, bias]) -> y; backwardData: (dy, filter) -> dx; backwardWeights: (x, dy)
+   * -> dw [and the bias gradient into `bias`].
    * Arrays are channels-last float32 in tfjs layout; `out` is written in full.
    */
-  run(a: Float32Array, b: Float32Array, out: Float32Array): void {
+  run(a: Float32Array, b: Float32Array, out: Float32Array, bias?: Float32Array): void {
     const [opA, opB, opOut] = this.operands;
     opA.bind(a);
     opB.bind(b);
@@ -482,6 +521,13 @@ export class ConvPrimitive {
     opB.reorderIn();
     const args: [number, Deno.PointerValue][] = this.operands.map((o) => [o.arg, o.memory]);
     if (this.workspace) args.push([ARG.workspace, this.workspace]);
+    if (this.biasMemory) {
+      if (!bias || bias.length !== this.g.outChannels) {
+        throw new RangeError("ConvPrimitive: bias array missing");
+      }
+      check("dnnl_memory_set_data_handle", rt().lib.dnnl_memory_set_data_handle(this.biasMemory, bias));
+      args.push([this.direction === "forward" ? ARG.bias : ARG.diffBias, this.biasMemory]);
+    }
     execute(this.primitive, args);
     opOut.reorderOut();
   }

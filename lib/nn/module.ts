@@ -8,7 +8,8 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { gaussian, mulberry32 } from "../random.ts";
-import { batchNorm } from "./ops.ts";
+import { batchNorm, leakyRelu, relu } from "./ops.ts";
+import { fastConvBias } from "../native/kernels.ts";
 import { FusedAdam } from "../native/adam.ts";
 
 /** A seeded source of initial weights. */
@@ -133,11 +134,29 @@ export class Conv extends Module {
   }
 
   apply<T extends tf.Tensor4D | tf.Tensor5D>(x: T): T {
+    if (this.bias) {
+      const fast = fastConvBias(x, this.weight, this.bias as tf.Tensor1D, this.stride, this.padding, null);
+      if (fast) return fast;
+    }
     let y = this.nd === 3
       ? tf.conv3d(x as tf.Tensor5D, this.weight as tf.Tensor5D, this.stride as number, this.padding)
       : tf.conv2d(x as tf.Tensor4D, this.weight as tf.Tensor4D, this.stride as number, this.padding);
     if (this.bias) y = tf.add(y, this.bias);
     return y as T;
+  }
+
+  /**
+   * Leaky ReLU (slope `slope`; 0 is ReLU) of the convolution plus bias: on the cpu backend one
+   * oneDNN primitive with the bias and activation fused (`fastConvBias`), else `apply` then the
+   * activation.
+   */
+  applyActivated<T extends tf.Tensor4D | tf.Tensor5D>(x: T, slope: number): T {
+    if (this.bias) {
+      const fast = fastConvBias(x, this.weight, this.bias as tf.Tensor1D, this.stride, this.padding, slope);
+      if (fast) return fast;
+    }
+    const y = this.apply(x);
+    return slope === 0 ? relu(y) : leakyRelu(y, slope);
   }
 }
 
