@@ -14,6 +14,7 @@ import { initBackend } from "../lib/backend.ts";
 import { peakRssMiB } from "../lib/memory.ts";
 import { adam } from "../lib/nn/module.ts";
 import { oneDnn, sgemm } from "../lib/native/onednn.ts";
+import { fusedConvFlops } from "../lib/native/kernels.ts";
 import { bceWithLogits, ReferenceUNet } from "./reference_unet.ts";
 import { CASE_MODELS } from "./models.ts";
 import { medianSeconds } from "./timing.ts";
@@ -59,8 +60,10 @@ const CONV_KERNELS = [
  * each of the forward, data-gradient and weight-gradient kernels costs 2 * outputVoxels * |W|.
  */
 export async function convFlops(f: () => tf.TensorContainer): Promise<number> {
+  const fusedBefore = fusedConvFlops.value;
   const prof = await tf.profile(f);
-  let flops = 0;
+  // convolutions fused with their bias and activation run outside tfjs's kernels and count their own
+  let flops = fusedConvFlops.value - fusedBefore;
   for (const k of prof.kernels) {
     if (!CONV_KERNELS.includes(k.name)) continue;
     const filter = k.name.endsWith("Filter") || k.name.endsWith("FilterV2")

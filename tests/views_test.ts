@@ -2,7 +2,7 @@
  * The three-view geometry: slicing and its inverse, the sagittal left/right merge, and both view
  * aggregations on constructed probability maps with hand-computed answers.
  */
-import { assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import {
   aggregateViews,
   fromSlices,
@@ -15,7 +15,13 @@ import {
   VIEWS,
 } from "../lib/data/views.ts";
 import { SAGITTAL_LABELS } from "../lib/train/wholebrain.ts";
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../lib/backend.ts";
+import { diceOf } from "../lib/train/pipeline.ts";
+import type { Subject } from "../lib/data/cohort.ts";
 import { LEFT_RIGHT_PAIRS, STRUCTURES } from "../lib/phantom/labels.ts";
+
+await initBackend("cpu", { quiet: true });
 
 const SHAPE: [number, number, number] = [3, 4, 5]; // [nk, nj, ni]
 const volume = Float32Array.from({ length: 60 }, (_, p) => p);
@@ -121,4 +127,29 @@ Deno.test("reconstructions of the views: their mean", () => {
     meanOfViews([Float32Array.from([1, 2]), Float32Array.from([3, 5]), Float32Array.from([2, 2])]),
     Float32Array.from([2, 3]),
   );
+});
+
+Deno.test("whole-brain Dice counts air as background where the task says so (validation = test scoring)", async () => {
+  // 2x2x2 scan: the first four voxels are air (input 0, label 0), the rest label 1; a network that
+  // labels everything 1 scores background Dice 0 unmasked, 1 with air as background
+  const input = Float32Array.of(0, 0, 0, 0, 0.5, 0.7, 0.2, 0.9);
+  const truth = Float32Array.of(0, 0, 0, 0, 1, 1, 1, 1);
+  const subject = {
+    id: "s",
+    split: "test",
+    shape: [2, 2, 2],
+    arrays: { "3T": input, structures: truth },
+    reference: null,
+  } as unknown as Subject;
+  const allOne = (x: tf.Tensor5D) => tf.concat([tf.zerosLike(x), tf.onesLike(x)], 4) as tf.Tensor5D;
+  const plain = await diceOf([subject], { input: "low-field", labels: "structures" }, 2, allOne);
+  const masked = await diceOf(
+    [subject],
+    { input: "low-field", labels: "structures", airIsBackground: true },
+    2,
+    allOne,
+  );
+  const near = (a: number, b: number) => Math.abs(a - b) < 1e-6;
+  assert(near(plain[0][1], 2 * 4 / (8 + 4)) && near(plain[0][0], 0), `unmasked ${plain[0]}`);
+  assert(near(masked[0][0], 1) && near(masked[0][1], 1), `masked ${masked[0]}`);
 });

@@ -82,6 +82,9 @@ const splitCache = new Map<string, SplitPrimitive | null>();
 /** Concatenations and splits of at least this many elements go to oneDNN (FFI costs a few microseconds). */
 const NATIVE_COPY_MIN = 16384;
 
+/** Convolution arithmetic (2 per multiply-add) of the fused convolutions run so far (the benchmark). */
+export const fusedConvFlops = { value: 0 };
+
 /** Counts of calls served natively and handed to JavaScript, per kernel (for the benchmark). */
 export const nativeKernelStats = new Map<string, { native: number; js: number }>();
 
@@ -1055,12 +1058,14 @@ export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
   );
   if (!data || !weights) return null;
   const outShape = [g.batch, ...g.outSize, g.outChannels];
+  const macs = outShape.reduce((p, q) => p * q, 1) * g.inChannels * g.kernel.reduce((p, q) => p * q, 1);
   const op = tf.customGrad(
     ((input: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => {
       const xv = input.dataSync() as Float32Array, wv = w.dataSync() as Float32Array;
       const y = new Float32Array(outShape.reduce((p, q) => p * q, 1));
       fwd.run(xv, wv, y, b.dataSync() as Float32Array);
       count("ConvBias", true);
+      fusedConvFlops.value += 2 * macs;
       return {
         value: tf.tensor(y, outShape),
         gradFunc: (dy: tf.Tensor) => {
@@ -1075,6 +1080,7 @@ export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
           data.run(gv, wv, dx);
           weights.run(xv, gv, dw, db);
           count("ConvBiasGrad", true);
+          fusedConvFlops.value += 4 * macs;
           return [tf.tensor(dx, input.shape), tf.tensor(dw, w.shape), tf.tensor(db, b.shape)];
         },
       };

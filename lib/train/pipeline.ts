@@ -1219,6 +1219,12 @@ export interface TissueSplits {
   input: SegmentationInput;
   /** The label array's key: `tissue` (the default) or `structures` (whole brain). */
   labels?: string;
+  /**
+   * Predictions are background wherever the input is exactly 0 (the whole-brain task, whose test
+   * scores and label maps mask air so: `WholeBrainModels.labels`), in validation too, so the
+   * checkpoint is chosen by the Dice it will be scored with.
+   */
+  airIsBackground?: boolean;
 }
 
 /**
@@ -1338,16 +1344,21 @@ function withLossWeights(subjects: Subject[], labelsKey: string): Subject[] {
 }
 
 /** Dice per class of each subject (`slices`: a 2D network predicting the view's slices). */
-async function diceOf(
+export async function diceOf(
   subjects: Subject[],
-  data: Pick<TissueSplits, "input" | "labels">,
+  data: Pick<TissueSplits, "input" | "labels" | "airIsBackground">,
   classes: number,
   predict: (x: tf.Tensor5D) => tf.Tensor5D,
   slices?: Slicing,
 ): Promise<number[][]> {
   const out: number[][] = [];
   for (const s of subjects) {
-    const labels = await predictVolume(s, segInput(s, data.input), (x) => labelsOf(predict(x)), slices);
+    const input = segInput(s, data.input);
+    const labels = await predictVolume(s, input, (x) => labelsOf(predict(x)), slices);
+    if (data.airIsBackground) {
+      const x = s.arrays[input];
+      for (let i = 0; i < labels.length; i++) if (x[i] === 0) labels[i] = 0;
+    }
     out.push(dicePerClass(labels, s.arrays[data.labels ?? "tissue"], classes));
   }
   return out;

@@ -192,7 +192,7 @@ export function wholeBrainSplits(subjects: Subject[]): TissueSplits {
       throw new Error(`wholebrain scan ${s.id}: no "${STRUCTURES_KEY}" label map`);
     }
   }
-  return { ...data, input: "low-field", labels: STRUCTURES_KEY };
+  return { ...data, input: "low-field", labels: STRUCTURES_KEY, airIsBackground: true };
 }
 
 /** A view's training data: the whole-brain splits with the view's labels (sagittal: merged). */
