@@ -782,7 +782,7 @@ export function installNativeKernels(): { active: boolean; description: string }
   return {
     active: true,
     description:
-      `oneDNN ${installed.version} kernels (${installed.path}) for convolutions, max pooling, matmul`,
+      `oneDNN ${installed.version} kernels (${installed.path}) for convolutions (bias and activation fused), max pooling, matmul, concatenation`,
   };
 }
 
