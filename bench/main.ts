@@ -164,7 +164,7 @@ const CASES: Case[] = [
   {
     name: "profile",
     description:
-      "default-profile teacher, KKN and 3D U-Net steps on a 32^3 patch and the whole-brain 2D U-Net step on a batch of 64^2 slices, with the time per kernel and outside kernels",
+      "default-profile teacher, KKN, patch discriminator and 3D U-Net steps on a 32^3 patch and the whole-brain 2D U-Net step on a batch of 64^2 slices, with the time per kernel and outside kernels",
     backends: ["cpu"],
     async run(steps) {
       const profile = await profileDefaultSteps(steps);

@@ -1,17 +1,25 @@
 /**
- * Where a training step's time goes: the default profile's teacher, KKN (with the frozen teacher
- * decoder) and 3D U-Net steps on one 32^3 patch, as the main job trains them, and the whole-brain
- * 2D U-Net's step on a batch of 64 x 64 slices (28 classes, its loss), each profiled with
- * `tf.profile` after a warm-up step. Per kernel name: calls and milliseconds (the native oneDNN
- * kernels' time includes their layout reorders); everything outside kernels (JavaScript, the
- * gradient tape, Adam's bookkeeping, allocation) is the step's wall time minus the kernels' sum.
+ * Where a training step's time goes: the default profile's teacher, KKN (through the frozen teacher
+ * decoder, with the adversarial term), patch discriminator and 3D U-Net steps on one 32^3 patch, as
+ * the main job trains them, and the whole-brain 2D U-Net's step on a batch of 64 x 64 slices (28
+ * classes, its loss), each profiled with `tf.profile` after a warm-up step. Per kernel name: calls
+ * and milliseconds (the native oneDNN kernels' time includes their layout reorders); everything
+ * outside kernels (JavaScript, the gradient tape, the fused operations' gradients, Adam,
+ * allocation) is the step's wall time minus the kernels' sum.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { adam, type Module } from "../lib/nn/module.ts";
 import { Teacher } from "../lib/models/teacher.ts";
-import { KnowledgeKeeper } from "../lib/models/keeper.ts";
+import { KnowledgeKeeper, PatchDiscriminator } from "../lib/models/keeper.ts";
 import { UNet3D } from "../lib/models/fusion.ts";
-import { classWeightMap, distillationLoss, l1, segmentationLoss } from "../lib/losses.ts";
+import {
+  adversarialLoss,
+  classWeightMap,
+  discriminatorLoss,
+  distillationLoss,
+  l1,
+  segmentationLoss,
+} from "../lib/losses.ts";
 import { profileConfig } from "../lib/train/pipeline.ts";
 import { medianSeconds } from "./timing.ts";
 
@@ -87,17 +95,30 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
   const teacher = new Teacher(cfg.teacher, 0);
   let i = 0;
   out.push(await profileStep("teacher", teacher, () => teacher.loss(y, ++i).total, steps));
+  // the KKN's step as phase 2 trains it: distillation, synthesis through the frozen teacher decoder
+  // and the adversarial term, then the patch discriminator's own step on real and synthesised images
   const kkn = new KnowledgeKeeper(cfg.keeper, 1);
+  const disc = new PatchDiscriminator(cfg.keeper.discriminatorNf, 2);
   const target = tf.tidy(() => teacher.encoder.apply(y));
-  const { lambdaSyn } = cfg.keeper;
+  const { lambdaSyn, lambdaAdv } = cfg.keeper;
   out.push(
     await profileStep("KKN", kkn, () => {
       const f = kkn.apply(x);
+      const syn = teacher.decoder.apply(f);
       return tf.add(
         distillationLoss(target, f, cfg.keeper.distribution),
-        tf.mul(lambdaSyn, l1(teacher.decoder.apply(f), y)),
+        tf.add(tf.mul(lambdaSyn, l1(syn, y)), tf.mul(lambdaAdv, adversarialLoss(disc.apply(syn)))),
       ) as tf.Scalar;
     }, steps),
+  );
+  const fake = tf.tidy(() => teacher.decoder.apply(kkn.apply(x)));
+  out.push(
+    await profileStep(
+      "KKN discriminator",
+      disc,
+      () => discriminatorLoss(disc.apply(y), disc.apply(fake)),
+      steps,
+    ),
   );
   const unet = new UNet3D(4, cfg.fusion.nf, cfg.fusion.levels, 2);
   const labels = tf.tidy(() => tf.cast(tf.floor(tf.mul(tf.reshape(x, [-1]), 3.999)), "int32"));
@@ -125,8 +146,8 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
       steps,
     ),
   );
-  tf.dispose([x, y, labels, slices, labels2d, weights, ...target]);
-  for (const m of [teacher, kkn, unet, unet2d]) m.dispose();
+  tf.dispose([x, y, fake, labels, slices, labels2d, weights, ...target]);
+  for (const m of [teacher, kkn, disc, unet, unet2d]) m.dispose();
   return out;
 }
 
