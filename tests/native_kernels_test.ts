@@ -346,13 +346,16 @@ Deno.test({
     close(refMore.out, fusedFromRef.out, "fused resumed from tfjs state");
     const refFromFused = await run(() => tf.train.adam(0.01, 0.9, 0.999, 1e-8), false, fused.opt);
     close(refMore.out, refFromFused.out, "tfjs resumed from fused state");
-    // in place where no other tensor shares a parameter's buffer; a clone keeps its values
+    // a clone, or a slice that views the parameter's buffer, taken before a step keeps its values
     const param = tf.variable(randn([6], 120));
     const snapshot = param.clone(), before = snapshot.dataSync().slice();
+    const view = tf.slice(param, [0], [3]), viewBefore = view.dataSync().slice();
     const opt = adam(0.1);
     const g = randn([6], 121);
     opt.applyGradients([{ name: param.name, tensor: g }]);
     assertEquals(Array.from(snapshot.dataSync()), Array.from(before));
+    assertEquals(Array.from(view.dataSync()), Array.from(viewBefore));
+    view.dispose();
     assert(param.dataSync().every((v, k) => v !== before[k]), "the parameter moved");
     tf.dispose([param, snapshot, g]);
     opt.dispose();

@@ -68,13 +68,15 @@ export class FusedAdam extends tf.Optimizer {
   }
 
   /**
-   * One pass over the parameter. Buffers that no other tensor shares (the cpu backend's reference
-   * count is 1: always the moments, and the parameter unless something cloned it) are updated in
-   * place; a shared one gets a new buffer, so a clone keeps its values.
+   * One pass over the parameter. The moments, which only this optimizer holds, are updated in place
+   * when no other tensor shares their buffers (the cpu backend's reference count is 1); the
+   * parameter always gets a new buffer, so a clone or a slice view of it taken before the step
+   * keeps its values, as with tfjs's optimizer.
    */
   private fusedUpdate(x: tf.Variable, m: tf.Variable, v: tf.Variable, g: tf.Tensor, c1: number, c2: number) {
     const gv = g.dataSync() as Float32Array;
-    const [xv, xn] = target(x), [mv, mn] = target(m), [vv, vn] = target(v);
+    const xv = x.dataSync() as Float32Array, xn = new Float32Array(xv.length);
+    const [mv, mn] = target(m), [vv, vn] = target(v);
     const { beta1: b1, beta2: b2, epsilon: eps, learningRate: lr } = this;
     const a1 = 1 - b1, a2 = 1 - b2;
     for (let j = 0; j < gv.length; j++) {
@@ -137,7 +139,7 @@ function zeroVariable(like: tf.Tensor): tf.Variable {
   return tf.tidy(() => tf.zerosLike(like).variable(false));
 }
 
-/** A variable's current values and the array its new values go to (the same one when exclusive). */
+/** A moment's current values and the array its new values go to (the same one when unshared). */
 function target(t: tf.Variable): [Float32Array, Float32Array] {
   const values = t.dataSync() as Float32Array;
   const refs = (tf.backend() as unknown as { refCount(id: object): number }).refCount(t.dataId);
