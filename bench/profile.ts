@@ -1,17 +1,18 @@
 /**
  * Where a training step's time goes: the default profile's teacher, KKN (through the frozen teacher
  * decoder, with the adversarial term), patch discriminator and 3D U-Net steps on one 32^3 patch, as
- * the main job trains them, and the whole-brain 2D U-Net's step on a batch of 64 x 64 slices (28
- * classes, its loss), each profiled with `tf.profile` after a warm-up step. Per kernel name: calls
- * and milliseconds (the native oneDNN kernels' time includes their layout reorders); everything
- * outside kernels (JavaScript, the gradient tape, the fused operations' gradients, Adam,
- * allocation) is the step's wall time minus the kernels' sum.
+ * the main job trains them, and the whole-brain 2D U-Net's, QuickNAT's and FastSurfer-CNN's steps on
+ * a batch of 64 x 64 slices (28 classes, their loss), each profiled with `tf.profile` after a
+ * warm-up step. Per kernel name: calls and milliseconds (the native oneDNN kernels' time includes
+ * their layout reorders); everything outside kernels (JavaScript, the gradient tape, the fused
+ * operations' gradients, Adam, allocation) is the step's wall time minus the kernels' sum.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { adam, type Module } from "../lib/nn/module.ts";
 import { Teacher } from "../lib/models/teacher.ts";
 import { KnowledgeKeeper, PatchDiscriminator } from "../lib/models/keeper.ts";
 import { UNet3D } from "../lib/models/fusion.ts";
+import { buildNetwork, NETWORKS, thickSlicesOf } from "../lib/models/networks.ts";
 import {
   adversarialLoss,
   classWeightMap,
@@ -146,6 +147,22 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
       steps,
     ),
   );
+  // the other whole-brain 2D networks at the same width, batch and loss (FastSurfer-CNN reads 7 slices)
+  for (const network of ["quicknat", "fastsurfer"] as const) {
+    const net = buildNetwork({ network, classes, nf: wb.nf, levels: wb.levels }, 5);
+    const channels = 2 * thickSlicesOf(network) + 1;
+    const input = tf.randomUniform([wb.batch, 1, ...SLICE, channels], 0, 1, "float32", 6) as tf.Tensor5D;
+    out.push(
+      await profileStep(
+        `${NETWORKS[network].label} (whole brain)`,
+        net,
+        () => segmentationLoss(wb.loss, net.decode(net.encode(input)), labels2d, weights),
+        steps,
+      ),
+    );
+    input.dispose();
+    net.dispose();
+  }
   tf.dispose([x, y, fake, labels, slices, labels2d, weights, ...target]);
   for (const m of [teacher, kkn, disc, unet, unet2d]) m.dispose();
   return out;

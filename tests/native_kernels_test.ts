@@ -19,6 +19,7 @@ import {
 import {
   broadcastBlock,
   fastConvBias,
+  fastPrelu,
   nativeImplementations,
   nativeKernelsActive,
   nativeKernelStats,
@@ -482,5 +483,32 @@ Deno.test({
     assert(on.every((v, k) => Math.abs(v - off[k]) < 1e-5), "fused and composed Conv differ");
     conv.dispose();
     xin.dispose();
+  },
+});
+
+Deno.test({
+  name: "fast PReLU with one shared slope: values and both gradients match tf.prelu",
+  ignore: !ACTIVE,
+  fn() {
+    const x = randn([2, 1, 6, 5, 3], 180), alpha = tf.tensor1d([0.25]), r = randn([2, 1, 6, 5, 3], 181);
+    const fast = (a: tf.Tensor, b: tf.Tensor) => fastPrelu(a, b)!;
+    const ref = (a: tf.Tensor, b: tf.Tensor) => tf.prelu(a, b);
+    const run = (f: typeof ref) =>
+      tf.tidy(() =>
+        [f(x, alpha), ...tf.grads((a, b) => tf.sum(tf.mul(f(a, b), r)))([x, alpha])].map((t) =>
+          Float32Array.from(t.dataSync())
+        )
+      );
+    const want = run(ref), got = run(fast);
+    want.forEach((a, k) => {
+      const err = a.reduce((m, v, j) => Math.max(m, Math.abs(v - got[k][j])), 0);
+      assert(err <= 1e-5 * Math.max(1, Math.abs(a[0])), `output ${k} differs by ${err}`);
+    });
+    const fd = gradCheck(fast, [x, alpha], { samples: 12, eps: 1e-3 });
+    assert(fd.maxRelError < 5e-3, `finite differences ${JSON.stringify(fd.worst)}`);
+    // a per-channel slope is not this path's: the caller falls back to tf.prelu
+    const perChannel = tf.tensor1d([0.1, 0.2, 0.3]);
+    assertEquals(fastPrelu(x, perChannel), null);
+    tf.dispose([x, alpha, r, perChannel]);
   },
 });

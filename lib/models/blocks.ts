@@ -7,6 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { Conv, Init, Linear, Module } from "../nn/module.ts";
+import { fastPrelu } from "../native/kernels.ts";
 import { instanceNormLeakyRelu, maxPoolWithMask, maxUnpool, relu } from "../nn/ops.ts";
 
 /**
@@ -188,7 +189,7 @@ export class SharedPReLU extends Module {
     this.alpha = this.param("alpha", tf.fill([1], 0.25));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    return tf.prelu(x, this.alpha as unknown as tf.Tensor5D);
+    return fastPrelu(x, this.alpha) ?? tf.prelu(x, this.alpha as unknown as tf.Tensor5D);
   }
 }
 

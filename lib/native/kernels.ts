@@ -1089,3 +1089,44 @@ export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
   );
   return op(x, weight, bias) as T;
 }
+
+/**
+ * PReLU with one learnable slope for every element (`alpha` of size 1, PyTorch's `nn.PReLU()`) on
+ * the cpu backend in one pass forward and one backward, the slope's gradient summed in double
+ * precision: tfjs's kernel broadcasts the slope element by element and differentiates through a
+ * comparison, two selects and products (over half of a QuickNAT step). Null elsewhere, or for a
+ * per-channel slope: callers use `tf.prelu`, the reference this is tested against.
+ */
+export function fastPrelu<T extends tf.Tensor>(x: T, alpha: tf.Tensor): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32" || alpha.size !== 1) {
+    return null;
+  }
+  const op = tf.customGrad(
+    ((input: tf.Tensor, slope: tf.Tensor) => {
+      const xv = input.dataSync() as Float32Array;
+      const a = slope.dataSync()[0];
+      const y = new Float32Array(xv.length);
+      for (let i = 0; i < xv.length; i++) y[i] = xv[i] > 0 ? xv[i] : xv[i] * a;
+      count("Prelu", true);
+      return {
+        value: tf.tensor(y, input.shape),
+        gradFunc: (dy: tf.Tensor) => {
+          const g = dy.dataSync() as Float32Array;
+          const dx = new Float32Array(g.length);
+          let da = 0;
+          for (let i = 0; i < g.length; i++) {
+            if (xv[i] > 0) dx[i] = g[i];
+            else {
+              dx[i] = g[i] * a;
+              da += g[i] * xv[i];
+            }
+          }
+          count("PreluGrad", true);
+          return [tf.tensor(dx, input.shape), tf.tensor([da], slope.shape)];
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(x, alpha) as T;
+}
