@@ -887,6 +887,13 @@ export function fastResample<T extends tf.Tensor4D | tf.Tensor5D>(x: T, tables: 
   return op(x) as T;
 }
 
+/** `x > 0 ? x : x * slope` elementwise, into a new array (leaky ReLU and PReLU forward). */
+function leakyValues(x: Float32Array, slope: number): Float32Array {
+  const y = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) y[i] = x[i] > 0 ? x[i] : x[i] * slope;
+  return y;
+}
+
 /**
  * Leaky ReLU (slope 0 gives ReLU) on the cpu backend in one pass forward and one backward
  * (tfjs computes its gradient from a mask, a select and a product: four passes); null elsewhere.
@@ -896,8 +903,7 @@ export function fastLeakyRelu<T extends tf.Tensor>(x: T, slope: number): T | nul
   const op = tf.customGrad(
     ((input: tf.Tensor) => {
       const xv = input.dataSync() as Float32Array;
-      const y = new Float32Array(xv.length);
-      for (let i = 0; i < xv.length; i++) y[i] = xv[i] > 0 ? xv[i] : xv[i] * slope;
+      const y = leakyValues(xv, slope);
       return {
         value: tf.tensor(y, input.shape),
         gradFunc: (dy: tf.Tensor) => {
@@ -962,11 +968,7 @@ export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: 
           for (let k = 0; k < c; k++) xhat[o + k] = (xv[o + k] - mean[k]) * rstd[b * c + k];
         }
       }
-      let y = xhat;
-      if (slope !== null) {
-        y = new Float32Array(xhat.length);
-        for (let i = 0; i < y.length; i++) y[i] = xhat[i] > 0 ? xhat[i] : xhat[i] * slope;
-      }
+      const y = slope === null ? xhat : leakyValues(xhat, slope);
       count("InstanceNorm", true);
       return {
         value: tf.tensor(y, input.shape),
@@ -1043,17 +1045,22 @@ export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
         padding,
       ),
     );
-  const key = `${slope}|${JSON.stringify(g)}`;
-  const fwd = cached(convCache, `forward+bias|${key}`, () => new ConvPrimitive(g, "forward", true, slope));
+  // the data-gradient primitive is the plain convolution's (same cache key as `runConv`'s)
+  const geometry = JSON.stringify(g);
+  const fwd = cached(
+    convCache,
+    `forward+bias|${slope}|${geometry}`,
+    () => new ConvPrimitive(g, "forward", true, slope),
+  );
   if (!fwd) return null;
   const data = cached(
     convCache,
-    `backwardData|${JSON.stringify(g)}`,
+    `backwardData|${geometry}`,
     () => new ConvPrimitive(g, "backwardData"),
   );
   const weights = cached(
     convCache,
-    `backwardWeights+bias|${JSON.stringify(g)}`,
+    `backwardWeights+bias|${geometry}`,
     () => new ConvPrimitive(g, "backwardWeights", true),
   );
   if (!data || !weights) return null;
@@ -1105,8 +1112,7 @@ export function fastPrelu<T extends tf.Tensor>(x: T, alpha: tf.Tensor): T | null
     ((input: tf.Tensor, slope: tf.Tensor) => {
       const xv = input.dataSync() as Float32Array;
       const a = slope.dataSync()[0];
-      const y = new Float32Array(xv.length);
-      for (let i = 0; i < xv.length; i++) y[i] = xv[i] > 0 ? xv[i] : xv[i] * a;
+      const y = leakyValues(xv, a);
       count("Prelu", true);
       return {
         value: tf.tensor(y, input.shape),

@@ -270,6 +270,11 @@ function memoryDesc(logical: readonly number[], tag: number): Uint8Array {
   return md;
 }
 
+/** A pointer to a memory descriptor built in JavaScript (oneDNN copies what it keeps). */
+function mdPointer(md: Uint8Array): Deno.PointerValue {
+  return Deno.UnsafePointer.of(md as Uint8Array<ArrayBuffer>);
+}
+
 function createPrimitiveDesc(
   opDesc: Uint8Array,
   hint: Deno.PointerValue = null,
@@ -323,7 +328,7 @@ class Operand {
 
   constructor(readonly arg: number, userMd: Uint8Array, primitiveMd: Deno.PointerValue, toUser: boolean) {
     const r = rt();
-    const userMdPtr = Deno.UnsafePointer.of(userMd as Uint8Array<ArrayBuffer>);
+    const userMdPtr = mdPointer(userMd);
     this.user = createMemory(userMdPtr, null);
     if (!primitiveMd || r.lib.dnnl_memory_desc_equal(userMdPtr, primitiveMd) === 1) return;
     this.internal = createMemory(primitiveMd, MEMORY_ALLOCATE);
@@ -419,7 +424,7 @@ export class ConvPrimitive {
     const padL = dims(g.padBefore);
     const padR = dims(g.padAfter);
     const biasMd = memoryDesc([g.outChannels], TAG.a);
-    const biasPtr = bias ? Deno.UnsafePointer.of(biasMd as Uint8Array<ArrayBuffer>) : null;
+    const biasPtr = bias ? mdPointer(biasMd) : null;
 
     const fwdDesc = new Uint8Array(OP_DESC_BYTES);
     check(
@@ -588,11 +593,10 @@ export class MaxPoolPrimitive {
     this.impl = implName(fpd);
     this.fwd = createPrimitive(fpd);
     this.bwd = createPrimitive(bpd);
-    const of = (md: Uint8Array) => Deno.UnsafePointer.of(md as Uint8Array<ArrayBuffer>);
-    this.src = createMemory(of(srcMd), null);
-    this.dst = createMemory(of(dstMd), null);
-    this.diffSrc = createMemory(of(srcMd), null);
-    this.diffDst = createMemory(of(dstMd), null);
+    this.src = createMemory(mdPointer(srcMd), null);
+    this.dst = createMemory(mdPointer(dstMd), null);
+    this.diffSrc = createMemory(mdPointer(srcMd), null);
+    this.diffDst = createMemory(mdPointer(dstMd), null);
     this.workspace = createMemory(
       r.lib.dnnl_primitive_desc_query_md(fpd, QUERY.workspaceMd, 0),
       MEMORY_ALLOCATE,
@@ -680,9 +684,8 @@ export class ConcatPrimitive {
     );
     this.impl = implName(ptr(pd));
     this.primitive = createPrimitive(ptr(pd));
-    const of = (md: Uint8Array) => Deno.UnsafePointer.of(md as Uint8Array<ArrayBuffer>);
-    this.srcs = srcMds.map((md) => createMemory(of(md), null));
-    this.dst = createMemory(of(dstMd), null);
+    this.srcs = srcMds.map((md) => createMemory(mdPointer(md), null));
+    this.dst = createMemory(mdPointer(dstMd), null);
   }
 
   run(srcs: Float32Array[], out: Float32Array): void {
@@ -721,16 +724,22 @@ export class SplitPrimitive {
       );
       offset += c;
       const dstMd = memoryDesc([rows, c], TAG.ab);
-      const of = (md: Uint8Array) => Deno.UnsafePointer.of(md as Uint8Array<ArrayBuffer>);
       const pd = outPointer();
       check(
         "dnnl_reorder_primitive_desc_create",
-        r.lib.dnnl_reorder_primitive_desc_create(pd, of(sub), r.engine, of(dstMd), r.engine, null),
+        r.lib.dnnl_reorder_primitive_desc_create(
+          pd,
+          mdPointer(sub),
+          r.engine,
+          mdPointer(dstMd),
+          r.engine,
+          null,
+        ),
       );
       return {
         reorder: createPrimitive(ptr(pd)),
-        src: createMemory(of(sub), null),
-        dst: createMemory(of(dstMd), null),
+        src: createMemory(mdPointer(sub), null),
+        dst: createMemory(mdPointer(dstMd), null),
       };
     });
   }

@@ -1345,6 +1345,12 @@ function withLossWeights(subjects: Subject[], labelsKey: string): Subject[] {
   });
 }
 
+/** Sets `labels` to background (0) wherever `input` is exactly 0: air of a skull-stripped scan. */
+export function airAsBackground(labels: Float32Array, input: Float32Array): Float32Array {
+  for (let i = 0; i < labels.length; i++) if (input[i] === 0) labels[i] = 0;
+  return labels;
+}
+
 /** Dice per class of each subject (`slices`: a 2D network predicting the view's slices). */
 export async function diceOf(
   subjects: Subject[],
@@ -1357,10 +1363,7 @@ export async function diceOf(
   for (const s of subjects) {
     const input = segInput(s, data.input);
     const labels = await predictVolume(s, input, (x) => labelsOf(predict(x)), slices);
-    if (data.airIsBackground) {
-      const x = s.arrays[input];
-      for (let i = 0; i < labels.length; i++) if (x[i] === 0) labels[i] = 0;
-    }
+    if (data.airIsBackground) airAsBackground(labels, s.arrays[input]);
     out.push(dicePerClass(labels, s.arrays[data.labels ?? "tissue"], classes));
   }
   return out;

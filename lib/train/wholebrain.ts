@@ -33,6 +33,7 @@ import { LEFT_RIGHT_PAIRS, STRUCTURES } from "../phantom/labels.ts";
 import { loaded } from "./state.ts";
 import type { Scores } from "./loop.ts";
 import {
+  airAsBackground,
   buildGuided,
   buildKeeper,
   buildSegmenter,
@@ -320,10 +321,7 @@ export class WholeBrainModels {
       probabilities[view ?? "axial"] = await this.probabilities(s, stage, view);
     }
     const mode = this.views[0] === null ? "average" : this.ctx.cfg.wholebrain.aggregation;
-    const labels = aggregateViews(probabilities, STRUCTURES.length, mode);
-    const input = s.arrays[segInput(s)];
-    for (let i = 0; i < labels.length; i++) if (input[i] === 0) labels[i] = 0;
-    return labels;
+    return airAsBackground(aggregateViews(probabilities, STRUCTURES.length, mode), s.arrays[segInput(s)]);
   }
 
   dispose(): void {
