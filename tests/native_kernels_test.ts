@@ -7,11 +7,15 @@ import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { adam, Conv, Init } from "../lib/nn/module.ts";
 import {
+  batchNorm,
   gradCheck,
   initBackend,
   instanceNorm,
   instanceNormLeakyRelu,
   leakyRelu,
+  maximum,
+  maxPoolWithMask,
+  maxUnpool,
   mulberry32,
   resizeLinear,
   upsampleNearest2x,
@@ -510,5 +514,100 @@ Deno.test({
     const perChannel = tf.tensor1d([0.1, 0.2, 0.3]);
     assertEquals(fastPrelu(x, perChannel), null);
     tf.dispose([x, alpha, r, perChannel]);
+  },
+});
+
+Deno.test({
+  name:
+    "fast batch norm (per-sample and batch statistics, affine): values and all three gradients match tfjs ops",
+  ignore: !ACTIVE,
+  fn() {
+    // hand-computed: one channel [1, 2, 3, 4] -> gamma (x - 2.5) / sqrt(1.25 + 1e-5) + beta
+    const hand = tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]);
+    const got = batchNorm(hand, tf.tensor1d([2]), tf.tensor1d([0.5]), 1e-5, true).dataSync();
+    [1, 2, 3, 4].forEach((v, i) => {
+      const want = (2 * (v - 2.5)) / Math.sqrt(1.25 + 1e-5) + 0.5;
+      assert(Math.abs(got[i] - want) < 1e-6, `hand value ${i}: ${got[i]} vs ${want}`);
+    });
+    hand.dispose();
+    const cases: [string, number[], boolean][] = [
+      ["per sample, 2D slices", [3, 1, 6, 5, 4], true],
+      ["batch statistics, batch 2", [2, 4, 5, 3, 3], false],
+      ["batch statistics, batch 1, 4D", [1, 6, 7, 2], false],
+    ];
+    cases.forEach(([name, shape, perSample], i) => {
+      const c = shape[shape.length - 1];
+      const x = tf.add(randn(shape, 200 + i), 3), r = randn(shape, 210 + i);
+      const gamma = tf.add(randn([c], 220 + i), 1), beta = randn([c], 230 + i);
+      const f = (t: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+        batchNorm(t as tf.Tensor5D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5, perSample);
+      compare(
+        name,
+        () => [f(x, gamma, beta), ...tf.grads((t, g, b) => tf.sum(tf.mul(f(t, g, b), r)))([x, gamma, beta])],
+        "InstanceNorm",
+      );
+      const fd = gradCheck(f, [x, gamma, beta], { samples: 16, eps: 1e-3 });
+      assert(fd.maxRelError < 5e-3, `${name}: finite differences ${JSON.stringify(fd.worst)}`);
+      tf.dispose([x, r, gamma, beta]);
+    });
+  },
+});
+
+Deno.test({
+  name: "fast pooling masks and max-unpooling (ties, odd sizes, 2D and 3D) and maxout match the tfjs ops",
+  ignore: !ACTIVE,
+  fn() {
+    // a constant first third (whole windows tie), distinct values after; odd sizes drop the last row
+    const tied = (shape: number[], seed: number) => {
+      const r = mulberry32(seed), n = shape.reduce((a, b) => a * b, 1);
+      return tf.tensor(Float32Array.from({ length: n }, (_, i) => (i < n / 3 ? 0 : r() * 2 - 1)), shape);
+    };
+    const quantised = (shape: number[], seed: number) => {
+      const r = mulberry32(seed);
+      return tf.tensor(
+        Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.round(r() * 2)),
+        shape,
+      );
+    };
+    const cases: number[][] = [[2, 6, 7, 3], [1, 5, 4, 6, 2], [3, 8, 8, 1]];
+    cases.forEach((shape, i) => {
+      const x = tied(shape, 240 + i);
+      const pooledShape = maxPoolWithMask(x as tf.Tensor4D).pooled.shape;
+      const y = randn(pooledShape, 250 + i);
+      const r = randn(
+        pooledShape.map((n, a) => (a === 0 || a === pooledShape.length - 1 ? n : 2 * n)),
+        260 + i,
+      );
+      compare(
+        `masks and unpooling [${shape}]`,
+        () => {
+          const { masks } = maxPoolWithMask(x as tf.Tensor4D);
+          const f = (t: tf.Tensor) => maxUnpool(t as tf.Tensor4D, masks as tf.Tensor4D[]);
+          return [...masks, f(y), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(f(t), r)))(y)];
+        },
+        "Unpool",
+      );
+      const { masks } = maxPoolWithMask(x as tf.Tensor4D);
+      const fd = gradCheck((t: tf.Tensor) => maxUnpool(t as tf.Tensor4D, masks as tf.Tensor4D[]), [y], {
+        samples: 12,
+        eps: 1e-3,
+      });
+      assert(fd.maxRelError < 5e-3, `unpooling [${shape}]: finite differences ${JSON.stringify(fd.worst)}`);
+      tf.dispose([x, y, r, ...masks]);
+    });
+    // maxout: ties send the gradient to the first argument, as tf.maximum
+    const a = quantised([2, 5, 4, 3], 270), b = quantised([2, 5, 4, 3], 271), r = randn([2, 5, 4, 3], 272);
+    compare(
+      "maximum with ties",
+      () => [
+        maximum(a, b),
+        ...tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(maximum(p, q), r)))([a, b]),
+      ],
+      "Maximum",
+    );
+    const u = randn([2, 5, 4, 3], 273), v = randn([2, 5, 4, 3], 274);
+    const fd = gradCheck((p: tf.Tensor, q: tf.Tensor) => maximum(p, q), [u, v], { samples: 12, eps: 1e-3 });
+    assert(fd.maxRelError < 5e-3, `maximum: finite differences ${JSON.stringify(fd.worst)}`);
+    tf.dispose([a, b, r, u, v]);
   },
 });

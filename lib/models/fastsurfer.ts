@@ -3,7 +3,7 @@
  * builds it (`../shared/reference/wave2-architectures.md` section 3.3), in 2D on thick slices:
  * the input is a slice with its `THICK_SLICES` neighbours on each side as channels
  * (`[B, 1, H, W, 2t + 1]`). Competitive dense blocks replace concatenation by maxout, the
- * elementwise maximum of two tensors (`tf.maximum`, whose gradient goes to the first argument on
+ * elementwise maximum of two tensors (`maximum`, whose gradient goes to the first argument on
  * ties: the new branch, listed first as FastSurfer stacks it):
  *
  * - Input block: `b = BN(x)`, `a1 = BN(Conv5x5(b))`, `a2 = BN(Conv5x5(PReLU(a1)))`,
@@ -23,6 +23,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { BatchNorm, Conv, Init, Module } from "../nn/module.ts";
 import { type Dims, kernelOf, SharedPReLU, UnpoolingNetwork } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
+import { maximum } from "../nn/ops.ts";
 
 /** Neighbouring slices on each side of the input slice (FastSurfer's 7-slice input: 3). */
 export const THICK_SLICES = 3;
@@ -67,10 +68,10 @@ export class CompetitiveDenseBlock extends Module {
     if (this.inputNorm) {
       const a1 = this.c1.apply(this.inputNorm.apply(x));
       const a2 = this.c2.apply(p(a1));
-      return this.c3.apply(p(tf.maximum(a2, a1) as tf.Tensor5D));
+      return this.c3.apply(p(maximum(a2, a1)));
     }
-    const m1 = tf.maximum(this.c1.apply(p(x)), x) as tf.Tensor5D;
-    const m2 = tf.maximum(this.c2.apply(p(m1)), m1) as tf.Tensor5D;
+    const m1 = maximum(this.c1.apply(p(x)), x);
+    const m2 = maximum(this.c2.apply(p(m1)), m1);
     return this.c3.apply(p(m2));
   }
 }
@@ -101,6 +102,6 @@ export class FastSurferCNN extends UnpoolingNetwork implements SegmentationNetwo
   }
   /** max(unpooled, skip): the zeros the unpooling leaves compete with the skip. */
   protected join(unpooled: tf.Tensor5D, skip: tf.Tensor5D): tf.Tensor5D {
-    return tf.maximum(unpooled, skip) as tf.Tensor5D;
+    return maximum(unpooled, skip);
   }
 }

@@ -31,6 +31,7 @@ import {
   UnpoolingNetwork,
 } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
+import { maximum } from "../nn/ops.ts";
 
 /** QuickNAT's kernel size and dropout rate (its `settings.ini`). */
 export const QUICKNAT = { kernel: 5, dropout: 0.2 } as const;
@@ -89,8 +90,8 @@ export class ChannelSpatialSE extends Module {
     this.spatial = this.child("spatial", new Conv(init, 3, c, 1, 1, { bias: true }));
   }
   apply(x: tf.Tensor5D): tf.Tensor5D {
-    const sse = tf.mul(x, tf.sigmoid(this.spatial.apply(x)));
-    return tf.maximum(this.channel.apply(x), sse) as tf.Tensor5D;
+    const sse = tf.mul(x, tf.sigmoid(this.spatial.apply(x))) as tf.Tensor5D;
+    return maximum(this.channel.apply(x), sse);
   }
 }
 

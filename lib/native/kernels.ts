@@ -932,22 +932,34 @@ export function nativeImplementations(): { kernel: string; impl: string }[] {
 }
 
 /**
- * Instance normalisation (each sample and channel over its spatial positions, biased variance, no
- * affine parameters), optionally followed by a leaky ReLU of slope `slope` (0: ReLU), on the cpu
- * backend as typed-array loops: statistics in double precision, two passes forward (mean, then
- * variance and output) and two backward, where tfjs's `moments`, arithmetic and activation take
- * about twenty kernels and their gradients. Channels-last, any rank >= 3 (`[N, ..., C]`).
- * Backward: with g the gradient through the activation and x^ the normalised input,
- * `dx = rstd (g - mean(g) - x^ mean(g x^))` per sample and channel. Null off the cpu backend or
- * with the native kernels off: callers compose it from tfjs ops (the reference it is tested against).
+ * Instance normalisation (each sample and channel over its spatial positions, biased variance),
+ * optionally with a per-channel affine transform `gamma x^ + beta` (`affine`: batch normalisation
+ * with per-sample statistics, QuickNAT's and FastSurfer-CNN's BN) and then a leaky ReLU of slope
+ * `slope` (0: ReLU), on the cpu backend as typed-array loops: statistics in double precision, two
+ * passes forward (mean, then variance and output) and two backward, where tfjs's `moments`,
+ * arithmetic and activation take about twenty kernels and their gradients. Channels-last, any
+ * rank >= 3 (`[N, ..., C]`). Backward: with g the gradient through the activation and the affine
+ * scale (`g = gamma dy`) and x^ the normalised input, `dx = rstd (g - mean(g) - x^ mean(g x^))`
+ * per sample and channel; `dgamma = sum(dy x^)`, `dbeta = sum(dy)` over samples and positions.
+ * Null off the cpu backend or with the native kernels off: callers compose it from tfjs ops (the
+ * reference it is tested against).
  */
-export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: number | null): T | null {
+export function fastInstanceNorm<T extends tf.Tensor>(
+  x: T,
+  eps: number,
+  slope: number | null,
+  affine: { gamma: tf.Tensor; beta: tf.Tensor } | null = null,
+): T | null {
   if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32" || x.rank < 3) return null;
   const n = x.shape[0], c = x.shape[x.rank - 1];
+  if (affine && (affine.gamma.size !== c || affine.beta.size !== c)) return null;
   const s = x.size / (n * c);
   const op = tf.customGrad(
-    ((input: tf.Tensor) => {
+    // (customGrad passes a `save` function after the inputs)
+    ((input: tf.Tensor, gamma?: tf.Tensor, beta?: tf.Tensor) => {
       const xv = input.dataSync() as Float32Array;
+      const gv = affine ? gamma!.dataSync() as Float32Array : null;
+      const bv = affine ? beta!.dataSync() as Float32Array : new Float32Array(0);
       const xhat = new Float32Array(xv.length);
       const rstd = new Float64Array(n * c);
       const mean = new Float64Array(c), acc = new Float64Array(c);
@@ -968,14 +980,39 @@ export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: 
           for (let k = 0; k < c; k++) xhat[o + k] = (xv[o + k] - mean[k]) * rstd[b * c + k];
         }
       }
-      const y = slope === null ? xhat : leakyValues(xhat, slope);
+      // z: the activation's input (x^, or gamma x^ + beta)
+      let z = xhat;
+      if (gv) {
+        z = new Float32Array(xhat.length);
+        for (let o = 0; o < z.length; o += c) {
+          for (let k = 0; k < c; k++) z[o + k] = gv[k] * xhat[o + k] + bv[k];
+        }
+      }
+      const y = slope === null ? z : leakyValues(z, slope);
       count("InstanceNorm", true);
       return {
         value: tf.tensor(y, input.shape),
         gradFunc: (dy: tf.Tensor) => {
           const g = dy.dataSync() as Float32Array;
+          // the gradient at z, then (affine) the parameters' gradients and the gradient at x^
+          let gz = g;
+          if (slope !== null) {
+            gz = new Float32Array(g.length);
+            for (let i = 0; i < g.length; i++) gz[i] = z[i] > 0 ? g[i] : g[i] * slope;
+          }
+          const dgamma = new Float64Array(c), dbeta = new Float64Array(c);
+          let gx = gz;
+          if (gv) {
+            gx = new Float32Array(g.length);
+            for (let o = 0; o < g.length; o += c) {
+              for (let k = 0; k < c; k++) {
+                dgamma[k] += gz[o + k] * xhat[o + k];
+                dbeta[k] += gz[o + k];
+                gx[o + k] = gz[o + k] * gv[k];
+              }
+            }
+          }
           const dx = new Float32Array(g.length);
-          const act = (i: number) => (slope === null || xhat[i] > 0 ? g[i] : g[i] * slope);
           const sg = new Float64Array(c), sgx = new Float64Array(c);
           for (let b = 0; b < n; b++) {
             const start = b * s * c, end = start + s * c;
@@ -983,9 +1020,8 @@ export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: 
             sgx.fill(0);
             for (let o = start; o < end; o += c) {
               for (let k = 0; k < c; k++) {
-                const gi = act(o + k);
-                sg[k] += gi;
-                sgx[k] += gi * xhat[o + k];
+                sg[k] += gx[o + k];
+                sgx[k] += gx[o + k] * xhat[o + k];
               }
             }
             for (let k = 0; k < c; k++) {
@@ -994,18 +1030,24 @@ export function fastInstanceNorm<T extends tf.Tensor>(x: T, eps: number, slope: 
             }
             for (let o = start; o < end; o += c) {
               for (let k = 0; k < c; k++) {
-                dx[o + k] = rstd[b * c + k] * (act(o + k) - sg[k] - xhat[o + k] * sgx[k]);
+                dx[o + k] = rstd[b * c + k] * (gx[o + k] - sg[k] - xhat[o + k] * sgx[k]);
               }
             }
           }
           count("InstanceNormGrad", true);
-          return tf.tensor(dx, input.shape);
+          const dxt = tf.tensor(dx, input.shape);
+          if (!gv) return dxt;
+          return [
+            dxt,
+            tf.tensor(Float32Array.from(dgamma), gamma!.shape),
+            tf.tensor(Float32Array.from(dbeta), beta!.shape),
+          ];
         },
       };
       // deno-lint-ignore no-explicit-any
     }) as any,
   );
-  return op(x) as T;
+  return (affine ? op(x, affine.gamma, affine.beta) : op(x)) as T;
 }
 
 /**
@@ -1135,4 +1177,156 @@ export function fastPrelu<T extends tf.Tensor>(x: T, alpha: tf.Tensor): T | null
     }) as any,
   );
   return op(x, alpha) as T;
+}
+
+/**
+ * The 2x pooling windows of a channels-last `[B, H, W, C]` (2D: height and width pooled) or
+ * `[B, D, H, W, C]` (3D) grid: `offsets[k]` is window position k's offset from its window's first
+ * element (raster order over the pooled axes), `each(f)` calls `f(o, base)` for every window with
+ * `o` the pooled element's offset (channel 0) and `base` its window's first element's. Odd sizes
+ * drop the last row (`floor(n / 2)` windows).
+ */
+function poolWindows(full: number[]): {
+  pooled: number[];
+  offsets: number[];
+  each(f: (o: number, base: number) => void): void;
+} {
+  const d = full.length - 2;
+  const [b, c] = [full[0], full[full.length - 1]];
+  const [dd, h, w] = d === 3 ? full.slice(1, 4) : [1, full[1], full[2]];
+  const fd = d === 3 ? 2 : 1;
+  const [pd, ph, pw] = [Math.floor(dd / fd), Math.floor(h / 2), Math.floor(w / 2)];
+  const offsets: number[] = [];
+  for (let a = 0; a < fd; a++) {
+    for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) offsets.push(((a * h + i) * w + j) * c);
+  }
+  return {
+    pooled: d === 3 ? [b, pd, ph, pw, c] : [b, ph, pw, c],
+    offsets,
+    each(f) {
+      let o = 0;
+      for (let n = 0; n < b; n++) {
+        for (let a = 0; a < pd; a++) {
+          for (let i = 0; i < ph; i++) {
+            for (let j = 0; j < pw; j++, o += c) f(o, (((n * dd + fd * a) * h + 2 * i) * w + 2 * j) * c);
+          }
+        }
+      }
+    },
+  };
+}
+
+/**
+ * The first-maximum masks of 2x max pooling (`maxPoolWithMask`'s, PyTorch's `return_indices`):
+ * one 0/1 tensor per window position on the pooled grid, marking the first position (raster
+ * order) holding the window's maximum, in one pass over `x` (tfjs: six gathers and a comparison
+ * chain per level). `[B, H, W, C]` or `[B, D, H, W, C]` float32 on the cpu backend; null
+ * elsewhere. Not differentiable (the masks come from a comparison).
+ */
+export function fastPoolMasks(x: tf.Tensor): tf.Tensor[] | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  if (x.rank !== 4 && x.rank !== 5) return null;
+  const xv = x.dataSync() as Float32Array;
+  const c = x.shape[x.rank - 1];
+  const win = poolWindows(x.shape);
+  const size = win.pooled.reduce((a, v) => a * v, 1);
+  const masks = win.offsets.map(() => new Float32Array(size));
+  win.each((o, base) => {
+    for (let k = 0; k < c; k++) {
+      let best = xv[base + k], arg = 0;
+      for (let p = 1; p < win.offsets.length; p++) {
+        const v = xv[base + win.offsets[p] + k];
+        if (v > best) {
+          best = v;
+          arg = p;
+        }
+      }
+      masks[arg][o + k] = 1;
+    }
+  });
+  count("PoolMasks", true);
+  return masks.map((m) => tf.tensor(m, win.pooled));
+}
+
+/**
+ * Max-unpooling 2x (`maxUnpool`): each value of `y` goes to every window position whose mask marks
+ * it (times the mask), zeros elsewhere; the gradient gathers back from those positions. One pass
+ * each way where tfjs multiplies, concatenates and transposes. `y` and the masks (not
+ * differentiated) `[B, h, w, C]` or `[B, d, h, w, C]`; the output has twice the size along each
+ * pooled axis. Float32 on the cpu backend; null elsewhere.
+ */
+export function fastUnpool<T extends tf.Tensor>(y: T, masks: tf.Tensor[]): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || y.dtype !== "float32") return null;
+  if (y.rank !== 4 && y.rank !== 5) return null;
+  const c = y.shape[y.rank - 1];
+  const full = [y.shape[0], ...y.shape.slice(1, -1).map((n) => 2 * n), c];
+  const win = poolWindows(full);
+  if (masks.length !== win.offsets.length) return null;
+  const mv = masks.map((m) => m.dataSync() as Float32Array);
+  const op = tf.customGrad(
+    ((input: tf.Tensor) => {
+      const yv = input.dataSync() as Float32Array;
+      const out = new Float32Array(full.reduce((a, v) => a * v, 1));
+      win.each((o, base) => {
+        for (let p = 0; p < win.offsets.length; p++) {
+          const m = mv[p], at = base + win.offsets[p];
+          for (let k = 0; k < c; k++) if (m[o + k] !== 0) out[at + k] = m[o + k] * yv[o + k];
+        }
+      });
+      count("Unpool", true);
+      return {
+        value: tf.tensor(out, full),
+        gradFunc: (dout: tf.Tensor) => {
+          const g = dout.dataSync() as Float32Array;
+          const dy = new Float32Array(yv.length);
+          win.each((o, base) => {
+            for (let p = 0; p < win.offsets.length; p++) {
+              const m = mv[p], at = base + win.offsets[p];
+              for (let k = 0; k < c; k++) if (m[o + k] !== 0) dy[o + k] += m[o + k] * g[at + k];
+            }
+          });
+          count("UnpoolGrad", true);
+          return tf.tensor(dy, input.shape);
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(y) as T;
+}
+
+/**
+ * The elementwise maximum of two same-shaped tensors (maxout) in one pass each way, its gradient
+ * going to `a` where `a >= b` and to `b` elsewhere, as `tf.maximum`'s (whose gradient takes a
+ * comparison, a cast and a product per input). Float32 on the cpu backend; null elsewhere or for
+ * shapes that would broadcast.
+ */
+export function fastMaximum<T extends tf.Tensor>(a: T, b: T): T | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || a.dtype !== "float32" || b.dtype !== "float32") {
+    return null;
+  }
+  if (a.shape.join() !== b.shape.join()) return null;
+  const op = tf.customGrad(
+    ((p: tf.Tensor, q: tf.Tensor) => {
+      const pv = p.dataSync() as Float32Array, qv = q.dataSync() as Float32Array;
+      const y = new Float32Array(pv.length);
+      for (let i = 0; i < y.length; i++) y[i] = pv[i] >= qv[i] ? pv[i] : qv[i];
+      count("Maximum", true);
+      return {
+        value: tf.tensor(y, p.shape),
+        gradFunc: (dy: tf.Tensor) => {
+          const g = dy.dataSync() as Float32Array;
+          const dp = new Float32Array(g.length), dq = new Float32Array(g.length);
+          for (let i = 0; i < g.length; i++) {
+            if (pv[i] >= qv[i]) dp[i] = g[i];
+            else dq[i] = g[i];
+          }
+          count("MaximumGrad", true);
+          return [tf.tensor(dp, p.shape), tf.tensor(dq, q.shape)];
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(a, b) as T;
 }

@@ -11,7 +11,14 @@
  * width, channels]`. The spatial axes are 1 .. rank-2.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { fastInstanceNorm, fastLeakyRelu, fastResample } from "../native/kernels.ts";
+import {
+  fastInstanceNorm,
+  fastLeakyRelu,
+  fastMaximum,
+  fastPoolMasks,
+  fastResample,
+  fastUnpool,
+} from "../native/kernels.ts";
 
 type Spatial = tf.Tensor4D | tf.Tensor5D;
 
@@ -162,6 +169,20 @@ export function batchNorm<T extends Spatial>(
 ): T {
   // per sample: each sample's own statistics (instance normalisation with an affine transform)
   const axes = perSample ? spatialAxes(x) : [0, ...spatialAxes(x)];
+  // batch statistics of channels-last data are one "sample" of every position of the batch
+  if (perSample || x.shape[0] === 1) {
+    const fast = fastInstanceNorm(x, eps, null, { gamma, beta });
+    if (fast) return fast;
+  } else {
+    const flat = tf.reshape(x, [1, -1, x.shape[x.rank - 1]]);
+    const fast = fastInstanceNorm(flat, eps, null, { gamma, beta });
+    flat.dispose();
+    if (fast) {
+      const y = tf.reshape(fast, x.shape) as T;
+      fast.dispose();
+      return y;
+    }
+  }
   return tf.tidy(() => {
     const { mean, variance } = tf.moments(x, axes, true);
     const scale = tf.div(gamma, tf.sqrt(tf.add(variance, eps)));
@@ -172,6 +193,14 @@ export function batchNorm<T extends Spatial>(
 /** GELU, the exact form (PyTorch's default): `0.5 x (1 + erf(x / sqrt 2))`. */
 export function gelu<T extends tf.Tensor>(x: T): T {
   return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2)))) as T);
+}
+
+/**
+ * The elementwise maximum of two same-shaped tensors (maxout, CSSE's max), the gradient to `a`
+ * where `a >= b` and to `b` elsewhere, as `tf.maximum` (one pass each way on cpu).
+ */
+export function maximum<T extends tf.Tensor>(a: T, b: T): T {
+  return fastMaximum(a, b) ?? (tf.maximum(a, b) as T);
 }
 
 /** LeakyReLU with PyTorch's default slope 0.01 (tfjs's own default is 0.2). */
@@ -201,7 +230,7 @@ export function maxPoolWithMask<T extends Spatial>(x: T): { pooled: T; masks: T[
       : tf.maxPool(x as tf.Tensor4D, 2, 2, "valid")) as T;
   // the masks from a copy of x that is off the gradient tape: a comparison carries no gradient,
   // and the window gathers would otherwise be back-propagated (as zeros) at full resolution
-  const masks = tf.tidy(() => {
+  const masks = fastPoolMasks(x) as T[] | null ?? tf.tidy(() => {
     const detached = tf.tensor(x.dataSync(), x.shape);
     let parts: tf.Tensor[] = [detached];
     for (const a of axes) {
@@ -240,6 +269,8 @@ export function maxUnpool<T extends Spatial>(y: T, masks: T[]): T {
       throw new RangeError(`maxUnpool: mask shape [${m.shape}] differs from the input's [${y.shape}]`);
     }
   }
+  const fast = fastUnpool(y, masks);
+  if (fast) return fast;
   return tf.tidy(() => {
     // the window positions side by side in the channel axis, [.., 2^d * C] in raster order, then
     // each position moved next to its spatial axis: [B, n1, 2, n2, 2, (n3, 2,) C] (one transpose;
