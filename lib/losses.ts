@@ -12,6 +12,7 @@
  *   baseline"): `segmentationLoss`, cross-entropy (the authors' 3D tissue loss) or CE + soft Dice.
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { fastWceDice } from "./native/kernels.ts";
 
 /** Mean squared error (the paper's ||.||_2 terms, as the authors' code computes them). */
 export function mse(a: tf.Tensor, b: tf.Tensor): tf.Scalar {
@@ -99,6 +100,9 @@ export function softDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, eps = 1e-5)
   });
 }
 
+/** The whole-brain Dice term's smoothing (the released code's `SegLoss`). */
+export const SAMPLE_DICE_SMOOTH = 1e-7;
+
 /**
  * The released whole-brain code's Dice term (`SegLoss`): 1 - soft Dice per sample (a slice, or a
  * volume for a 3D network) and class, background included, averaged over both, with smoothing
@@ -107,7 +111,11 @@ export function softDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, eps = 1e-5)
  * label an empty (all-air) slice as background when the weighted CE gives the background almost no
  * weight.
  */
-export function sampleDiceLoss(logits: tf.Tensor5D, labels: tf.Tensor, smooth = 1e-7): tf.Scalar {
+export function sampleDiceLoss(
+  logits: tf.Tensor5D,
+  labels: tf.Tensor,
+  smooth = SAMPLE_DICE_SMOOTH,
+): tf.Scalar {
   return tf.tidy(() => {
     const [b, , , , classes] = logits.shape;
     const p = tf.reshape(tf.softmax(tf.reshape(logits, [-1, classes])), [b, -1, classes]);
@@ -193,7 +201,8 @@ export function classWeightMap(
 /**
  * Segmentation objectives: `ce`, the authors' 3D tissue loss; `ce+dice`, plus soft Dice over the
  * foreground; `wce+dice`, the released whole-brain loss: CE weighted per voxel by `classWeightMap`
- * plus `sampleDiceLoss` (per sample and class, background included).
+ * plus `sampleDiceLoss` (per sample and class, background included), one fused pass each way on the
+ * cpu backend (`fastWceDice`).
  */
 export type SegmentationLoss = "ce" | "ce+dice" | "wce+dice";
 export const SEGMENTATION_LOSSES: readonly SegmentationLoss[] = ["ce", "ce+dice", "wce+dice"];
@@ -210,5 +219,7 @@ export function segmentationLoss(
     return tf.add(crossEntropy(logits, labels), softDiceLoss(logits, labels)) as tf.Scalar;
   }
   if (!weights) throw new Error("segmentation loss wce+dice: no voxel weights given");
+  const fast = fastWceDice(logits, labels, weights, SAMPLE_DICE_SMOOTH);
+  if (fast) return fast;
   return tf.add(weightedCrossEntropy(logits, labels, weights), sampleDiceLoss(logits, labels)) as tf.Scalar;
 }

@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { assert, assertEquals } from "@std/assert";
 import { adam, Conv, Init } from "../lib/nn/module.ts";
+import { segmentationLoss } from "../lib/losses.ts";
 import {
   batchNorm,
   gradCheck,
@@ -24,6 +25,7 @@ import {
   broadcastBlock,
   fastConvBias,
   fastPrelu,
+  fastWceDice,
   nativeImplementations,
   nativeKernelsActive,
   nativeKernelStats,
@@ -609,5 +611,30 @@ Deno.test({
     const fd = gradCheck((p: tf.Tensor, q: tf.Tensor) => maximum(p, q), [u, v], { samples: 12, eps: 1e-3 });
     assert(fd.maxRelError < 5e-3, `maximum: finite differences ${JSON.stringify(fd.worst)}`);
     tf.dispose([a, b, r, u, v]);
+  },
+});
+
+Deno.test({
+  name:
+    "fused whole-brain loss (weighted CE + per-sample Dice): value and gradient match the tfjs-op composition",
+  ignore: !ACTIVE,
+  fn() {
+    const shape: [number, number, number, number, number] = [3, 1, 5, 4, 6];
+    const n = 3 * 5 * 4, r = mulberry32(280);
+    const logits = tf.mul(randn(shape, 281), 3) as tf.Tensor5D;
+    // a class absent from every sample (5), one present in only one sample (4)
+    const labels = tf.tensor1d(
+      Int32Array.from({ length: n }, (_, i) => (i === 7 ? 4 : Math.floor(r() * 4))),
+      "int32",
+    );
+    const weights = tf.tensor1d(Float32Array.from({ length: n }, () => 0.5 + 5 * r()));
+    const f = (z: tf.Tensor) => segmentationLoss("wce+dice", z as tf.Tensor5D, labels, weights);
+    compare("wce+dice", () => [f(logits), tf.grad(f)(logits)], "WceDice");
+    const fd = gradCheck(f, [logits], { samples: 16, eps: 1e-3 });
+    assert(fd.maxRelError < 5e-3, `finite differences ${JSON.stringify(fd.worst)}`);
+    // a label outside the classes is left to the composed loss
+    const bad = tf.tensor1d(Int32Array.from({ length: n }, (_, i) => (i === 0 ? 6 : 0)), "int32");
+    assertEquals(fastWceDice(logits, bad, weights, 1e-7), null);
+    tf.dispose([logits, labels, weights, bad]);
   },
 });

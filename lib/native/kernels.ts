@@ -1330,3 +1330,85 @@ export function fastMaximum<T extends tf.Tensor>(a: T, b: T): T | null {
   );
   return op(a, b) as T;
 }
+
+/**
+ * The released whole-brain loss (`segmentationLoss` "wce+dice": `weightedCrossEntropy` +
+ * `sampleDiceLoss`) from `[..., C]` logits in one pass forward and one backward, statistics in
+ * double precision: where tfjs takes a log-softmax, a softmax, one-hot maps and a dozen reductions
+ * and their gradients. With p = softmax(z), g the one-hot label, w the voxel weight, N voxels, B
+ * samples: `dL/dz = w (p - g) / N + p (q - sum_k p_k q_k)`, q the Dice term's gradient in p,
+ * `q_c = -(a_bc g_c - e_bc) / (B C)` with `a = 2 / den`, `e = (2 I + s) / den^2`,
+ * `den = P + G + s` per sample and class. Labels and weights are not differentiated. Null off the
+ * cpu backend, with the native kernels off, or with a label outside 0..C-1: the caller composes
+ * the tfjs ops (the reference this is tested against).
+ */
+export function fastWceDice(
+  logits: tf.Tensor,
+  labels: tf.Tensor,
+  weights: tf.Tensor,
+  smooth: number,
+): tf.Scalar | null {
+  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || logits.dtype !== "float32") return null;
+  const c = logits.shape[logits.rank - 1], n = logits.size / c, batch = logits.shape[0];
+  if (labels.size !== n || weights.size !== n || n % batch !== 0) return null;
+  const yv = labels.dataSync(), wv = weights.dataSync();
+  for (let i = 0; i < n; i++) if (!(yv[i] >= 0 && yv[i] < c && Number.isInteger(yv[i]))) return null;
+  const s = n / batch;
+  const op = tf.customGrad(
+    ((z: tf.Tensor) => {
+      const zv = z.dataSync() as Float32Array;
+      const p = new Float32Array(zv.length);
+      // per sample and class: sum p (P), sum p g (I), sum g (G)
+      const P = new Float64Array(batch * c), I = new Float64Array(batch * c), G = new Float64Array(batch * c);
+      let ce = 0;
+      for (let i = 0; i < n; i++) {
+        const o = i * c, bc = Math.floor(i / s) * c, y = yv[i];
+        let m = -Infinity;
+        for (let k = 0; k < c; k++) if (zv[o + k] > m) m = zv[o + k];
+        let se = 0;
+        for (let k = 0; k < c; k++) se += Math.exp(zv[o + k] - m);
+        for (let k = 0; k < c; k++) {
+          const pk = Math.exp(zv[o + k] - m) / se;
+          p[o + k] = pk;
+          P[bc + k] += pk;
+        }
+        ce += wv[i] * (m + Math.log(se) - zv[o + y]);
+        I[bc + y] += p[o + y];
+        G[bc + y] += 1;
+      }
+      let dice = 0;
+      const a = new Float64Array(batch * c), e = new Float64Array(batch * c);
+      for (let j = 0; j < batch * c; j++) {
+        const den = P[j] + G[j] + smooth;
+        dice += (2 * I[j] + smooth) / den;
+        a[j] = 2 / den;
+        e[j] = (2 * I[j] + smooth) / (den * den);
+      }
+      count("WceDice", true);
+      return {
+        value: tf.scalar(ce / n + 1 - dice / (batch * c)),
+        gradFunc: (dy: tf.Tensor) => {
+          const up = dy.dataSync()[0];
+          const dz = new Float32Array(zv.length);
+          const q = new Float64Array(c), scale = -1 / (batch * c);
+          for (let i = 0; i < n; i++) {
+            const o = i * c, bc = Math.floor(i / s) * c, y = yv[i];
+            let pq = 0;
+            for (let k = 0; k < c; k++) {
+              q[k] = scale * ((k === y ? a[bc + k] : 0) - e[bc + k]);
+              pq += p[o + k] * q[k];
+            }
+            const wn = wv[i] / n;
+            for (let k = 0; k < c; k++) {
+              dz[o + k] = up * (wn * (p[o + k] - (k === y ? 1 : 0)) + p[o + k] * (q[k] - pq));
+            }
+          }
+          count("WceDiceGrad", true);
+          return tf.tensor(dz, z.shape);
+        },
+      };
+      // deno-lint-ignore no-explicit-any
+    }) as any,
+  );
+  return op(logits) as tf.Scalar;
+}
