@@ -1,8 +1,8 @@
 /**
  * Where a training step's time goes: the default profile's teacher, KKN (through the frozen teacher
  * decoder, with the adversarial term), patch discriminator and 3D U-Net steps on one 32^3 patch, as
- * the main job trains them, and the whole-brain 2D U-Net's, QuickNAT's and FastSurfer-CNN's steps on
- * a batch of 64 x 64 slices (28 classes, their loss), each profiled with `tf.profile` after a
+ * the main job trains them, the whole-brain 2D U-Net's, QuickNAT's and FastSurfer-CNN's steps on a
+ * batch of 64 x 64 slices and UNesT's on one 64^3 volume (28 classes, their loss), each profiled with `tf.profile` after a
  * warm-up step. Per kernel name: calls and milliseconds (the native oneDNN kernels' time includes
  * their layout reorders); everything outside kernels (JavaScript, the gradient tape, the fused
  * operations' gradients, Adam, allocation) is the step's wall time minus the kernels' sum.
@@ -84,8 +84,9 @@ export async function profileStep(
   };
 }
 
-/** The whole-brain task's slice size on the default profile's 3 mm grid. */
+/** The whole-brain task's slice size and volume on the default profile's 3 mm grid. */
 const SLICE: [number, number] = [64, 64];
+const VOLUME: [number, number, number] = [64, 64, 64];
 
 /** The four default-profile steps, profiled. */
 export async function profileDefaultSteps(steps: number): Promise<StepProfile[]> {
@@ -163,6 +164,31 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
     input.dispose();
     net.dispose();
   }
+  // UNesT, the 3D whole-brain network, on one whole 64^3 volume (the default grid; patch 0)
+  const unest = buildNetwork(
+    {
+      network: "unest",
+      classes,
+      nf: wb.nf,
+      levels: wb.levels,
+      unestDepths: wb.unestDepths.split(",").map(Number),
+    },
+    7,
+  );
+  const volume = tf.randomUniform([1, ...VOLUME, 1], 0, 1, "float32", 8) as tf.Tensor5D;
+  const volumeLabels = Int32Array.from(volume.dataSync(), (v) => Math.floor(v * (classes - 0.001)));
+  const labels3d = tf.tensor(volumeLabels, [volumeLabels.length], "int32");
+  const weights3d = tf.tensor(classWeightMap(volumeLabels, VOLUME));
+  out.push(
+    await profileStep(
+      `${NETWORKS.unest.label} (whole brain, one volume)`,
+      unest,
+      () => segmentationLoss(wb.loss, unest.decode(unest.encode(volume)), labels3d, weights3d),
+      steps,
+    ),
+  );
+  tf.dispose([volume, labels3d, weights3d]);
+  unest.dispose();
   tf.dispose([x, y, fake, labels, slices, labels2d, weights, ...target]);
   for (const m of [teacher, kkn, disc, unet, unet2d]) m.dispose();
   return out;
