@@ -1361,14 +1361,16 @@ export function fastWceDice(
       // per sample and class: sum p (P), sum p g (I), sum g (G)
       const P = new Float64Array(batch * c), I = new Float64Array(batch * c), G = new Float64Array(batch * c);
       let ce = 0;
+      const ex = new Float64Array(c);
       for (let i = 0; i < n; i++) {
         const o = i * c, bc = Math.floor(i / s) * c, y = yv[i];
         let m = -Infinity;
         for (let k = 0; k < c; k++) if (zv[o + k] > m) m = zv[o + k];
+        // each exponential once (in double precision), then normalised
         let se = 0;
-        for (let k = 0; k < c; k++) se += Math.exp(zv[o + k] - m);
+        for (let k = 0; k < c; k++) se += ex[k] = Math.exp(zv[o + k] - m);
         for (let k = 0; k < c; k++) {
-          const pk = Math.exp(zv[o + k] - m) / se;
+          const pk = ex[k] / se;
           p[o + k] = pk;
           P[bc + k] += pk;
         }
