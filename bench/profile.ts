@@ -84,9 +84,8 @@ export async function profileStep(
   };
 }
 
-/** The whole-brain task's slice size and volume on the default profile's 3 mm grid. */
+/** The whole-brain task's slice size on the default profile's 3 mm grid. */
 const SLICE: [number, number] = [64, 64];
-const VOLUME: [number, number, number] = [64, 64, 64];
 
 /** The four default-profile steps, profiled. */
 export async function profileDefaultSteps(steps: number): Promise<StepProfile[]> {
@@ -164,7 +163,7 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
     input.dispose();
     net.dispose();
   }
-  // UNesT, the 3D whole-brain network, on one whole 64^3 volume (the default grid; patch 0)
+  // UNesT, the 3D whole-brain network, on one crop of its window (the configured `unestWindow`)
   const unest = buildNetwork(
     {
       network: "unest",
@@ -172,16 +171,18 @@ export async function profileDefaultSteps(steps: number): Promise<StepProfile[]>
       nf: wb.nf,
       levels: wb.levels,
       unestDepths: wb.unestDepths.split(",").map(Number),
+      window: wb.unestWindow,
     },
     7,
   );
-  const volume = tf.randomUniform([1, ...VOLUME, 1], 0, 1, "float32", 8) as tf.Tensor5D;
+  const crop: [number, number, number] = [wb.unestWindow, wb.unestWindow, wb.unestWindow];
+  const volume = tf.randomUniform([1, ...crop, 1], 0, 1, "float32", 8) as tf.Tensor5D;
   const volumeLabels = Int32Array.from(volume.dataSync(), (v) => Math.floor(v * (classes - 0.001)));
   const labels3d = tf.tensor(volumeLabels, [volumeLabels.length], "int32");
-  const weights3d = tf.tensor(classWeightMap(volumeLabels, VOLUME));
+  const weights3d = tf.tensor(classWeightMap(volumeLabels, crop));
   out.push(
     await profileStep(
-      `${NETWORKS.unest.label} (whole brain, one volume)`,
+      `${NETWORKS.unest.label} (whole brain, one ${wb.unestWindow}^3 crop)`,
       unest,
       () => segmentationLoss(wb.loss, unest.decode(unest.encode(volume)), labels3d, weights3d),
       steps,

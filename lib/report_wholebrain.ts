@@ -6,12 +6,14 @@
  * views in FreeSurfer's colours.
  */
 import type * as dfd from "danfojs";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { loadCohort } from "./data/cohort.ts";
 import { CORTICAL, STRUCTURE_COLOURS, STRUCTURES, SUBCORTICAL } from "./phantom/labels.ts";
 import { comparePaired, meanOf } from "./stats.ts";
 import { orderingHolds } from "./tables.ts";
-import { type RunData, runDataDir } from "./report.ts";
+import { loadRun, type RunData, runDataDir } from "./report.ts";
+import { NETWORKS } from "./models/networks.ts";
 import { boxPlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame, type Row } from "./viz/table.ts";
 import { montage } from "./viz/png.ts";
@@ -42,6 +44,32 @@ export function wholeBrainOf(run: RunData): WholeBrainMetrics {
   const wb = run.metrics.wholebrain;
   if (!wb) throw new Error(`${run.dir}: no whole-brain results (run deno task train --phase wholebrain)`);
   return wb;
+}
+
+/**
+ * The runs of Table 3 around a whole-brain run: `run`, then each `<name>-<network>` run beside it
+ * that `deno task table3 --from <run>` wrote (the same configuration but for the network, on the
+ * same cohort; others are left out), in the registry's order.
+ */
+export async function table3Runs(run: RunData, name = "table3"): Promise<RunData[]> {
+  const own = wholeBrainOf(run).network;
+  const key = (r: RunData) => {
+    const c = withDefaults(r.config, r.config.profile, r.config.seed);
+    return JSON.stringify({
+      ...c,
+      progress: null,
+      wholebrain: { ...c.wholebrain, network: null },
+      data: runDataDir(r),
+    });
+  };
+  const runs = [run];
+  for (const network of Object.keys(NETWORKS)) {
+    const dir = join(dirname(run.dir), `${name}-${network}`);
+    if (network === own || !existsSync(join(dir, "metrics.json"))) continue;
+    const arm = await loadRun(dir);
+    if (arm.metrics.wholebrain?.network === network && key(arm) === key(run)) runs.push(arm);
+  }
+  return runs;
 }
 
 /** A scan's cortical (1-4), subcortical (5-27) and average (1-27) Dice in %, as Table 3 defines them. */

@@ -14,7 +14,7 @@ import { type VoxResDeconv, VoxResNet } from "./voxresnet.ts";
 import { USegNet, type USegNetAfmLevels } from "./usegnet.ts";
 import { RPNet } from "./rpnet.ts";
 import { QuickNAT } from "./quicknat.ts";
-import { UNesT, UNEST_DEPTHS } from "./unest.ts";
+import { REFERENCE_INPUT, UNesT, UNEST_DEPTHS } from "./unest.ts";
 import { FastSurferCNN, THICK_SLICES } from "./fastsurfer.ts";
 
 export interface NetworkSpec {
@@ -28,6 +28,11 @@ export interface NetworkSpec {
   usegnetAfmLevels?: USegNetAfmLevels;
   /** UNesT's transformer layers per stage (default: the small model's). */
   unestDepths?: number[];
+  /**
+   * The input edge of a network with a fixed input (UNesT): trained on crops of `window`^3 voxels,
+   * larger volumes predicted by sliding windows of it. Absent: the network takes whole volumes.
+   */
+  window?: number;
 }
 
 interface NetworkEntry {
@@ -58,7 +63,15 @@ export const NETWORKS = {
   unest: {
     label: "UNesT",
     dims: 3,
-    build: (s, seed) => new UNesT(s.classes, s.nf, s.levels, seed, s.unestDepths ?? UNEST_DEPTHS.small),
+    build: (s, seed) =>
+      new UNesT(
+        s.classes,
+        s.nf,
+        s.levels,
+        seed,
+        s.unestDepths ?? UNEST_DEPTHS.small,
+        s.window ?? REFERENCE_INPUT,
+      ),
   },
   fastsurfer: {
     label: "FastSurfer-CNN",

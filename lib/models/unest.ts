@@ -18,9 +18,12 @@
  *   plus a 1x1x1 conv + IN shortcut when the width changes, then LeakyReLU.
  *
  * The released model fixes a 96^3 input (its positional embeddings are one per token of that
- * grid); here each stage's embedding is learnt on the grid of a `REFERENCE_INPUT`^3 input and
- * resized linearly to other grids, so the network takes any size divisible by 2^levels (and by
- * the blocks). Heads are width / 32 (the released base and small models' ratio), at least 1.
+ * grid), trains on random crops of it and predicts larger volumes by sliding windows. Here the
+ * input edge is `window` (default `REFERENCE_INPUT`): each stage's embedding is learnt on that
+ * input's token grid; another input size gets the embeddings resized linearly (any size divisible
+ * by 2^levels and by the blocks), but the pipeline trains on `window`^3 crops and predicts by
+ * sliding windows (`slidingWindow`), as the released code does. Heads are width / 32 (the released
+ * base and small models' ratio), at least 1.
  * Stochastic depth (the released drop-path 0 -> 0.5) is not applied.
  */
 import * as tf from "@tensorflow/tfjs-core";
@@ -29,7 +32,7 @@ import { gelu, instanceNorm, instanceNormLeakyRelu, leakyRelu, resizeLinear } fr
 import { cat, levelWidths, padSpatial, SharedPReLU, TransposedConv } from "./blocks.ts";
 import type { SegmentationNetwork } from "./fusion.ts";
 
-/** The input edge the positional embeddings are learnt for (the phantom's default grid). */
+/** The input edge the positional embeddings are learnt for when none is given (the phantom's grid). */
 export const REFERENCE_INPUT = 64;
 
 /** Transformer layers per stage: the released base model's, and the small default here. */
@@ -210,7 +213,8 @@ export class UNesT extends Module implements SegmentationNetwork {
   private readonly head: Conv;
   /**
    * `levels` skips (widths nf .. 2^(L-1) nf) over `levels` - 2 transformer stages of `depths[l]`
-   * layers each (default: the small model's depths, the last repeated as needed).
+   * layers each (default: the small model's depths, the last repeated as needed), for inputs of
+   * `window`^3 voxels.
    */
   constructor(
     readonly classes: number,
@@ -218,9 +222,15 @@ export class UNesT extends Module implements SegmentationNetwork {
     levels: number,
     seed: number,
     depths: readonly number[] = UNEST_DEPTHS.small,
+    readonly window: number = REFERENCE_INPUT,
   ) {
     super();
     if (levels < 3) throw new RangeError(`UNesT: needs at least 3 levels, got ${levels}`);
+    if (!Number.isInteger(window) || window % 2 ** levels !== 0) {
+      throw new RangeError(
+        `UNesT: input edge ${window} must be a multiple of 2^${levels} (its ${levels} levels)`,
+      );
+    }
     const init = new Init(seed);
     const w = levelWidths(nf, levels);
     this.levelChannels = w;
@@ -235,7 +245,7 @@ export class UNesT extends Module implements SegmentationNetwork {
       const depth = depths[Math.min(l, depths.length - 1)];
       const blocks = 2 ** (T - 1 - l);
       this.stages.push(
-        this.child(`stage${l + 1}`, new Stage(init, w[l + 2], depth, blocks, REFERENCE_INPUT / (4 * 2 ** l))),
+        this.child(`stage${l + 1}`, new Stage(init, w[l + 2], depth, blocks, window / (4 * 2 ** l))),
       );
     }
     this.up1a = this.child("enc1a", new TransposedConv(init, w[2], w[1], { k: 2 }));

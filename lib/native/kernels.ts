@@ -105,6 +105,11 @@ export function nativeKernelsActive(): boolean {
   return enabled && installed !== null;
 }
 
+/** Whether a fused op may take these tensors: native kernels on, the cpu backend, every one float32. */
+function fastPathFor(...ts: tf.Tensor[]): boolean {
+  return nativeKernelsActive() && tf.getBackend() === "cpu" && ts.every((t) => t.dtype === "float32");
+}
+
 function values(backend: CpuBackend, t: tf.TensorInfo): Float32Array | null {
   const v = backend.data.get(t.dataId).values;
   return v instanceof Float32Array ? v : null;
@@ -844,7 +849,7 @@ function resampleAxisGrad(
  * gradient, a scatter-add, took two thirds of a U-Net training step on cpu).
  */
 export function fastResample<T extends tf.Tensor4D | tf.Tensor5D>(x: T, tables: AxisTable[]): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  if (!fastPathFor(x)) return null;
   const inShape = x.shape.slice();
   const shapes: number[][] = [inShape];
   tables.forEach((t, a) => {
@@ -899,7 +904,7 @@ function leakyValues(x: Float32Array, slope: number): Float32Array {
  * (tfjs computes its gradient from a mask, a select and a product: four passes); null elsewhere.
  */
 export function fastLeakyRelu<T extends tf.Tensor>(x: T, slope: number): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  if (!fastPathFor(x)) return null;
   const op = tf.customGrad(
     ((input: tf.Tensor) => {
       const xv = input.dataSync() as Float32Array;
@@ -950,7 +955,7 @@ export function fastInstanceNorm<T extends tf.Tensor>(
   slope: number | null,
   affine: { gamma: tf.Tensor; beta: tf.Tensor } | null = null,
 ): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32" || x.rank < 3) return null;
+  if (!fastPathFor(x) || x.rank < 3) return null;
   const n = x.shape[0], c = x.shape[x.rank - 1];
   if (affine && (affine.gamma.size !== c || affine.beta.size !== c)) return null;
   const s = x.size / (n * c);
@@ -1066,7 +1071,7 @@ export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
   padding: "same" | "valid",
   slope: number | null,
 ): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  if (!fastPathFor(x)) return null;
   if (slope !== null && !(slope >= 0)) return null;
   const g = x.rank === 5
     ? conv3dGeometry(
@@ -1147,9 +1152,7 @@ export function fastConvBias<T extends tf.Tensor4D | tf.Tensor5D>(
  * per-channel slope: callers use `tf.prelu`, the reference this is tested against.
  */
 export function fastPrelu<T extends tf.Tensor>(x: T, alpha: tf.Tensor): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32" || alpha.size !== 1) {
-    return null;
-  }
+  if (!fastPathFor(x) || alpha.size !== 1) return null;
   const op = tf.customGrad(
     ((input: tf.Tensor, slope: tf.Tensor) => {
       const xv = input.dataSync() as Float32Array;
@@ -1224,7 +1227,7 @@ function poolWindows(full: number[]): {
  * elsewhere. Not differentiable (the masks come from a comparison).
  */
 export function fastPoolMasks(x: tf.Tensor): tf.Tensor[] | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || x.dtype !== "float32") return null;
+  if (!fastPathFor(x)) return null;
   if (x.rank !== 4 && x.rank !== 5) return null;
   const xv = x.dataSync() as Float32Array;
   const c = x.shape[x.rank - 1];
@@ -1256,7 +1259,7 @@ export function fastPoolMasks(x: tf.Tensor): tf.Tensor[] | null {
  * pooled axis. Float32 on the cpu backend; null elsewhere.
  */
 export function fastUnpool<T extends tf.Tensor>(y: T, masks: tf.Tensor[]): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || y.dtype !== "float32") return null;
+  if (!fastPathFor(y)) return null;
   if (y.rank !== 4 && y.rank !== 5) return null;
   const c = y.shape[y.rank - 1];
   const full = [y.shape[0], ...y.shape.slice(1, -1).map((n) => 2 * n), c];
@@ -1302,10 +1305,7 @@ export function fastUnpool<T extends tf.Tensor>(y: T, masks: tf.Tensor[]): T | n
  * shapes that would broadcast.
  */
 export function fastMaximum<T extends tf.Tensor>(a: T, b: T): T | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || a.dtype !== "float32" || b.dtype !== "float32") {
-    return null;
-  }
-  if (a.shape.join() !== b.shape.join()) return null;
+  if (!fastPathFor(a, b) || a.shape.join() !== b.shape.join()) return null;
   const op = tf.customGrad(
     ((p: tf.Tensor, q: tf.Tensor) => {
       const pv = p.dataSync() as Float32Array, qv = q.dataSync() as Float32Array;
@@ -1348,7 +1348,7 @@ export function fastWceDice(
   weights: tf.Tensor,
   smooth: number,
 ): tf.Scalar | null {
-  if (!nativeKernelsActive() || tf.getBackend() !== "cpu" || logits.dtype !== "float32") return null;
+  if (!fastPathFor(logits)) return null;
   const c = logits.shape[logits.rank - 1], n = logits.size / c, batch = logits.shape[0];
   if (labels.size !== n || weights.size !== n || n % batch !== 0) return null;
   const yv = labels.dataSync(), wv = weights.dataSync();

@@ -40,6 +40,7 @@ import {
 import type { VoxResDeconv } from "../models/voxresnet.ts";
 import type { USegNetAfmLevels } from "../models/usegnet.ts";
 import { UNEST_DEPTHS } from "../models/unest.ts";
+import { slidingWindow } from "../volume/tensor.ts";
 import {
   adversarialLoss,
   classWeightMap,
@@ -98,6 +99,8 @@ export interface RunConfig {
     usegnetAfmLevels: USegNetAfmLevels;
     /** UNesT's layers per stage (the whole-brain task's `unestDepths`); absent for the tissue task. */
     unestDepths?: string;
+    /** UNesT's input edge (the whole-brain task's `unestWindow`); absent: whole volumes. */
+    unestWindow?: number;
     /**
      * The KKN whose features the AFMs take: `trained` (fold 1's, the method) or `random` (the same
      * architecture untrained: a control for what the trained 7T-like features add).
@@ -146,6 +149,13 @@ export interface RunConfig {
      * "1,1,2" the small default); the last repeats for more stages.
      */
     unestDepths: string;
+    /**
+     * UNesT's input edge (a multiple of 2^levels): its positional embeddings are learnt for this
+     * cube, it trains on random crops of it (whatever the baseline and fusion schedules' `patch`,
+     * and without whole-volume steps) and predicts a scan by sliding windows of it overlapping by
+     * half, as the released code (96^3 crops) does.
+     */
+    unestWindow: number;
     /** The 2D teacher's and the 2D KKN's schedules (one per view each). */
     teacher: Schedule;
     keeper: Schedule;
@@ -235,6 +245,9 @@ export function profileConfig(profile: string, seed = 0): RunConfig {
     aggregation: "average" as ViewAggregation,
     loss: "wce+dice" as SegmentationLoss,
     unestDepths: (profile === "paper" ? UNEST_DEPTHS.paper : UNEST_DEPTHS.small).join(","),
+    // the released crops on the paper profile; 32: an eighth of the default 64^3 grid, each step
+    // about an eighth of a whole-volume step's cost
+    unestWindow: profile === "paper" ? 96 : 32,
   };
   const brainmask = { network: "unet3d" as NetworkName, nf, levels: 4 };
   if (profile === "paper") {
@@ -397,6 +410,7 @@ const RANGES: Record<string, (v: unknown) => string | null> = {
   "wholebrain.batch": posInt,
   "brainmask.nf": posInt,
   "brainmask.levels": levels,
+  "wholebrain.unestWindow": posInt,
   "wholebrain.unestDepths": (v) =>
     /^[1-9][0-9]*(,[1-9][0-9]*)*$/.test(String(v))
       ? null
@@ -497,6 +511,11 @@ export interface Context {
    * `batch` slices a training step; absent, they see volumes and 3D patches.
    */
   slices?: Slicing;
+  /**
+   * A 3D network with a fixed input (UNesT): the edge of the crops it trains on and of the sliding
+   * windows (`slidingWindow`) that predict a volume. Absent: whole volumes.
+   */
+  window?: number;
   /** Put before every checkpoint name (a view's networks: `axial-`). */
   prefix?: string;
 }
@@ -706,6 +725,17 @@ export async function predictVolume(
   return fromSlices(out, s.shape, view, out.length / (n * h * w));
 }
 
+/**
+ * `predict` as is (`window` absent), or by sliding windows of `window`^3 voxels (`slidingWindow`:
+ * a network with a fixed input on a larger volume).
+ */
+export function windowed(
+  predict: (x: tf.Tensor5D) => tf.Tensor5D,
+  window?: number,
+): (x: tf.Tensor5D) => tf.Tensor5D {
+  return window ? (x) => slidingWindow(x, window, predict) : predict;
+}
+
 /** Per-voxel argmax of class logits, as float labels. */
 export function labelsOf(logits: tf.Tensor5D): tf.Tensor {
   return tf.cast(tf.argMax(logits, 4), "float32");
@@ -809,7 +839,8 @@ export function networkSpec(cfg: RunConfig): NetworkSpec {
   }
   if (network === "unest") {
     const depths = (cfg.fusion.unestDepths ?? UNEST_DEPTHS.small.join(",")).split(",").map(Number);
-    return { network, classes, nf, levels, unestDepths: depths };
+    const window = cfg.fusion.unestWindow;
+    return { network, classes, nf, levels, unestDepths: depths, ...(window ? { window } : {}) };
   }
   return { network, classes, nf, levels };
 }
@@ -1351,18 +1382,22 @@ export function airAsBackground(labels: Float32Array, input: Float32Array): Floa
   return labels;
 }
 
-/** Dice per class of each subject (`slices`: a 2D network predicting the view's slices). */
+/**
+ * Dice per class of each subject, `predict` giving logits of a volume, or with `feed.slices` of a
+ * view's slices (a 2D network), or with `feed.window` of each sliding window (averaged).
+ */
 export async function diceOf(
   subjects: Subject[],
   data: Pick<TissueSplits, "input" | "labels" | "airIsBackground">,
   classes: number,
   predict: (x: tf.Tensor5D) => tf.Tensor5D,
-  slices?: Slicing,
+  feed: Pick<Context, "slices" | "window"> = {},
 ): Promise<number[][]> {
   const out: number[][] = [];
+  const logits = windowed(predict, feed.window);
   for (const s of subjects) {
     const input = segInput(s, data.input);
-    const labels = await predictVolume(s, input, (x) => labelsOf(predict(x)), slices);
+    const labels = await predictVolume(s, input, (x) => labelsOf(logits(x)), feed.slices);
     if (data.airIsBackground) airAsBackground(labels, s.arrays[input]);
     out.push(dicePerClass(labels, s.arrays[data.labels ?? "tissue"], classes));
   }
@@ -1452,7 +1487,7 @@ export async function trainSegmenter(
     // validation: the sum of per-class Dice without background (the authors' code includes it,
     // which lets a model that labels everything background look good) and the mean foreground Dice
     validate: async () => {
-      const d = await diceOf(data.validation, data, classes, (x) => logits(x, features(x)), ctx.slices);
+      const d = await diceOf(data.validation, data, classes, (x) => logits(x, features(x)), ctx);
       return {
         diceSum: mean(d.map((r) => r.slice(1).reduce((a, b) => a + b, 0))),
         dice: mean(d.map((r) => mean(r.slice(1)))),

@@ -31,6 +31,7 @@ import type { KnowledgeKeeper } from "../models/keeper.ts";
 import { networkLabel, NETWORKS, thickSlicesOf } from "../models/networks.ts";
 import { LEFT_RIGHT_PAIRS, STRUCTURES } from "../phantom/labels.ts";
 import { loaded } from "./state.ts";
+import type { Schedule } from "./schedule.ts";
 import type { Scores } from "./loop.ts";
 import {
   airAsBackground,
@@ -60,6 +61,7 @@ import {
   trainSegmenter,
   trainTeacher,
   unguidedStage,
+  windowed,
 } from "./pipeline.ts";
 
 /** The whole-brain label key of a cohort scan. */
@@ -93,14 +95,30 @@ export function viewContext(ctx: Context, view: View | null, segmenter = true): 
       classes,
       loss: wb.loss,
       unestDepths: wb.unestDepths,
+      unestWindow: wb.unestWindow,
       baseline: wb.baseline,
       fusion: wb.fusion,
     },
   };
   const thick = segmenter ? thickSlicesOf(wb.network) : 0;
-  return view
-    ? { ...ctx, cfg, slices: { view, batch: wb.batch, ...(thick ? { thick } : {}) }, prefix: `${view}-` }
-    : { ...ctx, cfg, prefix: "wholebrain-" };
+  if (view) {
+    return {
+      ...ctx,
+      cfg,
+      slices: { view, batch: wb.batch, ...(thick ? { thick } : {}) },
+      prefix: `${view}-`,
+    };
+  }
+  // a fixed-input 3D network (UNesT) trains on crops of its window only and predicts by windows
+  const window = networkSpec(cfg).window;
+  if (!window) return { ...ctx, cfg, prefix: "wholebrain-" };
+  const crops = (s: Schedule): Schedule => ({ ...s, patch: window, wholeFraction: 0 });
+  return {
+    ...ctx,
+    cfg: { ...cfg, fusion: { ...cfg.fusion, baseline: crops(wb.baseline), fusion: crops(wb.fusion) } },
+    window,
+    prefix: "wholebrain-",
+  };
 }
 
 /** A view's subjects: the sagittal view's with left and right structures merged. */
@@ -303,7 +321,8 @@ export class WholeBrainModels {
   async probabilities(s: Subject, stage: Stage, view: View | null): Promise<Float32Array> {
     const v = viewContext(this.ctx, view);
     const model = await this.model(v, stage);
-    const p = await predictVolume(s, segInput(s), (x) => tf.softmax(model.apply(x)), v.slices);
+    const logits = windowed((x) => model.apply(x), v.window);
+    const p = await predictVolume(s, segInput(s), (x) => tf.softmax(logits(x)), v.slices);
     return view === "sagittal" ? unmergeScores(p, SAGITTAL_LABELS, STRUCTURES.length) : p;
   }
 
