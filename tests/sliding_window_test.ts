@@ -77,6 +77,8 @@ Deno.test("UNesT with a window: embeddings for its crops; the whole-brain contex
     null,
   );
   assertEquals(unest.window, cfg.wholebrain.unestWindow);
+  // not augmented (the tissue task's flips would swap hemispheres without swapping their labels)
+  assertEquals([cfg.augment, unest.cfg.augment], [true, false]);
   for (const s of [unest.cfg.fusion.baseline, unest.cfg.fusion.fusion]) {
     assertEquals([s.patch, s.wholeFraction], [cfg.wholebrain.unestWindow, 0]);
   }

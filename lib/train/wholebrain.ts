@@ -85,6 +85,10 @@ export function viewContext(ctx: Context, view: View | null, segmenter = true): 
   const dims = view ? 2 : 3;
   const cfg: RunConfig = {
     ...ctx.cfg,
+    // never augmented: the released code does not augment the whole-brain slices, and the tissue
+    // task's left-right flip and axial-plane rotations would put a left structure where the right
+    // one lies without swapping their labels (slices are not augmented in any case)
+    augment: false,
     teacher: view ? { ...ctx.cfg.teacher, dims, train: wb.teacher } : ctx.cfg.teacher,
     keeper: view ? { ...ctx.cfg.keeper, dims, train: wb.keeper } : ctx.cfg.keeper,
     fusion: {
