@@ -11,13 +11,13 @@ import { loadRun } from "../lib/report.ts";
 import { initBackend } from "../lib/backend.ts";
 import { readNifti } from "../lib/io/nifti.ts";
 import { meanOf } from "../lib/stats.ts";
-import { regionDice, table3, wholeBrainOf } from "../lib/report_wholebrain.ts";
+import { regionDice, table3, table3Runs, wholeBrainOf } from "../lib/report_wholebrain.ts";
 import { VIEWS } from "../lib/data/views.ts";
 import { STRUCTURES } from "../lib/phantom/labels.ts";
 import { segmentFile } from "../scripts/segment.ts";
 import { loadCohort } from "../lib/data/cohort.ts";
 import { WholeBrainModels } from "../lib/train/wholebrain.ts";
-import { readOnlyContext } from "../lib/train/pipeline.ts";
+import { profileConfig, readOnlyContext } from "../lib/train/pipeline.ts";
 
 await initBackend("cpu", { quiet: true });
 
@@ -96,6 +96,37 @@ Deno.test("whole brain: three views trained, test scans aggregated over 28 label
       Error,
       "config.json",
     );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("table3Runs: the arms table3 wrote beside a run, only those of the same configuration and cohort", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const config = profileConfig("default");
+    const write = async (name: string, network: string, seed = 0) => {
+      const dir = join(out, name);
+      await Deno.mkdir(dir);
+      const cfg = { ...config, seed, wholebrain: { ...config.wholebrain, network } };
+      await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(cfg));
+      await Deno.writeTextFile(join(dir, "log.jsonl"), "");
+      await Deno.writeTextFile(
+        join(dir, "metrics.json"),
+        JSON.stringify({ profile: "default", data: "data/generated/default", wholebrain: { network } }),
+      );
+      return dir;
+    };
+    const source = await write("wholebrain", "unet2d");
+    await write("table3-quicknat", "quicknat");
+    await write("table3-fastsurfer", "fastsurfer", 1); // another seed: not this run's arm
+    await write("other-unest", "unest"); // another plan name
+    const runs = await table3Runs(await loadRun(source));
+    assertEquals(runs.map((r) => r.dir), [source, join(out, "table3-quicknat")]);
+    assertEquals((await table3Runs(await loadRun(source), "other")).map((r) => r.dir), [
+      source,
+      join(out, "other-unest"),
+    ]);
   } finally {
     await Deno.remove(out, { recursive: true });
   }
