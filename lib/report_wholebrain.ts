@@ -6,14 +6,14 @@
  * views in FreeSurfer's colours.
  */
 import type * as dfd from "danfojs";
-import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { loadCohort } from "./data/cohort.ts";
 import { CORTICAL, STRUCTURE_COLOURS, STRUCTURES, SUBCORTICAL } from "./phantom/labels.ts";
 import { comparePaired, meanOf } from "./stats.ts";
 import { orderingHolds } from "./tables.ts";
 import { loadRun, type RunData, runDataDir } from "./report.ts";
-import { NETWORKS } from "./models/networks.ts";
+import { type NetworkName, NETWORKS } from "./models/networks.ts";
+import { finishedArm } from "./train/plan.ts";
 import { boxPlot, type PlotlyFigure } from "./viz/plotly.ts";
 import { dataFrame, type Row } from "./viz/table.ts";
 import { montage } from "./viz/png.ts";
@@ -46,28 +46,28 @@ export function wholeBrainOf(run: RunData): WholeBrainMetrics {
   return wb;
 }
 
+/** The change to a whole-brain run's configuration that makes `deno task table3`'s arm of `network`. */
+export function table3Changes(network: NetworkName): { wholebrain: { network: NetworkName } } {
+  return { wholebrain: { network } };
+}
+
 /**
  * The runs of Table 3 around a whole-brain run: `run`, then each `<name>-<network>` run beside it
- * that `deno task table3 --from <run>` wrote (the same configuration but for the network, on the
- * same cohort; others are left out), in the registry's order.
+ * that `deno task table3 --from <run>` finished with the configuration it would give it now
+ * (`finishedArm`; others are left out), in the registry's order.
  */
 export async function table3Runs(run: RunData, name = "table3"): Promise<RunData[]> {
   const own = wholeBrainOf(run).network;
-  const key = (r: RunData) => {
-    const c = withDefaults(r.config, r.config.profile, r.config.seed);
-    return JSON.stringify({
-      ...c,
-      progress: null,
-      wholebrain: { ...c.wholebrain, network: null },
-      data: runDataDir(r),
-    });
-  };
   const runs = [run];
-  for (const network of Object.keys(NETWORKS)) {
-    const dir = join(dirname(run.dir), `${name}-${network}`);
-    if (network === own || !existsSync(join(dir, "metrics.json"))) continue;
-    const arm = await loadRun(dir);
-    if (arm.metrics.wholebrain?.network === network && key(arm) === key(run)) runs.push(arm);
+  for (const network of Object.keys(NETWORKS) as NetworkName[]) {
+    if (network === own) continue;
+    const dir = await finishedArm(
+      { id: network, changes: table3Changes(network) },
+      run,
+      dirname(run.dir),
+      name,
+    );
+    if (dir) runs.push(await loadRun(dir));
   }
   return runs;
 }

@@ -21,6 +21,7 @@ import {
   structureMontage,
   structureTable,
   table3,
+  table3Changes,
   wholeBrainOf,
 } from "../lib/report_wholebrain.ts";
 import { renderFigures } from "../lib/viz/plotly.ts";
@@ -76,7 +77,7 @@ export async function runTable3(
       : TEACHER_KKN.filter((n) => existsSync(join(from, "checkpoints", `${n}.json`)));
     const arm: Arm = {
       id: network,
-      changes: { wholebrain: { network } },
+      changes: table3Changes(network),
       phase: "wholebrain",
       copy: [{ from: "source", names }],
     };

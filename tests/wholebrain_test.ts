@@ -101,7 +101,7 @@ Deno.test("whole brain: three views trained, test scans aggregated over 28 label
   }
 });
 
-Deno.test("table3Runs: the arms table3 wrote beside a run, only those of the same configuration and cohort", async () => {
+Deno.test("table3Runs: the arms table3 wrote beside a run, only those of the configuration it would give them", async () => {
   const out = await Deno.makeTempDir();
   try {
     const config = profileConfig("default");
@@ -110,6 +110,8 @@ Deno.test("table3Runs: the arms table3 wrote beside a run, only those of the sam
       await Deno.mkdir(dir);
       const cfg = { ...config, seed, wholebrain: { ...config.wholebrain, network } };
       await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(cfg));
+      // (as runArm writes it: the configuration the arm was given)
+      await Deno.writeTextFile(join(dir, "plan-config.json"), JSON.stringify(cfg, null, 2));
       await Deno.writeTextFile(join(dir, "log.jsonl"), "");
       await Deno.writeTextFile(
         join(dir, "metrics.json"),

@@ -76,7 +76,7 @@ export function perFold(name: string, folds: number): string[] {
 }
 
 /** The arm's configuration: the source's (settings added since it was written at their defaults) changed. */
-export function armConfig(arm: Arm, source: RunData): unknown {
+export function armConfig(arm: Pick<Arm, "changes">, source: RunData): unknown {
   return mergeConfig(withDefaults(source.config, source.config.profile, source.config.seed), arm.changes);
 }
 
@@ -100,16 +100,12 @@ export async function runArm(
       await copyCheckpoint(join(fromDir, "checkpoints", ck), join(dir, "checkpoints", ck));
     }
   }
-  const config = JSON.stringify(armConfig(arm, source), null, 2);
-  const configPath = join(dir, "plan-config.json");
-  if (
-    existsSync(join(dir, "metrics.json")) && existsSync(configPath) &&
-    await sameConfig(configPath, config, source)
-  ) {
+  if (await finishedArm(arm, source, runs, prefix)) {
     console.log(`${name}: finished, read from ${dir}`);
     return dir;
   }
-  await writeFileAtomic(configPath, config);
+  const configPath = join(dir, "plan-config.json");
+  await writeFileAtomic(configPath, JSON.stringify(armConfig(arm, source), null, 2));
   console.log(`${name}: ${arm.phase} (${JSON.stringify(arm.changes)})`);
   return await runTraining({
     profile: source.config.profile,
@@ -124,6 +120,25 @@ export async function runArm(
     // an unconverged arm is reported in its table, not fatal to the others
     "allow-unconverged": true,
   });
+}
+
+/**
+ * The run folder of an arm (`<runs>/<prefix>-<id>`) that finished with the configuration it would
+ * be given from `source` now, else null.
+ */
+export async function finishedArm(
+  arm: Pick<Arm, "id" | "changes">,
+  source: RunData,
+  runs: string,
+  prefix: string,
+): Promise<string | null> {
+  const dir = join(runs, `${prefix}-${arm.id}`);
+  const configPath = join(dir, "plan-config.json");
+  const config = JSON.stringify(armConfig(arm, source), null, 2);
+  return existsSync(join(dir, "metrics.json")) && existsSync(configPath) &&
+      await sameConfig(configPath, config, source)
+    ? dir
+    : null;
 }
 
 /**
